@@ -1,0 +1,38 @@
+# Sourced by scripts/test and scripts/run: installs what is missing, quietly
+# when nothing is. Leaves VENV pointing at the checkout's virtualenv.
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$TOP/.venv"
+
+_missing_debs() {
+    local pkg
+    for pkg in fuse3 libfuse3-dev pkg-config fio gcc; do
+        dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || printf '%s ' "$pkg"
+    done
+}
+
+_as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=$(_missing_debs)
+if [ -n "$missing" ]; then
+    echo "swapfs: installing Debian packages: $missing" >&2
+    _as_root apt-get update -qq >&2
+    # shellcheck disable=SC2086
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# Reinstall only when setup.cfg changed since the last install.
+stamp="$VENV/.swapfs-setup.cfg"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "swapfs: creating virtualenv in .venv" >&2
+    python3 -m venv "$VENV"
+fi
+if ! cmp -s "$TOP/setup.cfg" "$stamp"; then
+    echo "swapfs: installing swapfs and its dependencies into .venv" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$TOP[test]" >&2
+    cp "$TOP/setup.cfg" "$stamp"
+fi
