@@ -1,0 +1,64 @@
+"""One exception family for every layer: each error carries the errno it means.
+
+Lower layers raise these where the problem starts; only ``fs.py`` turns them into
+``pyfuse3.FUSEError`` and only ``cli.py`` turns them into exit messages.
+"""
+
+import errno
+import os
+
+
+class SwapfsError(Exception):
+    """An error with an errno. ``str()`` gives a one-line message."""
+
+    errno = errno.EIO
+
+    def __init__(self, message: str | None = None, *, err: int | None = None):
+        if err is not None:
+            self.errno = err
+        super().__init__(message or os.strerror(self.errno))
+
+
+class InvalidArgument(SwapfsError):
+    errno = errno.EINVAL
+
+
+class NotFound(SwapfsError):
+    errno = errno.ENOENT
+
+
+class Busy(SwapfsError):
+    errno = errno.EBUSY
+
+
+class NoSuchDevice(SwapfsError):
+    """A device with no usable page (FreeBSD's swapon answers ENXIO)."""
+
+    errno = errno.ENXIO
+
+
+class NoMemory(SwapfsError):
+    errno = errno.ENOMEM
+
+
+class NoSpace(SwapfsError):
+    errno = errno.ENOSPC
+
+
+class NotPermitted(SwapfsError):
+    errno = errno.EPERM
+
+
+class DeviceIOError(SwapfsError):
+    errno = errno.EIO
+
+
+class FileTooBig(SwapfsError):
+    errno = errno.EFBIG
+
+
+def from_oserror(exc: OSError, what: str = "") -> SwapfsError:
+    """Wrap an OSError, keeping its errno, as a SwapfsError."""
+    err = exc.errno or errno.EIO
+    text = os.strerror(err)
+    return SwapfsError(f"{what}: {text}" if what else text, err=err)

@@ -1,0 +1,47 @@
+"""Constants with the seed's names, and the table of tunables.
+
+Values follow FreeBSD on amd64 (sys/vm/swap_pager.c, sys/sys/blist.h).
+"""
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE_SIZE - 1
+
+# One swblk covers PCTRIE_COUNT pages (16 on LP64).
+SWAP_META_PAGES = 16
+
+# daddr_t is signed 64-bit; "no block" is 2**63 stored in it, i.e. INT64_MIN.
+SWAPBLK_MASK = (1 << 63) - 1
+SWAPBLK_NONE = -(1 << 63)
+
+BLIST_RADIX = 64
+BLIST_MAX_ALLOC = BLIST_RADIX
+
+# putpages clusters: min(MAXPHYS / PAGE_SIZE, MAX_PAGEOUT_CLUSTER); exported as vm.dmmax.
+MAX_PAGEOUT_CLUSTER = 32
+nsw_cluster_max = MAX_PAGEOUT_CLUSTER
+
+# The first BBSIZE bytes of every device hold a label or boot block: never handed out.
+BBSIZE = 8192
+BBPAGES = BBSIZE // PAGE_SIZE
+
+# Below nswap_lowat free pages "out of swap space" is reported; above nswap_hiwat cleared.
+nswap_lowat = 128
+nswap_hiwat = 512
+
+# swdevt.sw_flags
+SW_CLOSING = 0x04
+
+# Asynchronous write buffers (nsw_wcount_async) and the pool they come from.
+nswbuf = 256
+SWAP_ASYNC_MAX_DEFAULT = 4
+
+# vm.overcommit bits (sys/vm/vm_param.h / swap_pager.h).
+SWAP_RESERVE_FORCE_ON = 1 << 0
+SWAP_RESERVE_RLIMIT_ON = 1 << 1
+SWAP_RESERVE_ALLOW_NONWIRED = 1 << 2
+
+# Largest object swapfs accepts, in bytes (like tmpfs's maximum file size): beyond it EFBIG.
+MAXFILESIZE = 1 << 62
+
+NAME_MAX = 255
