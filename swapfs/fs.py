@@ -1,0 +1,813 @@
+"""The FUSE glue: an in-memory tree whose regular files are swap objects.
+
+``Operations`` behaves like tmpfs: directories, hard links, symlinks, FIFOs and
+sockets live only in memory; the pages of every regular file live on swap through
+the pager. This is the one module (with ``mount.py``) that imports pyfuse3, and the
+one place where a ``SwapfsError`` becomes a ``FUSEError``.
+
+Concurrency: handlers run as trio tasks. Plain Python between two awaits is
+atomic, so every check of the inode table and the update it guards happen with no
+await in between; the only awaits are pager calls, made after the table is
+consistent again.
+
+Decisions a user may notice:
+
+- mknod makes regular files, FIFOs and sockets. Character and block devices get
+  EPERM: libfuse mounts ``nodev`` unless asked otherwise, so a device node here
+  could never be opened anyway.
+- The ``user.swapfs.*`` xattrs are read-only views; setting or removing one gives
+  EPERM (the attribute exists, but nobody may change it). Other ``user.*``
+  xattrs are kept in memory; other namespaces get ENOTSUP.
+- With ``default_permissions`` the kernel checks mode bits and the sticky bit
+  (``may_delete`` in the VFS runs for every filesystem), so the handlers do not
+  check permissions again.
+- atime follows relatime: a read updates it only if it is older than mtime or
+  ctime, or more than a day old.
+- The name ``.swapfs`` is reserved in the root for the control directory: creating
+  or renaming anything to it gives EPERM.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+import pyfuse3
+from pyfuse3 import FUSEError
+from sortedcontainers import SortedDict
+
+from . import errors
+from .params import MAXFILESIZE, NAME_MAX, PAGE_SIZE
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE: int = pyfuse3.ROOT_INODE
+CONTROL_NAME = b".swapfs"
+
+# Directory entries only change through the kernel, so it may cache them a while.
+ENTRY_TIMEOUT = 60.0
+# st_blocks of an object can change behind the kernel's back (swapoff migration):
+# keep attribute caching short.
+ATTR_TIMEOUT = 1.0
+
+# Cap on inodes, reported by statfs as f_files; creating more gives ENOSPC.
+MAX_INODES = 1 << 32
+
+# readdir offsets: 1 and 2 are "." and ".."; entry serials start after them.
+_FIRST_SERIAL = 3
+
+XATTR_SWAPPED = b"user.swapfs.swapped"
+XATTR_MAP = b"user.swapfs.map"
+# Not listed: answered on the root only, so `swapfs umount` can find the daemon.
+XATTR_PID = b"user.swapfs.pid"
+_READONLY_XATTRS = (XATTR_SWAPPED, XATTR_MAP)
+
+_RELATIME_NS = 24 * 3600 * 10**9
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+@dataclass(eq=False, slots=True)
+class Inode:
+    """One inode. ``lookups`` is the kernel's lookup count, ``opens`` our open handles.
+
+    The inode is destroyed (and its object deallocated) once ``nlink``, ``lookups``
+    and ``opens`` are all zero.
+    """
+
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    rdev: int = 0
+    size: int = 0
+    atime_ns: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    lookups: int = 0
+    opens: int = 0
+    obj: Any = None                      # SwapObject, regular files only
+    target: bytes = b""                  # symlinks only
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    # Directories only: name -> (serial, ino); serial -> name, in listing order.
+    entries: dict[bytes, tuple[int, int]] | None = None
+    order: SortedDict | None = None
+    next_serial: int = _FIRST_SERIAL
+    parent: int = 0                      # directories only: the inode of ".."
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _fuse_errors(fn: F) -> F:
+    """Only FUSEError may leave a handler: map SwapfsError to its errno, anything
+    unexpected to EIO with the traceback in the log (the daemon keeps running)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except FUSEError:
+            raise
+        except errors.SwapfsError as exc:
+            log.debug("%s: %s", fn.__name__, exc)
+            raise FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise FUSEError(errno.ENAMETOOLONG)
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 request handlers over a ``Pager``.
+
+    Callers (mount.py, tests) may rely on: ``inodes`` holding every live inode by
+    number, ``ROOT_INODE`` being a directory owned by the creating uid/gid, and
+    ``destroy()`` deallocating every object.
+    """
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, pager: Any, *, uid: int | None = None, gid: int | None = None,
+                 root_mode: int = 0o755) -> None:
+        super().__init__()
+        self.pager = pager
+        self.space = pager.space
+        self.inodes: dict[int, Inode] = {}
+        self._next_ino = ROOT_INODE + 1
+        self._handles: dict[int, int] = {}   # fh -> ino, for files and directories
+        self._next_fh = 1
+        now = _now()
+        root = Inode(ino=ROOT_INODE, mode=stat.S_IFDIR | (root_mode & 0o7777),
+                     uid=os.getuid() if uid is None else uid,
+                     gid=os.getgid() if gid is None else gid,
+                     nlink=2, atime_ns=now, mtime_ns=now, ctime_ns=now,
+                     entries={}, order=SortedDict(), parent=ROOT_INODE)
+        # The kernel holds the root without ever looking it up; it is never forgotten.
+        root.lookups = 1
+        self.inodes[ROOT_INODE] = root
+
+    # ------------------------------------------------------------------ helpers
+
+    def _inode(self, ino: int) -> Inode:
+        try:
+            return self.inodes[ino]
+        except KeyError:
+            raise FUSEError(errno.ENOENT) from None
+
+    def _dir(self, ino: int) -> Inode:
+        node = self._inode(ino)
+        if node.entries is None:
+            raise FUSEError(errno.ENOTDIR)
+        return node
+
+    def _attr(self, node: Inode) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.generation = 0
+        a.entry_timeout = ENTRY_TIMEOUT
+        a.attr_timeout = ATTR_TIMEOUT
+        a.st_mode = node.mode
+        a.st_nlink = node.nlink
+        a.st_uid = node.uid
+        a.st_gid = node.gid
+        a.st_rdev = node.rdev
+        a.st_size = node.size
+        a.st_blksize = PAGE_SIZE
+        # 512-byte units of pages really on swap, so du tells the truth.
+        a.st_blocks = node.obj.swapped * (PAGE_SIZE // 512) if node.obj is not None else 0
+        a.st_atime_ns = node.atime_ns
+        a.st_mtime_ns = node.mtime_ns
+        a.st_ctime_ns = node.ctime_ns
+        return a
+
+    def _new_inode(self, mode: int, ctx: Any, **kw: Any) -> Inode:
+        if len(self.inodes) >= MAX_INODES:
+            raise FUSEError(errno.ENOSPC)
+        now = _now()
+        node = Inode(ino=self._next_ino, mode=mode, uid=ctx.uid, gid=ctx.gid, nlink=1,
+                     atime_ns=now, mtime_ns=now, ctime_ns=now, **kw)
+        self._next_ino += 1
+        return node
+
+    def _check_new_name(self, parent: Inode, name: bytes) -> None:
+        """Raise unless ``name`` may be created in ``parent`` (no await: the caller
+        inserts the entry right after)."""
+        _check_name(name)
+        if name in (b".", b"..") or name in parent.entries:  # type: ignore[operator]
+            raise FUSEError(errno.EEXIST)
+        if parent.ino == ROOT_INODE and name == CONTROL_NAME:
+            raise FUSEError(errno.EPERM)
+        if parent.nlink == 0:
+            # A removed directory takes no new entries.
+            raise FUSEError(errno.ENOENT)
+
+    def _add_entry(self, parent: Inode, name: bytes, node: Inode) -> None:
+        serial = parent.next_serial
+        parent.next_serial += 1
+        parent.entries[name] = (serial, node.ino)  # type: ignore[index]
+        parent.order[serial] = name  # type: ignore[index]
+
+    def _del_entry(self, parent: Inode, name: bytes) -> int:
+        serial, ino = parent.entries.pop(name)  # type: ignore[union-attr]
+        del parent.order[serial]  # type: ignore[union-attr]
+        return ino
+
+    def _touch_dir(self, parent: Inode, now: int | None = None) -> None:
+        now = _now() if now is None else now
+        parent.mtime_ns = parent.ctime_ns = now
+
+    def _mode(self, mode: int, ctx: Any) -> int:
+        # The kernel applies the umask before sending the mode (no FUSE_DONT_MASK,
+        # no ACLs); masking again is idempotent and keeps us right if that changes.
+        return (mode & ~stat.S_IFMT(mode) & ~getattr(ctx, "umask", 0)) & 0o7777
+
+    def _create_node(self, parent_ino: int, name: bytes, mode: int, ctx: Any,
+                     **kw: Any) -> Inode:
+        """Make and link a new inode (no await inside); the lookup count is 1."""
+        parent = self._dir(parent_ino)
+        self._check_new_name(parent, name)
+        node = self._new_inode(mode, ctx, **kw)
+        if stat.S_ISDIR(mode):
+            node.nlink = 2
+            node.entries = {}
+            node.order = SortedDict()
+            node.parent = parent.ino
+            parent.nlink += 1
+        # setgid directories pass their group on, and the bit to subdirectories.
+        if parent.mode & stat.S_ISGID:
+            node.gid = parent.gid
+            if stat.S_ISDIR(mode):
+                node.mode |= stat.S_ISGID
+        if stat.S_ISREG(mode):
+            node.obj = self.pager.alloc(node.ino)
+        self.inodes[node.ino] = node
+        self._add_entry(parent, name, node)
+        self._touch_dir(parent, node.ctime_ns)
+        node.lookups += 1
+        return node
+
+    async def _maybe_destroy(self, node: Inode) -> None:
+        """Drop ``node`` once no name, lookup or open refers to it any more."""
+        if node.nlink > 0 or node.lookups > 0 or node.opens > 0:
+            return
+        if self.inodes.get(node.ino) is not node or node.ino == ROOT_INODE:
+            return
+        del self.inodes[node.ino]
+        obj, node.obj = node.obj, None
+        if obj is not None:
+            log.debug("inode %d gone: freeing its object (%d pages)", node.ino, obj.swapped)
+            await self.pager.dealloc(obj)
+
+    def _unlink_node(self, node: Inode) -> None:
+        """Account for one name less (no await)."""
+        node.nlink -= 1
+        node.ctime_ns = _now()
+
+    # ------------------------------------------------------------------ lookups
+
+    @_fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("lookup %d %r", parent_inode, name)
+        _check_name(name)
+        parent = self._dir(parent_inode)
+        if name == b".":
+            node = parent
+        elif name == b"..":
+            node = self._inode(parent.parent)
+        else:
+            try:
+                node = self.inodes[parent.entries[name][1]]  # type: ignore[index]
+            except KeyError:
+                raise FUSEError(errno.ENOENT) from None
+        node.lookups += 1
+        return self._attr(node)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        # Must never raise: there is no request to answer.
+        for ino, nlookup in inode_list:
+            try:
+                node = self.inodes.get(ino)
+                if node is None or ino == ROOT_INODE:
+                    continue
+                node.lookups = max(0, node.lookups - nlookup)
+                await self._maybe_destroy(node)
+            except Exception:
+                log.exception("forget of inode %d failed", ino)
+
+    @_fuse_errors
+    async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("getattr %d", inode)
+        return self._attr(self._inode(inode))
+
+    @_fuse_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any,
+                      fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("setattr %d", inode)
+        node = self._inode(inode)
+        now = _now()
+        if fields.update_size:
+            size = attr.st_size
+            if size < 0:
+                raise FUSEError(errno.EINVAL)
+            if size > MAXFILESIZE:
+                raise FUSEError(errno.EFBIG)
+            if node.is_dir:
+                raise FUSEError(errno.EISDIR)
+            if not node.is_reg:
+                raise FUSEError(errno.EINVAL)
+            old = node.size
+            if size != old:
+                await node.obj.truncate(old, size)
+                node.size = size
+            node.mtime_ns = node.ctime_ns = now
+            self._kill_priv(node)
+        if fields.update_mode:
+            node.mode = stat.S_IFMT(node.mode) | (attr.st_mode & 0o7777)
+            node.ctime_ns = now
+        if fields.update_uid or fields.update_gid:
+            if fields.update_uid:
+                node.uid = attr.st_uid
+            if fields.update_gid:
+                node.gid = attr.st_gid
+            if not fields.update_mode:
+                self._kill_priv(node)
+            node.ctime_ns = now
+        if fields.update_atime:
+            node.atime_ns = attr.st_atime_ns
+            node.ctime_ns = now
+        if fields.update_mtime:
+            node.mtime_ns = attr.st_mtime_ns
+            node.ctime_ns = now
+        if fields.update_ctime:
+            node.ctime_ns = attr.st_ctime_ns
+        return self._attr(node)
+
+    @staticmethod
+    def _kill_priv(node: Inode) -> None:
+        # libfuse asks the filesystem to clear setuid/setgid on write, truncate and
+        # chown (FUSE_CAP_HANDLE_KILLPRIV). setgid without group-exec means mandatory
+        # locking, not privilege, so it stays.
+        if node.is_reg and node.mode & (stat.S_ISUID | stat.S_ISGID):
+            node.mode &= ~stat.S_ISUID
+            if node.mode & stat.S_IXGRP:
+                node.mode &= ~stat.S_ISGID
+
+    # ------------------------------------------------------------------ tree ops
+
+    @_fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("mkdir %d %r", parent_inode, name)
+        node = self._create_node(parent_inode, name, stat.S_IFDIR | self._mode(mode, ctx), ctx)
+        return self._attr(node)
+
+    @_fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("mknod %d %r %o", parent_inode, name, mode)
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            raise FUSEError(errno.EPERM)
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
+            raise FUSEError(errno.EINVAL)
+        node = self._create_node(parent_inode, name, kind | self._mode(mode, ctx), ctx)
+        return self._attr(node)
+
+    @_fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("symlink %d %r -> %r", parent_inode, name, target)
+        node = self._create_node(parent_inode, name, stat.S_IFLNK | 0o777, ctx,
+                                 target=bytes(target), size=len(target))
+        return self._attr(node)
+
+    @_fuse_errors
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        log.debug("readlink %d", inode)
+        node = self._inode(inode)
+        if not stat.S_ISLNK(node.mode):
+            raise FUSEError(errno.EINVAL)
+        return node.target
+
+    @_fuse_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> pyfuse3.EntryAttributes:
+        log.debug("link %d -> %d %r", inode, new_parent_inode, new_name)
+        node = self._inode(inode)
+        if node.is_dir:
+            raise FUSEError(errno.EPERM)
+        parent = self._dir(new_parent_inode)
+        self._check_new_name(parent, new_name)
+        if node.nlink == 0:
+            # linkat() of an unlinked file (not O_TMPFILE): the VFS says ENOENT.
+            raise FUSEError(errno.ENOENT)
+        self._add_entry(parent, new_name, node)
+        node.nlink += 1
+        now = _now()
+        node.ctime_ns = now
+        self._touch_dir(parent, now)
+        node.lookups += 1
+        return self._attr(node)
+
+    @_fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        log.debug("unlink %d %r", parent_inode, name)
+        _check_name(name)
+        parent = self._dir(parent_inode)
+        entry = parent.entries.get(name)  # type: ignore[union-attr]
+        if entry is None:
+            raise FUSEError(errno.ENOENT)
+        node = self.inodes[entry[1]]
+        if node.is_dir:
+            raise FUSEError(errno.EISDIR)
+        self._del_entry(parent, name)
+        self._unlink_node(node)
+        self._touch_dir(parent, node.ctime_ns)
+        await self._maybe_destroy(node)
+
+    @_fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        log.debug("rmdir %d %r", parent_inode, name)
+        _check_name(name)
+        if name == b".":
+            raise FUSEError(errno.EINVAL)
+        if name == b"..":
+            raise FUSEError(errno.ENOTEMPTY)
+        parent = self._dir(parent_inode)
+        entry = parent.entries.get(name)  # type: ignore[union-attr]
+        if entry is None:
+            raise FUSEError(errno.ENOENT)
+        node = self.inodes[entry[1]]
+        if not node.is_dir:
+            raise FUSEError(errno.ENOTDIR)
+        if node.entries:
+            raise FUSEError(errno.ENOTEMPTY)
+        self._del_entry(parent, name)
+        node.nlink = 0
+        parent.nlink -= 1
+        now = _now()
+        node.ctime_ns = now
+        self._touch_dir(parent, now)
+        await self._maybe_destroy(node)
+
+    def _is_ancestor(self, anc: Inode, node: Inode) -> bool:
+        """True if ``anc`` is ``node`` or one of its ancestors."""
+        cur = node
+        while True:
+            if cur is anc:
+                return True
+            if cur.ino == ROOT_INODE:
+                return False
+            cur = self.inodes[cur.parent]
+
+    @_fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        log.debug("rename %d %r -> %d %r (%#x)", parent_inode_old, name_old,
+                  parent_inode_new, name_new, flags)
+        _check_name(name_old)
+        _check_name(name_new)
+        exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
+        noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
+        if exchange and noreplace:
+            raise FUSEError(errno.EINVAL)
+        for n in (name_old, name_new):
+            if n in (b".", b".."):
+                raise FUSEError(errno.EBUSY)
+        pold = self._dir(parent_inode_old)
+        pnew = self._dir(parent_inode_new)
+        src_entry = pold.entries.get(name_old)  # type: ignore[union-attr]
+        if src_entry is None:
+            raise FUSEError(errno.ENOENT)
+        src = self.inodes[src_entry[1]]
+        dst_entry = pnew.entries.get(name_new)  # type: ignore[union-attr]
+        dst = self.inodes[dst_entry[1]] if dst_entry is not None else None
+        if pnew.ino == ROOT_INODE and name_new == CONTROL_NAME:
+            raise FUSEError(errno.EPERM)
+        if pnew.nlink == 0:
+            raise FUSEError(errno.ENOENT)
+        now = _now()
+
+        if exchange:
+            if dst is None:
+                raise FUSEError(errno.ENOENT)
+            if src is dst:
+                return
+            if (src.is_dir and self._is_ancestor(src, pnew)) or \
+                    (dst.is_dir and self._is_ancestor(dst, pold)):
+                raise FUSEError(errno.EINVAL)
+            # Swap in place: both entries keep their listing positions.
+            pold.entries[name_old] = (src_entry[0], dst.ino)  # type: ignore[index]
+            pnew.entries[name_new] = (dst_entry[0], src.ino)  # type: ignore[index,index]
+            if pold is not pnew:
+                if src.is_dir:
+                    src.parent = pnew.ino
+                    pold.nlink -= 1
+                    pnew.nlink += 1
+                if dst.is_dir:
+                    dst.parent = pold.ino
+                    pnew.nlink -= 1
+                    pold.nlink += 1
+            src.ctime_ns = dst.ctime_ns = now
+            self._touch_dir(pold, now)
+            self._touch_dir(pnew, now)
+            return
+
+        if dst is not None:
+            if noreplace:
+                raise FUSEError(errno.EEXIST)
+            if src is dst:
+                # Two names of one inode: POSIX says do nothing.
+                return
+            if src.is_dir:
+                if not dst.is_dir:
+                    raise FUSEError(errno.ENOTDIR)
+                if dst.entries:
+                    raise FUSEError(errno.ENOTEMPTY)
+            elif dst.is_dir:
+                raise FUSEError(errno.EISDIR)
+        if src.is_dir and self._is_ancestor(src, pnew):
+            raise FUSEError(errno.EINVAL)
+
+        # From here to the end of the table update: no await.
+        if dst is not None:
+            self._del_entry(pnew, name_new)
+            if dst.is_dir:
+                dst.nlink = 0
+                pnew.nlink -= 1
+            else:
+                dst.nlink -= 1
+            dst.ctime_ns = now
+        self._del_entry(pold, name_old)
+        self._add_entry(pnew, name_new, src)
+        if src.is_dir and pold is not pnew:
+            src.parent = pnew.ino
+            pold.nlink -= 1
+            pnew.nlink += 1
+        src.ctime_ns = now
+        self._touch_dir(pold, now)
+        self._touch_dir(pnew, now)
+        if dst is not None:
+            await self._maybe_destroy(dst)
+
+    # ------------------------------------------------------------------ files
+
+    def _new_handle(self, node: Inode) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = node.ino
+        node.opens += 1
+        return fh
+
+    def _handle(self, fh: int) -> Inode:
+        try:
+            return self.inodes[self._handles[fh]]
+        except KeyError:
+            raise FUSEError(errno.EBADF) from None
+
+    @_fuse_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        log.debug("create %d %r", parent_inode, name)
+        node = self._create_node(parent_inode, name, stat.S_IFREG | self._mode(mode, ctx), ctx)
+        fh = self._new_handle(node)
+        return pyfuse3.FileInfo(fh=fh), self._attr(node)
+
+    @_fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        log.debug("open %d %#o", inode, flags)
+        node = self._inode(inode)
+        if node.is_dir:
+            raise FUSEError(errno.EISDIR)
+        if not node.is_reg:
+            # FIFOs and sockets are opened by the kernel itself; anything else here
+            # is a bug or a race with a type change.
+            raise FUSEError(errno.ENXIO)
+        fh = self._new_handle(node)
+        if flags & os.O_TRUNC and node.size:
+            # libfuse asks for atomic O_TRUNC: the kernel sends no separate setattr.
+            try:
+                await node.obj.truncate(node.size, 0)
+            except BaseException:
+                await self._release_handle(fh)
+                raise
+            node.size = 0
+            node.mtime_ns = node.ctime_ns = _now()
+            self._kill_priv(node)
+        return pyfuse3.FileInfo(fh=fh)
+
+    @_fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        log.debug("read fh=%d %d+%d", fh, off, size)
+        node = self._handle(fh)
+        data = await node.obj.read(off, size, node.size)
+        now = _now()
+        if (node.atime_ns <= node.mtime_ns or node.atime_ns <= node.ctime_ns
+                or now - node.atime_ns > _RELATIME_NS):
+            node.atime_ns = now
+        return data
+
+    @_fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        log.debug("write fh=%d %d+%d", fh, off, len(buf))
+        node = self._handle(fh)
+        end = off + len(buf)
+        if end > MAXFILESIZE:
+            raise FUSEError(errno.EFBIG)
+        if not buf:
+            return 0
+        await node.obj.write(off, buf, node.size)
+        # Read the size again after the await: another request may have moved it.
+        if end > node.size:
+            node.size = end
+        node.mtime_ns = node.ctime_ns = _now()
+        self._kill_priv(node)
+        return len(buf)
+
+    @_fuse_errors
+    async def flush(self, fh: int) -> None:
+        log.debug("flush fh=%d", fh)
+        self._handle(fh)
+
+    async def _release_handle(self, fh: int) -> None:
+        ino = self._handles.pop(fh, None)
+        node = self.inodes.get(ino) if ino is not None else None
+        if node is not None:
+            node.opens -= 1
+            await self._maybe_destroy(node)
+
+    @_fuse_errors
+    async def release(self, fh: int) -> None:
+        log.debug("release fh=%d", fh)
+        await self._release_handle(fh)
+
+    @_fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        log.debug("fsync fh=%d", fh)
+        self._handle(fh)
+        await self.pager.sync()
+
+    # ------------------------------------------------------------------ directories
+
+    @_fuse_errors
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        log.debug("opendir %d", inode)
+        node = self._dir(inode)
+        return self._new_handle(node)
+
+    @_fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        log.debug("readdir fh=%d from %d", fh, start_id)
+        node = self._handle(fh)
+        if node.entries is None:
+            raise FUSEError(errno.ENOTDIR)
+        # "." and ".." do not count as lookups (the kernel does not link them).
+        if start_id < 1:
+            if not pyfuse3.readdir_reply(token, b".", self._attr(node), 1):
+                return
+        if start_id < 2:
+            parent = self.inodes.get(node.parent, node)
+            if not pyfuse3.readdir_reply(token, b"..", self._attr(parent), 2):
+                return
+        # Serials only grow, so resuming after the last one handed out neither
+        # skips nor repeats entries whatever was added or removed meanwhile.
+        # Copy the keys: readdir_reply never awaits, but be safe against reentry.
+        for serial in list(node.order.irange(minimum=max(start_id, _FIRST_SERIAL))):  # type: ignore[union-attr]
+            name = node.order.get(serial)  # type: ignore[union-attr]
+            if name is None:
+                continue
+            child = self.inodes[node.entries[name][1]]
+            if not pyfuse3.readdir_reply(token, name, self._attr(child), serial + 1):
+                return
+            child.lookups += 1
+
+    @_fuse_errors
+    async def releasedir(self, fh: int) -> None:
+        log.debug("releasedir fh=%d", fh)
+        await self._release_handle(fh)
+
+    @_fuse_errors
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        # Directories live in memory only: nothing to flush.
+        self._handle(fh)
+
+    # ------------------------------------------------------------------ statfs
+
+    @_fuse_errors
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        log.debug("statfs")
+        total, used = self.space.status()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = PAGE_SIZE
+        s.f_frsize = PAGE_SIZE
+        s.f_blocks = total
+        s.f_bfree = s.f_bavail = max(0, total - used)
+        s.f_files = MAX_INODES
+        s.f_ffree = s.f_favail = MAX_INODES - len(self.inodes)
+        s.f_namemax = NAME_MAX
+        return s
+
+    # ------------------------------------------------------------------ xattrs
+
+    def _swapfs_xattr(self, node: Inode, name: bytes) -> bytes | None:
+        if node.ino == ROOT_INODE and name == XATTR_PID:
+            return str(os.getpid()).encode()
+        if node.obj is None:
+            return None
+        if name == XATTR_SWAPPED:
+            return str(node.obj.swapped).encode()
+        if name == XATTR_MAP:
+            return "".join(f"{p} {dev} {devpage} {n}\n"
+                           for p, dev, devpage, n in node.obj.map_runs()).encode()
+        return None
+
+    @_fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        log.debug("getxattr %d %r", inode, name)
+        node = self._inode(inode)
+        value = self._swapfs_xattr(node, name)
+        if value is not None:
+            return value
+        try:
+            return node.xattrs[name]
+        except KeyError:
+            raise FUSEError(pyfuse3.ENOATTR) from None
+
+    @_fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        log.debug("listxattr %d", inode)
+        node = self._inode(inode)
+        names = list(_READONLY_XATTRS) if node.obj is not None else []
+        names.extend(node.xattrs)
+        return names
+
+    def _check_settable(self, node: Inode, name: bytes) -> None:
+        if name.startswith(b"user.swapfs."):
+            # Read-only views of the pager: they exist but nobody may change them.
+            raise FUSEError(errno.EPERM)
+        if not name.startswith(b"user."):
+            raise FUSEError(errno.ENOTSUP)
+        if not (node.is_reg or node.is_dir):
+            # As on Linux: user xattrs only on regular files and directories.
+            raise FUSEError(errno.EPERM)
+
+    @_fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        log.debug("setxattr %d %r", inode, name)
+        node = self._inode(inode)
+        self._check_settable(node, name)
+        node.xattrs[bytes(name)] = bytes(value)
+        node.ctime_ns = _now()
+
+    @_fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        log.debug("removexattr %d %r", inode, name)
+        node = self._inode(inode)
+        self._check_settable(node, name)
+        try:
+            del node.xattrs[name]
+        except KeyError:
+            raise FUSEError(pyfuse3.ENOATTR) from None
+        node.ctime_ns = _now()
+
+    # ------------------------------------------------------------------ teardown
+
+    async def destroy(self) -> None:
+        """Deallocate every object (called by mount.py after the session ends,
+        since the kernel does not forget everything on unmount)."""
+        for node in list(self.inodes.values()):
+            obj, node.obj = node.obj, None
+            if obj is not None:
+                try:
+                    await self.pager.dealloc(obj)
+                except Exception:
+                    log.exception("freeing inode %d failed", node.ino)
+        root = self.inodes[ROOT_INODE]
+        self.inodes.clear()
+        self.inodes[ROOT_INODE] = root
