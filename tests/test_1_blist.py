@@ -1,0 +1,299 @@
+"""blist: exact FreeBSD semantics against a plain bitmap model and the C baseline."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from swapfs.blist import BLIST_MAX_ALLOC, Blist, BlistError
+
+M64 = (1 << 64) - 1
+P = 1099511628211
+
+
+class Model:
+    """The allocator's contract written the obvious way: one bool per block."""
+
+    def __init__(self, blocks: int) -> None:
+        self.blocks = blocks
+        self.free_ = bytearray(blocks)        # 1 = free
+        self.cursor = 0
+
+    def avail(self) -> int:
+        return sum(self.free_)
+
+    def _first(self, start: int, count: int) -> int:
+        run = b"\x01" * count
+        return self.free_.find(run, start)
+
+    def alloc(self, count: int, maxcount: int):
+        s = self._first(self.cursor, count)
+        if s < 0 and self.cursor:
+            s = self._first(0, count)
+        if s < 0:
+            return None
+        n = count
+        while n < maxcount and s + n < self.blocks and self.free_[s + n]:
+            n += 1
+        self.free_[s:s + n] = bytes(n)
+        self.cursor = 0 if s + n == self.blocks else s + n
+        return s, n
+
+    def free(self, blk: int, count: int) -> None:
+        if any(self.free_[blk:blk + count]):
+            raise BlistError
+        self.free_[blk:blk + count] = b"\x01" * count
+
+    def fill(self, blk: int, count: int) -> int:
+        was = sum(self.free_[blk:blk + count])
+        self.free_[blk:blk + count] = bytes(count)
+        return was
+
+
+sizes = st.one_of(st.sampled_from([1, 2, 63, 64, 65, 127, 128, 255, 256, 257, 511, 512,
+                                   4096, 4097, 16384, 16448]),
+                  st.integers(1, 5000),
+                  st.integers(1, 80).map(lambda k: 64 * k))
+
+
+@st.composite
+def scripts(draw):
+    blocks = draw(sizes)
+    ops = []
+    for _ in range(draw(st.integers(1, 60))):
+        kind = draw(st.sampled_from(["alloc", "alloc", "alloc", "free", "free", "fill", "freeany"]))
+        if kind == "alloc":
+            count = draw(st.integers(1, min(BLIST_MAX_ALLOC, 70)).filter(lambda c: c <= 64))
+            maxcount = draw(st.one_of(st.just(count), st.integers(count, count + 300)))
+            ops.append(("alloc", count, maxcount))
+        else:
+            blk = draw(st.integers(0, blocks - 1))
+            count = draw(st.one_of(st.integers(1, 70), st.integers(1, blocks)))
+            ops.append((kind, blk, min(count, blocks - blk)))
+    return blocks, ops
+
+
+def check_same(bl: Blist, model: Model) -> None:
+    assert bl.avail() == model.avail()
+    assert bl.cursor == model.cursor
+
+
+@given(scripts())
+def test_against_bitmap_model(script):
+    blocks, ops = script
+    bl, model = Blist(blocks), Model(blocks)
+    assert bl.avail() == 0 and bl.alloc(1, 1) is None
+    # Start from a random-looking but deterministic mix: free everything, or half.
+    bl.free(0, blocks)
+    model.free(0, blocks)
+    live: list[tuple[int, int]] = []
+    for op in ops:
+        if op[0] == "alloc":
+            got = bl.alloc(op[1], op[2])
+            assert got == model.alloc(op[1], op[2]), op
+            if got:
+                live.append(got)
+        elif op[0] == "free":
+            if live:
+                blk, n = live.pop(op[1] % len(live))
+                if all(not model.free_[b] for b in range(blk, blk + n)):
+                    bl.free(blk, n)
+                    model.free(blk, n)
+        elif op[0] == "freeany":
+            _, blk, n = op
+            expect_err = any(model.free_[blk:blk + n])
+            before = bytes(model.free_)
+            if expect_err:
+                with pytest.raises(BlistError):
+                    bl.free(blk, n)
+                assert [bl.isfree(b) for b in range(blocks)] == [bool(v) for v in before]
+            else:
+                bl.free(blk, n)
+                model.free(blk, n)
+        else:
+            _, blk, n = op
+            assert bl.fill(blk, n) == model.fill(blk, n)
+        check_same(bl, model)
+    assert [bl.isfree(b) for b in range(blocks)] == [bool(v) for v in model.free_]
+    model_stats = Blist(blocks)
+    # A rebuilt map with the same free blocks reports the same statistics.
+    for b in range(blocks):
+        if model.free_[b]:
+            model_stats.free(b, 1)
+    assert model_stats.stats() == bl.stats()
+
+
+def test_new_blist_is_all_allocated():
+    bl = Blist(100)
+    assert bl.blocks == 100 and bl.avail() == 0 and bl.cursor == 0
+    assert bl.alloc(1, 1) is None
+    assert bl.fill(0, 100) == 0
+
+
+def test_preconditions():
+    bl = Blist(1000)
+    bl.free(0, 1000)
+    for count, maxcount in [(0, 1), (2, 1), (65, 65), (-1, 5)]:
+        with pytest.raises(ValueError):
+            bl.alloc(count, maxcount)
+    assert bl.alloc(64, 1000) == (0, 1000)
+    assert bl.cursor == 0 and bl.avail() == 0
+    with pytest.raises(BlistError):
+        bl.free(999, 2)
+    with pytest.raises(BlistError):
+        bl.free(-1, 1)
+
+
+def test_double_free_changes_nothing():
+    bl = Blist(4097)
+    bl.free(0, 4097)
+    assert bl.alloc(10, 10) == (0, 10)
+    bl.free(3, 2)
+    for blk, n in [(0, 10), (4, 1), (2, 3000), (9, 2)]:
+        with pytest.raises(BlistError):
+            bl.free(blk, n)
+    assert bl.avail() == 4089
+    assert [bl.isfree(b) for b in range(12)] == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_run_crossing_chunks_and_wrap():
+    bl = Blist(1024)
+    bl.free(0, 1024)
+    assert bl.fill(0, 250) == 250
+    assert bl.alloc(64, 64) == (250, 64)          # crosses a 256-block boundary
+    assert bl.alloc(1, 2000) == (314, 710)        # grants up to the end, cursor wraps
+    assert bl.cursor == 0
+    bl.free(100, 10)
+    bl.free(1000, 24)
+    assert bl.alloc(20, 20) == (1000, 20)         # 10 at 100 too short: first fit later
+    assert bl.alloc(8, 8) == (100, 8)             # pass 2 from 0 after the cursor
+    assert bl.alloc(5, 5) is None and bl.avail() == 6
+
+
+def xorshift(seed: int):
+    s = seed
+    while True:
+        s ^= (s << 13) & M64
+        s ^= s >> 7
+        s ^= (s << 17) & M64
+        yield s
+
+
+def run_workload(variant: str, ops: int, trace: list | None = None):
+    bl = Blist(1 << 20)
+    bl.free(0, 1 << 20)
+    rng = xorshift(42)
+    live: list[tuple[int, int]] = []
+    h = 1469598103934665603
+    failures = 0
+    for op in range(ops):
+        r1 = next(rng)
+        if not live or r1 % 100 < 55:
+            count = 1 + next(rng) % 32
+            got = bl.alloc(count, count if variant == "A" else 32)
+            if trace is not None:
+                trace.append(("alloc", count, got))
+            if got is None:
+                failures += 1
+                h = ((h ^ 0xFFFFFFFF) * P) & M64
+            else:
+                live.append(got)
+                h = ((h ^ got[0]) * P) & M64
+                h = ((h ^ got[1]) * P) & M64
+        else:
+            i = next(rng) % len(live)
+            if trace is not None:
+                trace.append(("free", i))
+            bl.free(*live[i])
+            live[i] = live[-1]
+            live.pop()
+    return bl, live, failures, h
+
+
+def test_xorshift_reference_outputs():
+    rng = xorshift(42)
+    assert [next(rng) for _ in range(5)] == [
+        45454805674, 11532217803599905471, 10021416941527320954,
+        2899061411254629736, 5661411637479084162]
+
+
+def test_first_operations():
+    trace: list = []
+    run_workload("A", 6, trace)
+    assert trace == [("alloc", 32, (0, 32)), ("alloc", 9, (32, 9)), ("free", 1),
+                     ("free", 0), ("alloc", 6, (41, 6)), ("alloc", 29, (47, 29))]
+    trace = []
+    run_workload("B", 6, trace)
+    assert trace == [("alloc", 32, (0, 32)), ("alloc", 9, (32, 32)), ("free", 1),
+                     ("free", 0), ("alloc", 6, (64, 32)), ("alloc", 29, (96, 32))]
+
+
+@pytest.mark.parametrize("variant,ops,avail,nlive", [
+    ("A", 1000, 1047160, 84), ("A", 10000, 1030289, 1078), ("A", 100000, 886297, 9694),
+    ("B", 1000, 1045888, 84), ("B", 10000, 1014080, 1078), ("B", 100000, 738368, 9694),
+])
+def test_checkpoints(variant, ops, avail, nlive):
+    bl, live, failures, _ = run_workload(variant, ops)
+    assert (bl.avail(), len(live), failures) == (avail, nlive, 0)
+
+
+EMPTY_STATS = """\
+number of maximal free ranges: 0
+largest free range: 0
+average maximal free range size: 0
+number of maximal free ranges of different sizes:
+               count  |  size range
+               -----  |  ----------
+                   0  |  0
+"""
+
+
+def test_stats_samples():
+    assert Blist(77).stats() == EMPTY_STATS
+    bl = Blist(1 << 20)
+    bl.free(2, (1 << 20) - 2)
+    assert bl.stats() == EMPTY_STATS.replace(": 0\n", ": 1\n", 1) \
+        .replace("range: 0", "range: 1048574").replace("size: 0", "size: 1048574") \
+        .replace("   0  |  0", "   1  |  1048574")
+
+
+def test_stats_histogram_and_truncating_average():
+    bl = Blist(400)
+    # Gaps of sizes 1, 2, 3, 4, 9, 9, 100 separated by allocated blocks.
+    pos = 0
+    for size in (1, 2, 3, 4, 9, 9, 100):
+        bl.free(pos, size)
+        pos += size + 1
+    text = bl.stats().splitlines()
+    assert text[0] == "number of maximal free ranges: 7"
+    assert text[1] == "largest free range: 100"
+    avg, err, num = 0, 0, 0
+    for size in (1, 2, 3, 4, 9, 9, 100):
+        err += size - avg
+        num += 1
+        q = int(err / num)
+        avg += q
+        err -= q * num
+    assert text[2] == f"average maximal free range size: {avg}"
+    assert text[6:] == ["                   1  |  1", "                   1  |  2",
+                        "                   2  |  3 to 4", "                   2  |  8 to 12",
+                        "                   1  |  100"]
+    bl.free(200, 95)
+    assert bl.stats().splitlines()[-1] == "                   2  |  89 to 100"
+
+
+def test_resize_keeps_state():
+    bl = Blist(300)
+    bl.free(10, 20)
+    bl.resize(1000, True)
+    assert bl.avail() == 20 + 700
+    assert bl.alloc(64, 64) == (300, 64)
+    bl.resize(15, False)
+    assert bl.avail() == 5 and bl.alloc(5, 5) == (10, 5)
+
+
+def test_variant_a_full_run_stats():
+    pytest.importorskip("os").environ.get("SWAPFS_SLOW") or pytest.skip(
+        "full 2,000,000-op run: set SWAPFS_SLOW=1 (scripts/bench-blist always checks it)")
+    bl, live, failures, h = run_workload("A", 2_000_000)
+    assert (failures, len(live), bl.avail(), h) == (132180, 70648, 74576, 0x67055665621F0023)
