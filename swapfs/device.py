@@ -1,0 +1,511 @@
+"""One backing store: a regular file, a block device, or memory.
+
+A device is an array of ``npages`` pages of PAGE_SIZE bytes with positional,
+page-granular I/O. The synchronous methods (``read_pages``, ``write_pages``,
+``fsync``) block and are meant for worker threads; the ``a*`` wrappers run them
+there through ``trio.to_thread.run_sync``. Every I/O failure, real or injected,
+is a :class:`~swapfs.errors.DeviceIOError` whose ``pages`` attribute is the
+``(start, count)`` device-relative page range known to have failed, so the
+layer above can mark exactly those blocks bad.
+
+(FreeBSD: the I/O side of ``struct swdevt``, ``swapdev_strategy``,
+``swapgeom_strategy``, ``swapongeom``/``swaponvp``.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import stat
+import time
+from typing import Hashable
+
+import trio
+
+from . import errors
+from .params import PAGE_SIZE
+
+__all__ = [
+    "Device",
+    "FileDevice",
+    "MemoryDevice",
+    "Faults",
+    "open_device",
+    "identity",
+    "parse_size",
+    "make_backing_file",
+]
+
+
+def _io_error(what: str, err: int, start: int, count: int) -> errors.DeviceIOError:
+    exc = errors.DeviceIOError(
+        f"{what} pages {start}+{count}: {os.strerror(err)}", err=err
+    )
+    exc.pages = (start, count)  # type: ignore[attr-defined]
+    return exc
+
+
+def identity(st: os.stat_result) -> Hashable:
+    """What makes two opens the same backing store (for swapon's EBUSY).
+
+    A block device is identified by the device it names (``st_rdev``), so two
+    device nodes for one disk compare equal; anything else by its inode.
+    """
+    if stat.S_ISBLK(st.st_mode):
+        return ("blk", st.st_rdev)
+    return ("file", st.st_dev, st.st_ino)
+
+
+# --------------------------------------------------------------------------
+# Fault injection
+
+
+class Faults:
+    """Injected failures and latency for one device.
+
+    Checked before the real I/O, on every kind of device. An injected error
+    is indistinguishable from a real one: ``DeviceIOError`` with EIO and
+    ``pages`` set. Page ranges fail the overlap of the request with the first
+    faulty range; a probability fault fails the whole request.
+
+    Text form, one fault a line (what :meth:`describe` returns and
+    :meth:`apply` accepts): ``write-error FIRST-LAST`` (inclusive pages),
+    ``write-error p=P``, the same with ``read-error``, ``latency MS``.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        # Tuples replaced whole, never mutated: worker threads read them.
+        self.write_ranges: tuple[tuple[int, int], ...] = ()
+        self.read_ranges: tuple[tuple[int, int], ...] = ()
+        self.write_p = 0.0
+        self.read_p = 0.0
+        self.latency_ms = 0.0
+        self._rng = random.Random(seed)
+
+    def add_write_error(self, start: int, count: int = 1) -> None:
+        self.write_ranges += (_check_range(start, count),)
+
+    def add_read_error(self, start: int, count: int = 1) -> None:
+        self.read_ranges += (_check_range(start, count),)
+
+    def set_write_error_p(self, p: float) -> None:
+        self.write_p = _check_p(p)
+
+    def set_read_error_p(self, p: float) -> None:
+        self.read_p = _check_p(p)
+
+    def set_latency(self, ms: float) -> None:
+        if not ms >= 0:
+            raise errors.InvalidArgument(f"bad latency: {ms!r}")
+        self.latency_ms = float(ms)
+
+    def clear(self) -> None:
+        self.write_ranges = self.read_ranges = ()
+        self.write_p = self.read_p = self.latency_ms = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(
+            self.write_ranges or self.read_ranges
+            or self.write_p or self.read_p or self.latency_ms
+        )
+
+    def describe(self) -> list[str]:
+        """The active faults, one text line each, in :meth:`apply` syntax."""
+        lines = []
+        for kind, ranges, p in (
+            ("write-error", self.write_ranges, self.write_p),
+            ("read-error", self.read_ranges, self.read_p),
+        ):
+            lines += [f"{kind} {s}-{s + n - 1}" for s, n in ranges]
+            if p:
+                lines.append(f"{kind} p={p:g}")
+        if self.latency_ms:
+            lines.append(f"latency {self.latency_ms:g}")
+        return lines
+
+    def apply(self, line: str) -> None:
+        """Add the fault one text line describes, or ``clear``.
+
+        Raises InvalidArgument for anything else, changing nothing.
+        """
+        words = line.split()
+        if words == ["clear"]:
+            self.clear()
+            return
+        if len(words) != 2:
+            raise errors.InvalidArgument(f"bad fault: {line!r}")
+        kind, arg = words
+        try:
+            if kind == "latency":
+                self.set_latency(float(arg))
+                return
+            if kind not in ("write-error", "read-error"):
+                raise ValueError
+            if arg.startswith("p="):
+                p = float(arg[2:])
+                if kind == "write-error":
+                    self.set_write_error_p(p)
+                else:
+                    self.set_read_error_p(p)
+                return
+            first, _, last = arg.partition("-")
+            lo = int(first)
+            hi = int(last) if last else lo
+            if hi < lo:
+                raise ValueError
+        except ValueError:
+            raise errors.InvalidArgument(f"bad fault: {line!r}") from None
+        if kind == "write-error":
+            self.add_write_error(lo, hi - lo + 1)
+        else:
+            self.add_read_error(lo, hi - lo + 1)
+
+    # Called from worker threads, before the real I/O.
+
+    def delay(self) -> None:
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000.0)
+
+    def check(self, what: str, start: int, count: int) -> None:
+        """Raise the injected error for a ``what`` ("read"/"write") request."""
+        if what == "write":
+            ranges, p = self.write_ranges, self.write_p
+        else:
+            ranges, p = self.read_ranges, self.read_p
+        end = start + count
+        for s, n in ranges:
+            lo, hi = max(s, start), min(s + n, end)
+            if lo < hi:
+                raise _io_error(what, errno.EIO, lo, hi - lo)
+        if p and self._rng.random() < p:
+            raise _io_error(what, errno.EIO, start, count)
+
+
+def _check_range(start: int, count: int) -> tuple[int, int]:
+    if start < 0 or count < 1:
+        raise errors.InvalidArgument(f"bad page range: {start}+{count}")
+    return (start, count)
+
+
+def _check_p(p: float) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise errors.InvalidArgument(f"bad probability: {p!r}")
+    return float(p)
+
+
+# --------------------------------------------------------------------------
+# Devices
+
+
+class Device:
+    """Common behaviour of every backing store.
+
+    Attributes callers may rely on: ``path`` (absolute path, or a name for a
+    memory device), ``npages`` (fixed at open), ``is_block``, ``ident``
+    (hashable identity for swapon's EBUSY check) and ``faults``.
+    Requests must lie inside ``[0, npages)``; beyond it they fail with
+    DeviceIOError(EIO). Not safe against concurrent ``close``.
+    """
+
+    path: str
+    npages: int
+    is_block: bool = False
+    ident: Hashable
+
+    def __init__(self) -> None:
+        self.faults = Faults()
+
+    # Subclasses supply these four, byte-addressed.
+    def _pread(self, off: int, size: int, first_page: int) -> bytes:
+        raise NotImplementedError
+
+    def _pwrite(self, off: int, data: memoryview, first_page: int) -> None:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def _check(self, what: str, page: int, npages: int) -> None:
+        if page < 0 or npages < 0:
+            raise errors.InvalidArgument(f"bad page range: {page}+{npages}")
+        if page + npages > self.npages:
+            raise _io_error(what, errno.EIO, page, npages)
+
+    def read_pages(self, page: int, npages: int) -> bytes:
+        """Read ``npages`` whole pages from device page ``page``. Blocks."""
+        self._check("read", page, npages)
+        f = self.faults
+        if f.active:
+            f.delay()
+            f.check("read", page, npages)
+        if npages == 0:
+            return b""
+        return self._pread(page * PAGE_SIZE, npages * PAGE_SIZE, page)
+
+    def write_pages(self, page: int, data: bytes | bytearray | memoryview) -> None:
+        """Write whole pages at device page ``page``; all of it or an error.
+
+        On error, the pages from the first one not known to be written are
+        reported in ``exc.pages``. Blocks.
+        """
+        mv = memoryview(data).cast("B")
+        if len(mv) % PAGE_SIZE:
+            raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
+        npages = len(mv) // PAGE_SIZE
+        self._check("write", page, npages)
+        f = self.faults
+        if f.active:
+            f.delay()
+            f.check("write", page, npages)
+        if npages:
+            self._pwrite(page * PAGE_SIZE, mv, page)
+
+    def fsync(self) -> None:
+        """Make written pages durable (fdatasync). Blocks."""
+        if self.faults.latency_ms:
+            self.faults.delay()
+        self._sync()
+
+    async def aread_pages(
+        self, page: int, npages: int, limiter: trio.CapacityLimiter | None = None
+    ) -> bytes:
+        """``read_pages`` in a worker thread."""
+        return await trio.to_thread.run_sync(
+            self.read_pages, page, npages, limiter=limiter
+        )
+
+    async def awrite_pages(
+        self,
+        page: int,
+        data: bytes | bytearray | memoryview,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
+        """``write_pages`` in a worker thread."""
+        await trio.to_thread.run_sync(self.write_pages, page, data, limiter=limiter)
+
+    async def afsync(self, limiter: trio.CapacityLimiter | None = None) -> None:
+        """``fsync`` in a worker thread."""
+        await trio.to_thread.run_sync(self.fsync, limiter=limiter)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path} npages={self.npages}>"
+
+
+class FileDevice(Device):
+    """A regular file or a block device, opened read-write.
+
+    The size is fixed at open: whole pages only (a partial last page is not
+    used). For a block device the size comes from the device itself, not
+    from ``st_size``.
+    """
+
+    def __init__(self, path: str, fd: int, st: os.stat_result, size: int) -> None:
+        super().__init__()
+        self.path = path
+        self.fd = fd
+        self.is_block = stat.S_ISBLK(st.st_mode)
+        self.st_dev = st.st_dev
+        self.st_ino = st.st_ino
+        self.st_rdev = st.st_rdev
+        self.ident = identity(st)
+        self.size = size
+        self.npages = size // PAGE_SIZE
+
+    @classmethod
+    def open(cls, path: str) -> "FileDevice":
+        """Open ``path`` read-write. Errors keep their errno (ENOENT, EACCES,
+        ...); a path that is neither a regular file nor a block device gives
+        InvalidArgument."""
+        apath = os.path.abspath(path)
+        try:
+            # Look before opening: opening a FIFO or a character device can
+            # have side effects, and a directory would answer EISDIR.
+            _check_kind(apath, os.stat(apath))
+            fd = os.open(apath, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise errors.from_oserror(exc, apath) from None
+        try:
+            st = os.fstat(fd)
+            _check_kind(apath, st)  # it may have been replaced meanwhile
+            if stat.S_ISBLK(st.st_mode):
+                size = os.lseek(fd, 0, os.SEEK_END)
+            else:
+                size = st.st_size
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise errors.from_oserror(exc, apath) from None
+            raise
+        return cls(apath, fd, st, size)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def _pread(self, off: int, size: int, first_page: int) -> bytes:
+        fd = self.fd
+        try:
+            data = os.pread(fd, size, off)
+            if len(data) == size:
+                return data
+            parts = [data]
+            done = len(data)
+            while done < size:
+                chunk = os.pread(fd, size - done, off + done)
+                if not chunk:
+                    # Past the end of the file or device: fail, never invent zeros.
+                    p = first_page + done // PAGE_SIZE
+                    raise _io_error("read", errno.EIO, p,
+                                    first_page + size // PAGE_SIZE - p)
+                parts.append(chunk)
+                done += len(chunk)
+        except OSError as exc:
+            raise _io_error("read", exc.errno or errno.EIO,
+                            first_page, size // PAGE_SIZE) from None
+        return b"".join(parts)
+
+    def _pwrite(self, off: int, data: memoryview, first_page: int) -> None:
+        fd = self.fd
+        size = len(data)
+        done = 0
+        try:
+            while done < size:
+                n = os.pwrite(fd, data[done:], off + done)
+                if n <= 0:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+                done += n
+        except OSError as exc:
+            # Whole pages before `done` are on the device; the rest is not.
+            p = first_page + done // PAGE_SIZE
+            raise _io_error("write", exc.errno or errno.EIO, p,
+                            first_page + size // PAGE_SIZE - p) from None
+
+    def _sync(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            raise _io_error("fsync", exc.errno or errno.EIO, 0, self.npages) from None
+
+    def close(self) -> None:
+        """Close the descriptor; further I/O fails. Idempotent."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError as exc:
+                raise errors.from_oserror(exc, self.path) from None
+
+
+def _check_kind(path: str, st: os.stat_result) -> None:
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise errors.InvalidArgument(f"{path}: not a regular file or block device")
+
+
+def open_device(path: str) -> FileDevice:
+    """Open a file or block device as a swap device (see FileDevice.open)."""
+    return FileDevice.open(path)
+
+
+class MemoryDevice(Device):
+    """A device in a bytearray: same interface and errors, for fast tests."""
+
+    _count = 0
+
+    def __init__(self, npages: int, name: str | None = None) -> None:
+        super().__init__()
+        if npages < 0:
+            raise errors.InvalidArgument(f"bad size: {npages} pages")
+        if name is None:
+            name = f"mem{MemoryDevice._count}"
+            MemoryDevice._count += 1
+        self.path = name
+        self.npages = npages
+        self.ident = ("mem", id(self))
+        self._buf: bytearray | None = bytearray(npages * PAGE_SIZE)
+
+    @property
+    def closed(self) -> bool:
+        return self._buf is None
+
+    def _mem(self, what: str, first_page: int, npages: int) -> bytearray:
+        buf = self._buf
+        if buf is None:
+            raise _io_error(what, errno.EBADF, first_page, npages)
+        return buf
+
+    def _pread(self, off: int, size: int, first_page: int) -> bytes:
+        buf = self._mem("read", first_page, size // PAGE_SIZE)
+        return bytes(buf[off:off + size])
+
+    def _pwrite(self, off: int, data: memoryview, first_page: int) -> None:
+        buf = self._mem("write", first_page, len(data) // PAGE_SIZE)
+        buf[off:off + len(data)] = data
+
+    def _sync(self) -> None:
+        self._mem("fsync", 0, self.npages)
+
+    def close(self) -> None:
+        self._buf = None
+
+
+# --------------------------------------------------------------------------
+# Sizes and backing files
+
+_SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]?)\s*", re.IGNORECASE)
+_SHIFT = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``: a whole number with an optional K, M, G or T suffix
+    (powers of 1024, case-insensitive). Anything else: InvalidArgument."""
+    m = _SIZE_RE.fullmatch(text)
+    if m is None:
+        raise errors.InvalidArgument(f"bad size: {text!r}")
+    return int(m.group(1)) << _SHIFT[m.group(2).upper()]
+
+
+def make_backing_file(path: str, size: int) -> int:
+    """Create ``path`` as a sparse regular file of at least ``size`` bytes.
+
+    An existing regular file is grown to ``size`` if smaller and never
+    shrunk; anything else at ``path`` gives InvalidArgument. Returns the
+    resulting size in bytes.
+    """
+    if size < 0:
+        raise errors.InvalidArgument(f"bad size: {size}")
+    try:
+        try:
+            _check_regular(path, os.stat(path))
+        except FileNotFoundError:
+            pass
+        # O_NONBLOCK: a FIFO swapped in meanwhile must not hang the open.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise errors.from_oserror(exc, path) from None
+    try:
+        st = os.fstat(fd)
+        _check_regular(path, st)
+        if st.st_size < size:
+            os.ftruncate(fd, size)
+            return size
+        return st.st_size
+    except OSError as exc:
+        raise errors.from_oserror(exc, path) from None
+    finally:
+        os.close(fd)
+
+
+def _check_regular(path: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise errors.InvalidArgument(f"{path}: not a regular file")
