@@ -62,3 +62,21 @@ def from_oserror(exc: OSError, what: str = "") -> SwapfsError:
     err = exc.errno or errno.EIO
     text = os.strerror(err)
     return SwapfsError(f"{what}: {text}" if what else text, err=err)
+
+
+def unwrap_group(group: BaseExceptionGroup) -> BaseException:
+    """The error to raise for a failed nursery: its first SwapfsError, so callers see
+    one errno; the group itself when it holds a cancellation or a bug."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if all(isinstance(exc, SwapfsError) for exc in leaves):
+        return leaves[0]
+    return group
