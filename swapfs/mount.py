@@ -167,6 +167,14 @@ def check_mountpoint(path: str) -> str:
     if not stat.S_ISDIR(st.st_mode):
         raise errors.SwapfsError(f"{path}: not a directory", err=errno.ENOTDIR)
     if os.path.ismount(apath):
+        try:
+            # stat may be answered from the kernel's cache; statfs always asks.
+            os.statvfs(apath)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                raise errors.SwapfsError(
+                    f"{path}: a dead mount is in the way (run: swapfs umount {path})",
+                    err=errno.ENOTCONN) from None
         raise errors.Busy(f"{path}: already a mountpoint")
     return apath
 
