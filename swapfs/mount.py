@@ -219,8 +219,9 @@ def open_space(specs: list[DeviceSpec], locks: _Locks) -> SwapSpace:
                 make_backing_file(spec.path, spec.size)
             dev = open_device(spec.path)
             try:
-                locks.lock(dev.path)
+                # swapon first: it names a device given twice more precisely.
                 space.swapon(dev)
+                locks.lock(dev.path)
             except BaseException:
                 dev.close()
                 raise

@@ -402,6 +402,12 @@ def test_sigterm_unmounts_cleanly(tmp_path: Path, cli_mnt: Path) -> None:
     try:
         wait_for_mount(cli_mnt, proc, err)
         (cli_mnt / "f").write_bytes(b"x" * 100000)
+        proc.send_signal(signal.SIGUSR1)      # stack dump, and keeps serving
+        deadline = time.monotonic() + 10
+        while "Current thread" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "Current thread" in err.read_text()
+        assert (cli_mnt / "f").stat().st_size == 100000
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, err.read_text()
         assert not os.path.ismount(cli_mnt)
@@ -455,6 +461,9 @@ def test_device_in_use_by_another_mount(tmp_path: Path, mount_factory) -> None:
         r = run_swapfs("mount", "--device", dev, str(two), state_home=tmp_path)
         assert r.returncode == 1 and "in use" in r.stderr
         assert not os.path.ismount(two)
+    r = run_swapfs("mount", "--device", dev, "--device", dev, str(two), state_home=tmp_path)
+    assert r.returncode == 1 and "already in use" in r.stderr
+    assert not os.path.ismount(two)
 
 
 def test_two_devices_and_writeback_cache(mount_factory, tmp_path: Path) -> None:
