@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import subprocess
 import sys
@@ -29,8 +28,6 @@ import time
 from typing import Callable, Sequence
 
 from . import __version__, errors
-
-log = logging.getLogger(__name__)
 
 # Words that can start a command line; anything else followed by a mountpoint is
 # the mount.fuse3 form.
@@ -188,9 +185,6 @@ def cmd_mkswap(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
-
-Command = Callable[[argparse.Namespace], int]
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each subcommand sets ``func``. Add a subcommand by

@@ -652,6 +652,9 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def flush(self, fh: int) -> None:
+        # Called on every close(): written data is already on the devices (pwrite),
+        # and an fdatasync of every device per close would make small-file work
+        # crawl. fsync() is the call that asks for durability.
         log.debug("flush fh=%d", fh)
         self._handle(fh)
 

@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 # Size of the embedded default backing file, created on the first mount without
 # --device (sparse: it takes disk space only as pages are swapped out).
 DEFAULT_SIZE = 4 << 30
-DEFAULT_SIZE_TEXT = "4G"
 DEFAULT_DEVICE_NAME = "default.swap"
 
 # Options passed straight to libfuse.
@@ -118,7 +117,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
     """Fold ``-o`` option lists (comma-separated) into ``cfg``.
 
     Understood: allow_other, allow_root, auto_unmount, debug (libfuse's protocol
-    trace), writeback_cache, device=PATH[:SIZE] (repeatable), fsname=NAME; generic
+    trace), writeback_cache, device=PATH[:SIZE] (repeatable), fsname=NAME,
+    subtype=... (ignored: always swapfs); generic
     mount words (rw, defaults, noatime, x-*, ...) are ignored; ``ro`` and anything
     unknown are InvalidArgument.
     """
@@ -139,6 +139,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
                 cfg.devices.append(parse_device_spec(value))
             elif key == "fsname" and value:
                 cfg.source = value
+            elif key == "subtype":
+                continue  # always "swapfs"; mount.fuse3 may pass it along
             else:
                 raise errors.InvalidArgument(f"unknown mount option: {opt}")
     if {"allow_other", "allow_root"} <= cfg.fuse_options:
