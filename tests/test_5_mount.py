@@ -345,6 +345,10 @@ def test_background_mount_and_blocking_umount(tmp_path: Path, cli_mnt: Path) -> 
     pid = _daemon_pid(cli_mnt)
     assert _alive(pid)
     assert mounts_of(cli_mnt)[0].split()[2] == "fuse.swapfs"
+    with open(cli_mnt / "f", "rb"):
+        r = run_swapfs("umount", str(cli_mnt), state_home=state)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "busy" in r.stderr
+        assert os.path.ismount(cli_mnt) and _alive(pid)
     r = run_swapfs("umount", str(cli_mnt), state_home=state)
     assert r.returncode == 0, r.stderr
     assert not _alive(pid)                # umount returned only after the daemon exited
