@@ -1,0 +1,484 @@
+"""Per-object swap metadata: page index -> swap block number.
+
+Pages are grouped in chunks of SWAP_META_PAGES (16) consecutive page indices, keyed by
+the first page index of the chunk (the page index rounded down to a multiple of 16), as
+FreeBSD groups them in a `struct swblk` kept in a pctrie. A chunk is an ``array('q')``
+of 16 slots, about 18 bytes per swapped page all told (the kernel: about 8.5).
+
+Guarantees every method keeps:
+
+- a chunk exists only while at least one of its slots holds a block: nothing creates a
+  chunk just to store SWAPBLK_NONE, and a chunk that becomes empty is dropped at once;
+- `swapped` is the number of pages that have a block, maintained in O(1);
+- blocks handed back for freeing come as coalesced runs ``[(blk, n), ...]``, in page
+  order, where a run is extended whenever the next block is the previous run's
+  ``blk + n`` (FreeBSD's freerange pair), so the caller frees each run with one call.
+
+This module only keeps the map. It never allocates or frees swap space itself, and it
+does not check that a block is used by one page only: that is the pager's business.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+
+from sortedcontainers import SortedList
+
+from .params import MAX_PAGEOUT_CLUSTER, SWAP_META_PAGES, SWAPBLK_MASK, SWAPBLK_NONE
+
+__all__ = ["SwapMeta", "SWB_NPAGES"]
+
+# Read-around limit of haspage, as in the seed: each side counts at most SWB_NPAGES - 1.
+SWB_NPAGES = MAX_PAGEOUT_CLUSTER
+
+_NPG = SWAP_META_PAGES
+_SLOT = SWAP_META_PAGES - 1         # pindex & _SLOT: slot within the chunk
+_KEY = ~_SLOT                       # pindex & _KEY: rounddown(pindex, SWAP_META_PAGES)
+_NONE = SWAPBLK_NONE
+
+# Encoding: slot i of a chunk holds blk - i, or SWAPBLK_NONE for no block (blk - i is
+# at least -15, so it never collides with NONE). Pages on consecutive blocks then hold
+# equal values, so C-level array operations do the per-page work: a run is written
+# with one array repeat and recognised with one array comparison (a memcmp); only
+# fragmented chunks go through groupby(). The hot paths run no Python loop per page.
+
+# Copied (by slicing, a memcpy) for every new chunk and to blank a slot range; a chunk
+# equal to it is empty.
+_EMPTY = array("q", [SWAPBLK_NONE] * SWAP_META_PAGES)
+
+# Below this many chunks in a range, probing the dict for each key beats walking the
+# sorted key list (the 32-page windows of getpages/putpages span 2 or 3 chunks).
+_PROBE_MAX = 8
+
+
+def _seg_runs(seg: array[int], slot: int) -> list[tuple[int, int, int]]:
+    """Split seg, the slots of a chunk from slot on, into maximal runs
+    ``(index in seg, blk, n)`` of consecutive blocks, leaving out empty slots."""
+    v = seg[0]
+    n = len(seg)
+    if seg == array("q", (v,)) * n:
+        return [] if v == _NONE else [(0, v + slot, n)]
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    for v, g in groupby(seg):
+        k = len(list(g))
+        if v != _NONE:
+            out.append((i, v + slot + i, k))
+        i += k
+    return out
+
+
+def _push(out: list[list[int]], blk: int, n: int) -> None:
+    """Append the run (blk, n) to out, merging it into the last run if it continues it."""
+    if out:
+        last = out[-1]
+        if last[0] + last[1] == blk:
+            last[1] += n
+            return
+    out.append([blk, n])
+
+
+def _lead(seg: array[int], v: int) -> int:
+    """How many slots at the start of seg hold v."""
+    if seg == array("q", (v,)) * len(seg):
+        return len(seg)
+    i = 0
+    while seg[i] == v:
+        i += 1
+    return i
+
+
+def _check_range(pindex: int, npages: int) -> None:
+    if pindex < 0 or npages < 0:
+        raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
+
+
+class SwapMeta:
+    """The swap metadata of one object (FreeBSD: the object's swp_blks pctrie of
+    struct swblk).
+
+    Page indices are ints >= 0 (no upper bound: files beyond 4 GiB have page indices
+    beyond 2**20). Blocks are global block numbers, ints in [0, 2**63); SWAPBLK_NONE
+    means "no block". Methods that take a range take ``(pindex, npages)`` and cover
+    pages ``pindex .. pindex + npages - 1``. Lists returned are the caller's to keep.
+
+    Not thread-safe: the caller serialises all changes to one object.
+    """
+
+    __slots__ = ("_chunks", "_keys", "_swapped")
+
+    def __init__(self) -> None:
+        # key -> 16 encoded slots; _keys holds the same keys, sorted, for ranged walks.
+        self._chunks: dict[int, array[int]] = {}
+        self._keys: SortedList = SortedList()
+        self._swapped = 0
+
+    def __repr__(self) -> str:
+        return f"<SwapMeta swapped={self._swapped} chunks={len(self._chunks)}>"
+
+    # -- counters ---------------------------------------------------------------
+
+    @property
+    def swapped(self) -> int:
+        """Number of pages that have a block (O(1))."""
+        return self._swapped
+
+    @property
+    def nchunks(self) -> int:
+        """Number of 16-page chunks currently held (for tests and statistics)."""
+        return len(self._chunks)
+
+    # -- internal helpers --------------------------------------------------------
+
+    def _new_chunk(self, key: int) -> array[int]:
+        c = _EMPTY[:]
+        self._chunks[key] = c
+        self._keys.add(key)
+        return c
+
+    def _drop_chunk(self, key: int) -> None:
+        del self._chunks[key]
+        self._keys.remove(key)
+
+    def _keys_in(self, first: int, end: int) -> list[int]:
+        """Keys of the existing chunks that overlap pages [first, end), in order."""
+        k0 = first & _KEY
+        k1 = (end - 1) & _KEY
+        if k1 - k0 <= _PROBE_MAX * _NPG:
+            chunks = self._chunks
+            return [k for k in range(k0, k1 + 1, _NPG) if k in chunks]
+        return list(self._keys.irange(k0, k1))
+
+    def _iter_runs(self, keys: Iterable[int], first: int, end: int
+                   ) -> Iterator[tuple[int, int, int]]:
+        """Yield maximal runs (pindex, blk, n) of consecutive pages on consecutive
+        blocks within pages [first, end) of the given chunks, holes left out."""
+        chunks = self._chunks
+        rp = rb = rn = 0                 # pending run; rn == 0 means none
+        for key in keys:
+            c = chunks[key]
+            lo = first - key if first > key else 0
+            hi = end - key if end - key < _NPG else _NPG
+            seg = c if lo == 0 and hi == _NPG else c[lo:hi]
+            for off, b, n in _seg_runs(seg, lo):
+                p = key + lo + off
+                if rp + rn == p and rb + rn == b and rn:
+                    rn += n
+                    continue
+                if rn:
+                    yield (rp, rb, rn)
+                rp, rb, rn = p, b, n
+        if rn:
+            yield (rp, rb, rn)
+
+    def _clear(self, key: int, c: array[int], lo: int, hi: int) -> None:
+        """Empty slots [lo, hi) of chunk c, dropping it if nothing is left."""
+        if lo == 0 and hi == _NPG:
+            self._drop_chunk(key)
+            return
+        c[lo:hi] = _EMPTY[lo:hi]
+        if c == _EMPTY:
+            self._drop_chunk(key)
+
+    # -- single pages ------------------------------------------------------------
+
+    def lookup(self, pindex: int) -> int:
+        """Block of page pindex, or SWAPBLK_NONE. (FreeBSD: swp_pager_meta_lookup)"""
+        c = self._chunks.get(pindex & _KEY)
+        if c is None:
+            return _NONE
+        i = pindex & _SLOT
+        v = c[i]
+        return v if v == _NONE else v + i
+
+    def build(self, pindex: int, blk: int) -> int:
+        """Point page pindex at blk, or clear it when blk is SWAPBLK_NONE; return the
+        block it had before (SWAPBLK_NONE if none), which the caller frees.
+        (FreeBSD: swp_pager_meta_build)"""
+        if blk == _NONE:
+            return self.pop(pindex)
+        if pindex < 0 or not 0 <= blk <= SWAPBLK_MASK:
+            raise ValueError(f"bad page or block: pindex={pindex} blk={blk}")
+        key = pindex & _KEY
+        c = self._chunks.get(key)
+        if c is None:
+            c = self._new_chunk(key)
+        i = pindex & _SLOT
+        old = c[i]
+        c[i] = blk - i
+        if old == _NONE:
+            self._swapped += 1
+            return _NONE
+        return old + i
+
+    def pop(self, pindex: int) -> int:
+        """Clear page pindex without freeing its block and return that block (or
+        SWAPBLK_NONE): the caller now owns it. (FreeBSD: swp_pager_meta_ctl, SWM_POP)"""
+        key = pindex & _KEY
+        c = self._chunks.get(key)
+        if c is None:
+            return _NONE
+        i = pindex & _SLOT
+        old = c[i]
+        if old == _NONE:
+            return _NONE
+        c[i] = _NONE
+        self._swapped -= 1
+        if c == _EMPTY:
+            self._drop_chunk(key)
+        return old + i
+
+    def haspage(self, pindex: int) -> tuple[bool, int, int]:
+        """(has a block, before, after) for page pindex. (FreeBSD: swap_pager_haspage)
+
+        before/after count the pages just below/above pindex whose blocks continue
+        blk - i / blk + i, i.e. what one read around pindex could bring in. As in the
+        seed each side is capped on its own at SWB_NPAGES - 1 = 31 pages, so the whole
+        window is at most 63 pages; the caller trims it to its cluster size. Without a
+        block the answer is (False, 0, 0)."""
+        chunks = self._chunks
+        key = pindex & _KEY
+        c = chunks.get(key)
+        if c is None or c[pindex & _SLOT] == _NONE:
+            return (False, 0, 0)
+        # Neighbours on contiguous blocks hold the same value in this chunk, and that
+        # value plus or minus 16 per chunk away.
+        v = c[pindex & _SLOT]
+        cap = SWB_NPAGES - 1
+        want = min(cap, pindex)
+        before = 0
+        k, hi, vk = key, pindex - key, v
+        while before < want:
+            lo = hi - (want - before) if hi > want - before else 0
+            if hi > lo:
+                got = _lead(c[lo:hi][::-1], vk)
+                before += got
+                if got < hi - lo:
+                    break
+            k -= _NPG
+            vk -= _NPG
+            hi = _NPG
+            c = chunks.get(k)
+            if c is None:
+                break
+        after = 0
+        c = chunks[key]
+        k, lo, vk = key, pindex - key + 1, v
+        while after < cap:
+            hi = lo + (cap - after) if lo + (cap - after) < _NPG else _NPG
+            if hi > lo:
+                got = _lead(c[lo:hi], vk)
+                after += got
+                if got < hi - lo:
+                    break
+            k += _NPG
+            vk += _NPG
+            lo = 0
+            c = chunks.get(k)
+            if c is None:
+                break
+        return (True, before, after)
+
+    # -- ranges ------------------------------------------------------------------
+
+    def build_run(self, pindex: int, first_blk: int, npages: int) -> list[tuple[int, int]]:
+        """Point pages pindex .. pindex+npages-1 at blocks first_blk, first_blk+1, ...
+        and return the blocks they replaced as coalesced runs [(blk, n), ...] in page
+        order, for the caller to free. This is putpages switching a written cluster
+        over; the work is per chunk, not per page."""
+        _check_range(pindex, npages)
+        if npages == 0:
+            return []
+        if first_blk < 0 or first_blk + npages - 1 > SWAPBLK_MASK:
+            raise ValueError(f"bad block run: first_blk={first_blk} npages={npages}")
+        chunks = self._chunks
+        freed: list[list[int]] = []
+        added = 0
+        p = pindex
+        end = pindex + npages
+        # The encoded value of the run in the first chunk; +16 per following chunk.
+        v = first_blk - (pindex & _SLOT)
+        while p < end:
+            key = p & _KEY
+            lo = p - key
+            hi = end - key if end - key < _NPG else _NPG
+            n = hi - lo
+            c = chunks.get(key)
+            if c is None:
+                c = self._new_chunk(key)
+                c[lo:hi] = array("q", (v,)) * n
+                added += n
+            else:
+                old = c[lo:hi]
+                c[lo:hi] = array("q", (v,)) * n
+                added += n
+                for _, b, m in _seg_runs(old, lo):
+                    _push(freed, b, m)
+                    added -= m
+            p += n
+            v += _NPG
+        self._swapped += added
+        return [(b, n) for b, n in freed]
+
+    def runs(self, pindex: int, npages: int) -> list[tuple[int, int, int]]:
+        """Split pages [pindex, pindex+npages) into maximal runs
+        (start_pindex, blk, length): either a hole (blk is SWAPBLK_NONE, no page has a
+        block) or pages on consecutive blocks blk, blk+1, ... The runs cover the range
+        exactly, in order, and no two neighbours could be merged. One read per
+        non-hole run serves getpages. Cost is per chunk holding blocks, so a long hole
+        is cheap."""
+        _check_range(pindex, npages)
+        if npages == 0:
+            return []
+        end = pindex + npages
+        out: list[tuple[int, int, int]] = []
+        pos = pindex
+        for p, b, n in self._iter_runs(self._keys_in(pindex, end), pindex, end):
+            if p > pos:
+                out.append((pos, _NONE, p - pos))
+            out.append((p, b, n))
+            pos = p + n
+        if pos < end:
+            out.append((pos, _NONE, end - pos))
+        return out
+
+    def free(self, pindex: int, npages: int) -> list[tuple[int, int]]:
+        """Clear pages [pindex, pindex+npages) and return their blocks as coalesced
+        runs [(blk, n), ...] in page order, for the caller to free.
+        (FreeBSD: swp_pager_meta_free, i.e. swap_pager_freespace)"""
+        _check_range(pindex, npages)
+        if npages == 0 or not self._chunks:
+            return []
+        end = pindex + npages
+        keys = self._keys
+        if pindex <= keys[0] and end >= keys[-1] + _NPG:
+            return self.free_all()
+        chunks = self._chunks
+        freed: list[list[int]] = []
+        removed = 0
+        for key in self._keys_in(pindex, end):
+            c = chunks[key]
+            lo = pindex - key if pindex > key else 0
+            hi = end - key if end - key < _NPG else _NPG
+            segruns = _seg_runs(c[lo:hi], lo)
+            if not segruns:
+                continue
+            for _, b, m in segruns:
+                _push(freed, b, m)
+                removed += m
+            self._clear(key, c, lo, hi)
+        self._swapped -= removed
+        return [(b, n) for b, n in freed]
+
+    def free_all(self) -> list[tuple[int, int]]:
+        """Clear every page and return all blocks as coalesced runs in page order.
+        (FreeBSD: swp_pager_meta_free_all)"""
+        chunks = self._chunks
+        freed: list[list[int]] = []
+        for key in self._keys:
+            for _, b, m in _seg_runs(chunks[key], 0):
+                _push(freed, b, m)
+        chunks.clear()
+        self._keys.clear()
+        self._swapped = 0
+        return [(b, n) for b, n in freed]
+
+    def transfer(self, dst: SwapMeta, pindex: int, count: int,
+                 offset: int = 0) -> list[tuple[int, int]]:
+        """Move the blocks of pages [pindex, pindex+count) of this object to page
+        p - offset of dst. Where dst already has a block for that page, dst keeps its
+        own and this object's block is returned for freeing (coalesced runs, page
+        order). All source slots in the range end up clear.
+        (FreeBSD: swp_pager_meta_transfer)
+
+        The seed's swap_pager_copy(src, dst, offset) moves source pages
+        [offset, offset + dst.size) to dst page p - offset, i.e.
+        ``src.transfer(dst, offset, dst_size, offset)``; offset=0 keeps page indices.
+        pindex - offset must be >= 0 so that no page lands below 0. Work is per page
+        (this is the rare path: object collapse and copy)."""
+        _check_range(pindex, count)
+        if dst is self:
+            raise ValueError("transfer to the same object")
+        if pindex - offset < 0:
+            raise ValueError(f"pages would move below 0: pindex={pindex} offset={offset}")
+        if count == 0:
+            return []
+        end = pindex + count
+        chunks = self._chunks
+        freed: list[list[int]] = []
+        moved = 0
+        for key in self._keys_in(pindex, end):
+            c = chunks[key]
+            lo = pindex - key if pindex > key else 0
+            hi = end - key if end - key < _NPG else _NPG
+            for i in range(lo, hi):
+                v = c[i]
+                if v == _NONE:
+                    continue
+                moved += 1
+                dp = key + i - offset
+                if dst.lookup(dp) != _NONE:
+                    _push(freed, v + i, 1)
+                else:
+                    dst.build(dp, v + i)
+            self._clear(key, c, lo, hi)
+        self._swapped -= moved
+        return [(b, n) for b, n in freed]
+
+    def find_least(self, pindex: int, size: int) -> int:
+        """Lowest page index >= pindex that has a block, or size if there is none.
+        (FreeBSD: swap_pager_find_least; as there, a block beyond size is still
+        reported, so callers keep the map within the object's size)"""
+        keys = self._keys
+        i = keys.bisect_left(pindex & _KEY)
+        if i == len(keys):
+            return size
+        key = keys[i]
+        c = self._chunks[key]
+        if key < pindex:
+            for j in range(pindex - key, _NPG):
+                if c[j] != _NONE:
+                    return key + j
+            i += 1
+            if i == len(keys):
+                return size
+            key = keys[i]
+            c = self._chunks[key]
+        for j in range(_NPG):
+            if c[j] != _NONE:
+                return key + j
+        raise AssertionError(f"empty chunk at {key}")
+
+    # -- whole-object views --------------------------------------------------------
+
+    def map_runs(self) -> list[tuple[int, int, int]]:
+        """All mapped pages as maximal runs (pindex, blk, n) of consecutive pages on
+        consecutive blocks, in page order, holes left out (the xattr map view)."""
+        if not self._chunks:
+            return []
+        return list(self._iter_runs(self._keys, 0, self._keys[-1] + _NPG))
+
+    def pages_on(self, first: int, end: int) -> list[tuple[int, int, int]]:
+        """Pages whose block lies in [first, end) (one device's blocks, for swapoff),
+        as maximal runs (pindex, blk, n) of consecutive pages on consecutive blocks,
+        in page order. A snapshot: the caller may change the map while using it.
+        O(chunks)."""
+        out: list[tuple[int, int, int]] = []
+        if first >= end:
+            return out
+        chunks = self._chunks
+        # Skip, with one C-level max(), chunks whose blocks all lie below first: a slot
+        # holds blk - i, so blk <= max + 15 (and NONE is the smallest value).
+        keys = [k for k in self._keys if max(chunks[k]) + _SLOT >= first]
+        if not keys:
+            return out
+        # A maximal run of consecutive blocks meets [first, end) in one piece, and two
+        # clipped pieces never join: the runs they came from were maximal.
+        for p, b, n in self._iter_runs(keys, 0, keys[-1] + _NPG):
+            lo = first if first > b else b
+            hi = end if end < b + n else b + n
+            if lo < hi:
+                out.append((p + lo - b, lo, hi - lo))
+        return out

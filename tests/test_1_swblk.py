@@ -1,0 +1,362 @@
+"""swblk: the per-object page -> block map, against a plain dict model."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from swapfs.params import SWAP_META_PAGES, SWAPBLK_NONE, nsw_cluster_max
+from swapfs.swblk import SWB_NPAGES, SwapMeta
+
+NONE = SWAPBLK_NONE
+M = SWAP_META_PAGES
+
+
+# -- model helpers --------------------------------------------------------------
+
+def expand(runs: list[tuple[int, int]]) -> list[int]:
+    """Blocks named by coalesced runs, in order."""
+    return [b + i for b, n in runs for i in range(n)]
+
+
+def assert_coalesced(runs: list[tuple[int, int]]) -> None:
+    """Every run is non-empty and no run continues the one before it."""
+    for b, n in runs:
+        assert b >= 0 and n >= 1
+    for (b1, n1), (b2, _) in zip(runs, runs[1:]):
+        assert b1 + n1 != b2, runs
+
+
+def model_runs(model: dict[int, int], pindex: int, npages: int) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    for p in range(pindex, pindex + npages):
+        b = model.get(p, NONE)
+        if out:
+            sp, sb, n = out[-1]
+            if (b == NONE and sb == NONE) or (b != NONE and sb != NONE and sb + n == b):
+                out[-1] = (sp, sb, n + 1)
+                continue
+        out.append((p, b, 1))
+    return out
+
+
+def model_map_runs(model: dict[int, int]) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    for p in sorted(model):
+        b = model[p]
+        if out:
+            sp, sb, n = out[-1]
+            if sp + n == p and sb + n == b:
+                out[-1] = (sp, sb, n + 1)
+                continue
+        out.append((p, b, 1))
+    return out
+
+
+def model_haspage(model: dict[int, int], pindex: int) -> tuple[bool, int, int]:
+    if pindex not in model:
+        return (False, 0, 0)
+    b0 = model[pindex]
+    before = 0
+    while (before + 1 < SWB_NPAGES and before + 1 <= pindex
+           and model.get(pindex - before - 1) == b0 - before - 1):
+        before += 1
+    after = 0
+    while after + 1 < SWB_NPAGES and model.get(pindex + after + 1) == b0 + after + 1:
+        after += 1
+    return (True, before, after)
+
+
+def check_structure(meta: SwapMeta, model: dict[int, int]) -> None:
+    assert meta.swapped == len(model)
+    assert meta.nchunks == len({p - p % M for p in model})
+    assert list(meta._keys) == sorted(meta._chunks)
+    for key, c in meta._chunks.items():
+        assert key % M == 0
+        assert len(c) == M
+        assert c.count(NONE) < M, f"empty chunk left at {key}"
+    for p, b in model.items():
+        assert meta.lookup(p) == b
+
+
+# -- the state machine -------------------------------------------------------------
+
+SPAN = 6 * M  # pages in play: a handful of chunks, so runs cross chunk edges
+
+
+class SwblkMachine(RuleBasedStateMachine):
+    """Two objects (so transfer has somewhere to go), each beside its dict model.
+    Pages live in [base, base + SPAN) with base chosen per run, up to 2**50."""
+
+    @initialize(base=st.sampled_from([0, 5, 2**20 - 3 * M, 2**32 + 7, 2**50 - SPAN]))
+    def init(self, base: int) -> None:
+        self.base = base
+        self.meta = [SwapMeta(), SwapMeta()]
+        self.model: list[dict[int, int]] = [{}, {}]
+
+    def page(self, off: int) -> int:
+        return self.base + off
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1),
+          blk=st.one_of(st.just(NONE), st.integers(0, 300)))
+    def build(self, o: int, off: int, blk: int) -> None:
+        p = self.page(off)
+        model = self.model[o]
+        expect = model.get(p, NONE)
+        if blk == NONE:
+            model.pop(p, None)
+        else:
+            model[p] = blk
+        assert self.meta[o].build(p, blk) == expect
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1),
+          first=st.integers(0, 300), n=st.integers(0, 2 * nsw_cluster_max))
+    def build_run(self, o: int, off: int, first: int, n: int) -> None:
+        p0 = self.page(off)
+        n = min(n, SPAN - off)
+        model = self.model[o]
+        replaced = []
+        for i in range(n):
+            if p0 + i in model:
+                replaced.append(model[p0 + i])
+            model[p0 + i] = first + i
+        got = self.meta[o].build_run(p0, first, n)
+        assert_coalesced(got)
+        assert expand(got) == replaced
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1), n=st.integers(0, SPAN))
+    def free(self, o: int, off: int, n: int) -> None:
+        p0 = self.page(off)
+        model = self.model[o]
+        freed = [model.pop(p) for p in range(p0, p0 + n) if p in model]
+        got = self.meta[o].free(p0, n)
+        assert_coalesced(got)
+        assert expand(got) == freed
+
+    @rule(o=st.integers(0, 1))
+    def free_all(self, o: int) -> None:
+        model = self.model[o]
+        freed = [model[p] for p in sorted(model)]
+        model.clear()
+        got = self.meta[o].free_all()
+        assert_coalesced(got)
+        assert expand(got) == freed
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
+    def pop(self, o: int, off: int) -> None:
+        p = self.page(off)
+        assert self.meta[o].pop(p) == self.model[o].pop(p, NONE)
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1), n=st.integers(0, SPAN),
+          shift=st.integers(-2 * M, 2 * M))
+    def transfer(self, o: int, off: int, n: int, shift: int) -> None:
+        p0 = self.page(off)
+        offset = min(shift, p0)          # keep p - offset >= 0
+        src, dst = self.model[o], self.model[1 - o]
+        freed = []
+        for p in range(p0, p0 + n):
+            if p not in src:
+                continue
+            b = src.pop(p)
+            if p - offset in dst:
+                freed.append(b)          # the destination keeps its own block
+            else:
+                dst[p - offset] = b
+        got = self.meta[o].transfer(self.meta[1 - o], p0, n, offset)
+        assert_coalesced(got)
+        assert expand(got) == freed
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
+    def lookup(self, o: int, off: int) -> None:
+        p = self.page(off)
+        assert self.meta[o].lookup(p) == self.model[o].get(p, NONE)
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1), n=st.integers(0, SPAN))
+    def runs(self, o: int, off: int, n: int) -> None:
+        p0 = self.page(off)
+        assert self.meta[o].runs(p0, n) == model_runs(self.model[o], p0, n)
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
+    def find_least(self, o: int, off: int) -> None:
+        p = self.page(off)
+        size = self.base + SPAN + 1000
+        expect = min((q for q in self.model[o] if q >= p), default=size)
+        assert self.meta[o].find_least(p, size) == expect
+
+    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
+    def haspage(self, o: int, off: int) -> None:
+        p = self.page(off)
+        assert self.meta[o].haspage(p) == model_haspage(self.model[o], p)
+
+    @rule(o=st.integers(0, 1), lo=st.integers(0, 300), width=st.integers(0, 100))
+    def pages_on(self, o: int, lo: int, width: int) -> None:
+        sub = {p: b for p, b in self.model[o].items() if lo <= b < lo + width}
+        assert self.meta[o].pages_on(lo, lo + width) == model_map_runs(sub)
+
+    @precondition(lambda self: hasattr(self, "meta"))
+    @invariant()
+    def consistent(self) -> None:
+        for o in (0, 1):
+            check_structure(self.meta[o], self.model[o])
+            assert self.meta[o].map_runs() == model_map_runs(self.model[o])
+
+
+TestSwblkMachine = SwblkMachine.TestCase
+
+
+# -- edge cases --------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [15, 16, 17])
+def test_chunk_boundaries(p: int) -> None:
+    m = SwapMeta()
+    assert m.build(p, 7) == NONE
+    assert m.nchunks == 1 and m.swapped == 1
+    assert m.lookup(p) == 7
+    assert m.lookup(p - 1) == NONE and m.lookup(p + 1) == NONE
+    assert m.find_least(0, 99) == p
+    assert m.find_least(p + 1, 99) == 99
+    assert m.build(p, NONE) == 7
+    assert m.nchunks == 0 and m.swapped == 0
+
+
+def test_run_across_boundary() -> None:
+    m = SwapMeta()
+    assert m.build_run(15, 100, 3) == []          # pages 15, 16, 17
+    assert m.nchunks == 2 and m.swapped == 3
+    assert m.runs(14, 5) == [(14, NONE, 1), (15, 100, 3), (18, NONE, 1)]
+    assert m.haspage(16) == (True, 1, 1)
+    # Overwrite 16..17 plus 18: the old blocks come back as one run.
+    assert m.build_run(16, 500, 3) == [(101, 2)]
+    assert m.runs(15, 4) == [(15, 100, 1), (16, 500, 3)]
+    assert m.free(16, 1) == [(500, 1)]
+    assert m.free(0, 32) == [(100, 1), (501, 2)]
+    assert m.nchunks == 0 and m.swapped == 0
+
+
+def test_free_up_to_inside_last_chunk() -> None:
+    m = SwapMeta()
+    m.build_run(0, 100, 20)                       # chunks 0 and 16
+    assert m.free(0, 18) == [(100, 18)]           # stops short of the end of chunk 16
+    assert m.map_runs() == [(18, 118, 2)]
+    assert m.free(0, 1 << 60) == [(118, 2)]
+    assert m.nchunks == 0
+
+
+def test_none_never_creates_a_chunk() -> None:
+    m = SwapMeta()
+    assert m.build(40, NONE) == NONE
+    assert m.pop(40) == NONE
+    assert m.free(0, 1000) == []
+    assert m.nchunks == 0
+    m.build(40, 3)
+    m.build(41, 4)
+    assert m.build(40, NONE) == 3
+    assert m.nchunks == 1
+    assert m.pop(41) == 4                         # chunk emptied: dropped at once
+    assert m.nchunks == 0 and m.swapped == 0
+
+
+@pytest.mark.parametrize("base", [2**20 + 5, 2**32 - 1, 2**50 - 40, 2**50])
+def test_huge_page_indices(base: int) -> None:
+    m = SwapMeta()
+    m.build_run(base, 1000, 40)
+    m.build(3, 1)
+    assert m.swapped == 41
+    assert m.lookup(base + 39) == 1039
+    assert m.runs(base - 2, 44) == [(base - 2, NONE, 2), (base, 1000, 40),
+                                    (base + 40, NONE, 2)]
+    assert m.find_least(4, 2**51) == base
+    assert m.map_runs() == [(3, 1, 1), (base, 1000, 40)]
+    assert m.haspage(base + 20) == (True, 20, 19)
+    # A long hole between the chunks is one run, found without walking it page by page.
+    assert m.runs(0, base + 40) == [(0, NONE, 3), (3, 1, 1), (4, NONE, base - 4),
+                                    (base, 1000, 40)]
+    assert m.free(base + 10, 2**40) == [(1010, 30)]
+    assert m.free(0, base + 10) == [(1, 1), (1000, 10)]
+    assert m.nchunks == 0
+
+
+def test_haspage_cap_follows_seed() -> None:
+    m = SwapMeta()
+    m.build_run(0, 0, 200)
+    # Each side is capped at SWB_NPAGES - 1 on its own (window up to 63 pages).
+    assert SWB_NPAGES == 32
+    assert m.haspage(100) == (True, 31, 31)
+    assert m.haspage(5) == (True, 5, 31)          # cannot look below page 0
+    assert m.haspage(199) == (True, 31, 0)
+    assert m.haspage(200) == (False, 0, 0)
+    m.build(90, 7)                                # breaks the backward run
+    assert m.haspage(100) == (True, 9, 31)
+
+
+def test_find_least_size_when_empty() -> None:
+    m = SwapMeta()
+    assert m.find_least(0, 77) == 77
+    m.build(20, 1)
+    assert m.find_least(21, 77) == 77
+    m.build(50, 2)
+    assert m.find_least(21, 77) == 50             # next chunk after a partial one
+
+
+def test_transfer_keeps_destination_and_offset() -> None:
+    src, dst = SwapMeta(), SwapMeta()
+    src.build_run(10, 100, 6)                     # pages 10..15 -> 100..105
+    dst.build(2, 900)                             # dst page 2 <- src page 12
+    dst.build(3, 901)                             # dst page 3 <- src page 13
+    # swap_pager_copy(src, dst, offset=10): src [10, 10 + size) to dst p - 10.
+    freed = src.transfer(dst, 10, 64, 10)
+    assert freed == [(102, 2)]
+    assert src.swapped == 0 and src.nchunks == 0
+    assert dst.map_runs() == [(0, 100, 2), (2, 900, 2), (4, 104, 2)]
+    assert dst.swapped == 6
+    with pytest.raises(ValueError):
+        src.transfer(dst, 3, 5, 4)                # page 3 would land on page -1
+    with pytest.raises(ValueError):
+        dst.transfer(dst, 0, 5)
+
+
+def test_pages_on_clips_to_device() -> None:
+    m = SwapMeta()
+    m.build_run(0, 100, 20)
+    m.build_run(30, 110, 10)
+    assert m.pages_on(105, 115) == [(5, 105, 10), (30, 110, 5)]
+    assert m.pages_on(0, 100) == []
+    assert m.pages_on(112, 1000) == [(12, 112, 8), (32, 112, 8)]
+
+
+def test_bad_arguments() -> None:
+    m = SwapMeta()
+    with pytest.raises(ValueError):
+        m.build(-1, 5)
+    with pytest.raises(ValueError):
+        m.build(0, -5)
+    with pytest.raises(ValueError):
+        m.build_run(0, -1, 4)
+    with pytest.raises(ValueError):
+        m.free(0, -1)
+    assert m.build_run(0, 5, 0) == [] and m.nchunks == 0
+
+
+def test_memory_per_page() -> None:
+    """A written object costs at most 24 bytes per swapped page (kernel: about 8.5)."""
+    npages = 1 << 16
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        m = SwapMeta()
+        for p in range(0, npages, nsw_cluster_max):
+            m.build_run(p, 4096 + p, nsw_cluster_max)
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert m.swapped == npages
+    assert used / npages <= 24, used / npages
