@@ -111,7 +111,7 @@ def _longest(x: int) -> int:
 class Blist:
     """A next-fit bitmap allocator over blocks 0..blocks-1 (see the module docstring)."""
 
-    __slots__ = ("blocks", "_nch", "_bits", "_best", "_gbest", "_root", "_avail", "_cursor")
+    __slots__ = ("blocks", "_nch", "_bits", "_best", "_dirty", "_gbest", "_root", "_avail", "_cursor")
 
     def __init__(self, blocks: int) -> None:
         if blocks < 1:
@@ -122,6 +122,7 @@ class Blist:
         # One spare all-allocated chunk at the end, so a window may always peek at c+1.
         self._bits: list[int] = [0] * (nch + 1)
         self._best = bytearray(nch + 1)
+        self._dirty = bytearray(nch + 1)
         self._gbest = bytearray((nch + _G - 1) >> _GSHIFT)
         self._root = 0
         self._avail = 0
@@ -149,25 +150,29 @@ class Blist:
         return bits[c] | (bits[c + 1] & _CAPMASK) << _W
 
     def _set_best(self, c: int, v: int) -> None:
-        """Store chunk c's exact hint and keep the group maximum and root exact."""
-        best = self._best
-        old = best[c]
-        if v == old:
-            return
-        best[c] = v
-        gbest = self._gbest
+        """Store chunk c's hint; raise the group and root bounds if it exceeds them.
+
+        A lower value leaves them as they are: they are upper bounds, tightened when a
+        search finds them stale.
+        """
+        self._best[c] = v
         g = c >> _GSHIFT
-        gv = gbest[g]
-        if v > gv:
-            gbest[g] = v
-            if v > self._root:
-                self._root = v
-        elif old == gv:
-            lo = g << _GSHIFT
-            if best.find(old, lo, lo + _G) < 0:
-                gbest[g] = max(best[lo:lo + _G])
-                if old == self._root and gbest.find(old) < 0:
-                    self._root = max(gbest)
+        if v > self._gbest[g]:
+            self._gbest[g] = v
+        if v > self._root:
+            self._root = v
+
+    def _recount1(self, c: int) -> None:
+        """Make chunk c's hint exact."""
+        bits = self._bits
+        x = bits[c]
+        self._dirty[c] = 0
+        if x == 0:
+            self._set_best(c, 0)
+        elif x == _FULL:
+            self._set_best(c, _CAP)
+        else:
+            self._set_best(c, _longest(x | (bits[c + 1] & _CAPMASK) << _W))
 
     def _recount(self, lo: int, hi: int) -> None:
         """Recompute the hints of chunks lo..hi (inclusive) from their bitmaps."""
@@ -182,6 +187,7 @@ class Blist:
                 v = _CAP
             else:
                 v = _longest(x | (bits[c + 1] & _CAPMASK) << _W)
+            self._dirty[c] = 0
             self._set_best(c, v)
 
     def _rebuild_groups(self, clo: int, chi: int) -> None:
@@ -208,7 +214,11 @@ class Blist:
         return pat.search(self._best, m.start() << _GSHIFT).start()
 
     def _find(self, start: int, count: int) -> int:
-        """Lowest s >= start with s..s+count-1 free, or -1."""
+        """Lowest s >= start with s..s+count-1 free, or -1.
+
+        A chunk whose hint admits count but which holds no such run had a stale hint:
+        it is recounted, so a search that fails leaves every hint it passed exact.
+        """
         c = start >> _WSHIFT
         bits = self._bits
         shifts = _SHIFTS[count]
@@ -220,14 +230,35 @@ class Blist:
             y &= (1 << (_W - off)) - 1
             if y:
                 return start + (y & -y).bit_length() - 1
-        c = self._next_chunk(c + 1, count)
-        if c < 0:
-            return -1
-        y = bits[c] | (bits[c + 1] & _CAPMASK) << _W
-        for sh in shifts:
-            y &= y >> sh
-        y &= _FULL
-        return (c << _WSHIFT) + (y & -y).bit_length() - 1
+            if self._dirty[c]:
+                self._recount1(c)
+        pat = _AT_LEAST[count]
+        best = self._best
+        while True:
+            # Next chunk whose hint admits count: in this group, else via the groups.
+            c += 1
+            g = c >> _GSHIFT
+            m = pat.search(best, c, (g + 1) << _GSHIFT)
+            if m is None:
+                gbest = self._gbest
+                while True:
+                    m = pat.search(gbest, g + 1)
+                    if m is None:
+                        return -1
+                    g = m.start()
+                    lo = g << _GSHIFT
+                    m = pat.search(best, lo, lo + _G)
+                    if m is not None:
+                        break
+                    gbest[g] = max(best[lo:lo + _G])     # stale group bound
+            c = m.start()
+            y = bits[c] | (bits[c + 1] & _CAPMASK) << _W
+            for sh in shifts:
+                y &= y >> sh
+            y &= _FULL
+            if y:
+                return (c << _WSHIFT) + (y & -y).bit_length() - 1
+            self._recount1(c)
 
     def _runlen(self, blk: int, limit: int) -> int:
         """min(limit, length of the free run starting at blk)."""
@@ -256,39 +287,40 @@ class Blist:
         cur = self._cursor
         s = self._find(cur, count)
         if s < 0:
-            if cur == 0:
-                return None
-            s = self._find(0, count)
+            if cur:
+                s = self._find(0, count)
             if s < 0:
+                # Proven: no run of count anywhere.
+                self._root = count - 1
                 return None
         bits = self._bits
-        best = self._best
         c = s >> _WSHIFT
         soff = s & _WMASK
         x = bits[c]
-        xw = x | (bits[c + 1] & _CAPMASK) << _W
-        t = xw >> soff
-        rl = (t ^ (t + 1)).bit_length() - 1     # run from s, as far as the window sees
         if maxcount == count:
             n = count
-        elif rl < maxcount and soff + rl >= _W + _CAP:
-            n = self._runlen(s, maxcount)
         else:
-            n = rl if rl < maxcount else maxcount
-        r0 = ((x ^ _FULL) & ((1 << soff) - 1)).bit_length()   # run start in chunk
-        end = soff + n
-        if end <= _W:
-            bits[c] = x & ~(((1 << n) - 1) << soff)
-            # Only a cut into the chunk's longest run can lower its hint.
-            contrib = soff + rl - r0
-            if contrib >= best[c] or contrib >= _CAP:
-                self._recount(c, c)
+            t = x >> soff
+            n = (t ^ (t + 1)).bit_length() - 1
+            if n >= maxcount:
+                n = maxcount
+            elif soff + n == _W:
+                n = self._runlen(s, maxcount)
+        # Hints stay valid upper bounds; the chunks touched are only marked stale.
+        dirty = self._dirty
+        if soff + n <= _W:
+            x &= ~(((1 << n) - 1) << soff)
+            bits[c] = x
+            if x:
+                dirty[c] = 1
+            else:
+                self._best[c] = 0
         else:
             self._clear(s, n)
-            self._recount(c, (s + n - 1) >> _WSHIFT)
-        if r0 == 0 and soff < _CAP and c and bits[c - 1] >> _WMASK:
-            # The run began in the previous chunk; its starts there got shorter.
-            self._recount(c - 1, c - 1)
+            c1 = (s + n - 1) >> _WSHIFT
+            dirty[c:c1 + 1] = b"\x01" * (c1 + 1 - c)
+        if soff < _CAP and c:
+            dirty[c - 1] = 1
         self._avail -= n
         cur = s + n
         self._cursor = 0 if cur == self.blocks else cur
@@ -321,8 +353,8 @@ class Blist:
 
     def free(self, blk: int, count: int) -> None:
         """Free blk..blk+count-1; every block must be allocated (else BlistError)."""
-        self._check_range(blk, count)
-        if count == 0:
+        if count <= 0 or blk < 0 or blk + count > self.blocks:
+            self._check_range(blk, count)
             return
         bits = self._bits
         c = blk >> _WSHIFT
