@@ -197,7 +197,7 @@ class Operations(pyfuse3.Operations):
         a.st_uid = node.uid
         a.st_gid = node.gid
         a.st_rdev = node.rdev
-        a.st_size = node.size
+        a.st_size = node.obj.size if node.obj is not None else node.size
         a.st_blksize = PAGE_SIZE
         # 512-byte units of pages really on swap, so du tells the truth.
         a.st_blocks = node.obj.swapped * (PAGE_SIZE // 512) if node.obj is not None else 0
@@ -341,10 +341,8 @@ class Operations(pyfuse3.Operations):
                 raise FUSEError(errno.EISDIR)
             if not node.is_reg:
                 raise FUSEError(errno.EINVAL)
-            old = node.size
-            if size != old:
-                await node.obj.truncate(old, size)
-                node.size = size
+            if size != node.obj.size:
+                await node.obj.truncate(size)
             node.mtime_ns = node.ctime_ns = now
             self._kill_priv(node)
         if fields.update_mode:
@@ -610,14 +608,13 @@ class Operations(pyfuse3.Operations):
             # is a bug or a race with a type change.
             raise FUSEError(errno.ENXIO)
         fh = self._new_handle(node)
-        if flags & os.O_TRUNC and node.size:
+        if flags & os.O_TRUNC and node.obj.size:
             # libfuse asks for atomic O_TRUNC: the kernel sends no separate setattr.
             try:
-                await node.obj.truncate(node.size, 0)
+                await node.obj.truncate(0)
             except BaseException:
                 await self._release_handle(fh)
                 raise
-            node.size = 0
             node.mtime_ns = node.ctime_ns = _now()
             self._kill_priv(node)
         return pyfuse3.FileInfo(fh=fh)
@@ -626,7 +623,7 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         log.debug("read fh=%d %d+%d", fh, off, size)
         node = self._handle(fh)
-        data = await node.obj.read(off, size, node.size)
+        data = await node.obj.read(off, size)
         now = _now()
         if (node.atime_ns <= node.mtime_ns or node.atime_ns <= node.ctime_ns
                 or now - node.atime_ns > _RELATIME_NS):
@@ -642,21 +639,19 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.EFBIG)
         if not buf:
             return 0
-        await node.obj.write(off, buf, node.size)
-        # Read the size again after the await: another request may have moved it.
-        if end > node.size:
-            node.size = end
+        await node.obj.write(off, buf)
         node.mtime_ns = node.ctime_ns = _now()
         self._kill_priv(node)
         return len(buf)
 
     @_fuse_errors
     async def flush(self, fh: int) -> None:
-        # Called on every close(): written data is already on the devices (pwrite),
-        # and an fdatasync of every device per close would make small-file work
-        # crawl. fsync() is the call that asks for durability.
+        # Called on every close(): data this file wrote since the last sync reaches
+        # the devices; a file with nothing new costs no fdatasync.
         log.debug("flush fh=%d", fh)
-        self._handle(fh)
+        node = self._handle(fh)
+        if node.obj is not None:
+            await node.obj.flush()
 
     async def _release_handle(self, fh: int) -> None:
         ino = self._handles.pop(fh, None)

@@ -58,8 +58,9 @@ class Counters(dict):
 class SwapObject:
     """One swap object: the pages of one regular file (FreeBSD: an OBJT_SWAP vm_object).
 
-    Sizes here are in bytes; the caller (the filesystem) owns the file size and passes
-    it as ``eof``. Bytes of the last page past ``eof`` are always zero on swap.
+    ``size`` is the object's length in bytes (the file size): writes past it extend it
+    and truncate sets it, under the object's lock, so size and pages never disagree.
+    Bytes of the last page past ``size`` are always zero on swap.
     """
 
     _ids = itertools.count(1)
@@ -71,9 +72,11 @@ class SwapObject:
         self.meta = SwapMeta()
         self.lock = trio.Lock()
         self.dead = False
+        self.size = 0
         # Read-ahead: (first page, first block, bytes) of pages read beyond a request.
         self._ra: tuple[int, int, bytes] | None = None
         self._next_seq = -1  # page where a sequential reader would continue
+        self.last_write = 0  # pager.write_seq when data last reached the devices
 
     @property
     def swapped(self) -> int:
@@ -82,13 +85,13 @@ class SwapObject:
 
     # -- reads ---------------------------------------------------------------------
 
-    async def read(self, offset: int, size: int, eof: int) -> bytes:
-        """Bytes of [offset, min(offset + size, eof)); holes read as zeros.
+    async def read(self, offset: int, size: int) -> bytes:
+        """Bytes of [offset, min(offset + size, self.size)); holes read as zeros.
 
         (FreeBSD: swap_pager_getpages.) Raises DeviceIOError if a device fails; the
         mapping is left as it was so a later read may succeed.
         """
-        end = min(offset + size, eof)
+        end = min(offset + size, self.size)
         if offset >= end:
             return b""
         p0 = offset // PAGE_SIZE
@@ -150,8 +153,9 @@ class SwapObject:
 
     # -- writes --------------------------------------------------------------------
 
-    async def write(self, offset: int, data: bytes | memoryview, eof: int) -> None:
-        """Write data at offset (FreeBSD: swap_pager_putpages).
+    async def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Write data at offset (FreeBSD: swap_pager_putpages); a write past the end
+        extends the object, leaving a hole of zeros between.
 
         Partial first and last pages are read, patched and written whole. Either the
         whole request reaches swap and is mapped, or (NoSpace, DeviceIOError) nothing
@@ -171,16 +175,16 @@ class SwapObject:
             if head == 0 and tail == 0:
                 buf: bytes | bytearray | memoryview = data
             else:
-                buf = bytearray(await self._edge_pages(p0, p1, head, tail, eof))
+                buf = await self._edge_pages(p0, p1, head, tail)
                 buf[head:head + size] = data
             await self.putpages(p0, buf)
+            self.size = max(self.size, offset + size)
 
-    async def _edge_pages(self, p0: int, p1: int, head: int, tail: int,
-                          eof: int) -> bytearray:
+    async def _edge_pages(self, p0: int, p1: int, head: int, tail: int) -> bytearray:
         """A buffer for pages [p0, p1) holding the old content of the partial edge pages."""
         npages = p1 - p0
         buf = bytearray(npages * PAGE_SIZE)
-        eof_page = -(-eof // PAGE_SIZE)
+        eof_page = -(-self.size // PAGE_SIZE)
         edges = {p0} if head else set()
         if tail:
             edges.add(p1 - 1)
@@ -206,32 +210,37 @@ class SwapObject:
             freed.extend(self.meta.build_run(pindex + i, blk, n))
             i += n
         self._ra = None
+        pager.write_seq += 1
+        self.last_write = pager.write_seq
         pager.free_runs(freed)
 
     # -- ranges --------------------------------------------------------------------
 
-    async def truncate(self, old_size: int, new_size: int) -> None:
-        """Resize from old_size to new_size bytes, like tmpfs_reg_resize.
+    async def truncate(self, new_size: int) -> None:
+        """Set the size to new_size bytes, like tmpfs_reg_resize.
 
         Shrinking zeroes the tail of the last kept page and frees every whole page past
         the end (FreeBSD: swap_pager_freespace); growing is sparse and allocates nothing.
         """
         if new_size > self.pager.maxfilesize:
             raise errors.FileTooBig()
-        if new_size >= old_size:
-            return
         async with self.lock:
             self._check_alive()
-            newpages = -(-new_size // PAGE_SIZE)
-            oldpages = -(-old_size // PAGE_SIZE)
-            cut = new_size % PAGE_SIZE
-            last = new_size // PAGE_SIZE
-            if cut and self.meta.lookup(last) != SWAPBLK_NONE:
-                page = bytearray(await self.getpages(last, 1))
-                page[cut:] = bytes(PAGE_SIZE - cut)
-                await self.putpages(last, page)
-            if oldpages > newpages:
-                self.freespace(newpages, oldpages - newpages)
+            if new_size < self.size:
+                cut = new_size % PAGE_SIZE
+                last = new_size // PAGE_SIZE
+                if cut and self.meta.lookup(last) != SWAPBLK_NONE:
+                    page = bytearray(await self.getpages(last, 1))
+                    page[cut:] = bytes(PAGE_SIZE - cut)
+                    await self.putpages(last, page)
+                newpages = -(-new_size // PAGE_SIZE)
+                self.freespace(newpages, -(-self.size // PAGE_SIZE) - newpages)
+            self.size = new_size
+
+    async def flush(self) -> None:
+        """Make the data written so far durable, unless a sync since has already done so."""
+        if self.last_write > self.pager.synced_seq:
+            await self.pager.sync()
 
     def freespace(self, pindex: int, npages: int) -> None:
         """Drop the blocks of pages [pindex, pindex + npages) (FreeBSD: swap_pager_freespace)."""
@@ -283,6 +292,9 @@ class Pager:
         self._readers: dict[int, int] = {}
         self._deferred: collections.deque[tuple[int, list[Run]]] = collections.deque()
         self.swapoff_progress: dict[str, tuple[int, int]] = {}
+        # Writes switched in so far, and how many of them the last sync covered.
+        self.write_seq = 0
+        self.synced_seq = 0
 
     # -- objects -------------------------------------------------------------------
 
@@ -304,18 +316,17 @@ class Pager:
                    destroysource: bool = True) -> None:
         """Move src's blocks into dst, page p going to p - offset (FreeBSD: swap_pager_copy).
 
-        Where both have a block the destination keeps its own. With destroysource the
-        source is deallocated afterwards.
+        Source pages [offset, offset + dst's size in pages) move; where both have a block
+        the destination keeps its own. With destroysource the source is deallocated
+        afterwards. dst's size does not change.
         """
         first, second = sorted((src, dst), key=lambda o: o.id)
         async with first.lock, second.lock:
             src._check_alive()
             dst._check_alive()
-            size = src.meta.find_least(0, 1 << 62)
-            if size < 1 << 62:
-                last = src.meta.map_runs()[-1]
-                count = last[0] + last[2] - size
-                self.free_runs(src.meta.transfer(dst.meta, size, count, offset))
+            # As in the seed, only what fits in the destination's size moves.
+            dst_pages = -(-dst.size // PAGE_SIZE)
+            self.free_runs(src.meta.transfer(dst.meta, offset, dst_pages, offset))
             src._ra = dst._ra = None
         if destroysource:
             await self.dealloc(src)
@@ -411,12 +422,14 @@ class Pager:
 
     async def sync(self) -> None:
         """fdatasync every device, so data written so far is on stable storage."""
+        upto = self.write_seq
         try:
             async with trio.open_nursery() as nursery:
                 for swdev in list(self.space.devices):
                     nursery.start_soon(swdev.dev.afsync)
         except BaseExceptionGroup as group:
             raise errors.unwrap_group(group) from None
+        self.synced_seq = max(self.synced_seq, upto)
 
     # -- freeing -------------------------------------------------------------------
 

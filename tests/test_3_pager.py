@@ -78,16 +78,16 @@ def test_pager_matches_model(ops):
             if op[0] == "write":
                 _, off, size, seed = op
                 buf = random.Random(seed).randbytes(size)
-                await obj.write(off, buf, len(model.data))
+                await obj.write(off, buf)
                 model.write(off, buf)
             elif op[0] == "truncate":
-                await obj.truncate(len(model.data), op[1])
+                await obj.truncate(op[1])
                 model.truncate(op[1])
             else:
                 _, off, size = op
-                got = await obj.read(off, size, len(model.data))
+                got = await obj.read(off, size)
                 assert got == bytes(model.data[off:off + size])
-            whole = await obj.read(0, len(model.data) + 10, len(model.data))
+            whole = await obj.read(0, len(model.data) + 10)
             assert whole == bytes(model.data)
             # st_blocks truth: only pages holding data are on swap.
             assert obj.swapped <= -(-len(model.data) // PAGE_SIZE)
@@ -102,7 +102,7 @@ def test_pager_matches_model(ops):
 async def test_pages_land_on_every_device():
     pager = make_pager(1000, 1000, 1000)
     obj = pager.alloc()
-    await obj.write(0, bytes(range(256)) * 4096, 0)  # 1 MiB = 8 clusters
+    await obj.write(0, bytes(range(256)) * 4096)  # 1 MiB = 8 clusters
     devices = {name for _p, name, _d, _n in obj.map_runs()}
     assert devices == {"mem0", "mem1", "mem2"}
 
@@ -110,22 +110,22 @@ async def test_pages_land_on_every_device():
 async def test_overwrite_gets_new_blocks_and_frees_old():
     pager = make_pager(200)
     obj = pager.alloc()
-    await obj.write(0, b"a" * PAGE_SIZE * 4, 0)
+    await obj.write(0, b"a" * PAGE_SIZE * 4)
     first = obj.map_runs()
     avail = pager.space.swap_pager_avail
-    await obj.write(0, b"b" * PAGE_SIZE * 4, PAGE_SIZE * 4)
+    await obj.write(0, b"b" * PAGE_SIZE * 4)
     assert obj.map_runs() != first
     assert pager.space.swap_pager_avail == avail
-    assert await obj.read(0, PAGE_SIZE * 4, PAGE_SIZE * 4) == b"b" * PAGE_SIZE * 4
+    assert await obj.read(0, PAGE_SIZE * 4) == b"b" * PAGE_SIZE * 4
     assert pager.counters["v_swapout"] >= 2 and pager.counters["v_swappgsout"] == 8
 
 
 async def test_partial_page_write_keeps_neighbours():
     pager = make_pager(100)
     obj = pager.alloc()
-    await obj.write(0, b"x" * 3 * PAGE_SIZE, 0)
-    await obj.write(PAGE_SIZE + 10, b"yz", 3 * PAGE_SIZE)
-    data = await obj.read(0, 3 * PAGE_SIZE, 3 * PAGE_SIZE)
+    await obj.write(0, b"x" * 3 * PAGE_SIZE)
+    await obj.write(PAGE_SIZE + 10, b"yz")
+    data = await obj.read(0, 3 * PAGE_SIZE)
     assert data[PAGE_SIZE + 10:PAGE_SIZE + 12] == b"yz"
     assert data.count(b"x") == 3 * PAGE_SIZE - 2
 
@@ -133,42 +133,44 @@ async def test_partial_page_write_keeps_neighbours():
 async def test_full_swap_enospc_keeps_old_data_and_recovers():
     pager = make_pager(2 + 16)  # 16 usable pages
     obj = pager.alloc()
-    await obj.write(0, b"1" * 10 * PAGE_SIZE, 0)
+    await obj.write(0, b"1" * 10 * PAGE_SIZE)
     with pytest.raises(errors.NoSpace):
-        await obj.write(0, b"2" * 10 * PAGE_SIZE, 10 * PAGE_SIZE)
-    assert await obj.read(0, 10 * PAGE_SIZE, 10 * PAGE_SIZE) == b"1" * 10 * PAGE_SIZE
+        await obj.write(0, b"2" * 10 * PAGE_SIZE)
+    assert await obj.read(0, 10 * PAGE_SIZE) == b"1" * 10 * PAGE_SIZE
     check_accounting(pager)
-    await obj.truncate(10 * PAGE_SIZE, 4 * PAGE_SIZE)
-    await obj.write(0, b"3" * 10 * PAGE_SIZE, 4 * PAGE_SIZE)
-    assert await obj.read(0, 10 * PAGE_SIZE, 10 * PAGE_SIZE) == b"3" * 10 * PAGE_SIZE
+    await obj.truncate(4 * PAGE_SIZE)
+    await obj.write(0, b"3" * 10 * PAGE_SIZE)
+    assert await obj.read(0, 10 * PAGE_SIZE) == b"3" * 10 * PAGE_SIZE
 
 
 async def test_truncate_zeroes_tail_and_frees_pages():
     pager = make_pager(100)
     obj = pager.alloc()
-    await obj.write(0, b"q" * 5 * PAGE_SIZE, 0)
+    await obj.write(0, b"q" * 5 * PAGE_SIZE)
     assert obj.swapped == 5
-    await obj.truncate(5 * PAGE_SIZE, PAGE_SIZE + 100)
+    await obj.truncate(PAGE_SIZE + 100)
     assert obj.swapped == 2
-    await obj.truncate(PAGE_SIZE + 100, 3 * PAGE_SIZE)  # grow: sparse
+    await obj.truncate(3 * PAGE_SIZE)  # grow: sparse
     assert obj.swapped == 2
-    data = await obj.read(0, 3 * PAGE_SIZE, 3 * PAGE_SIZE)
+    data = await obj.read(0, 3 * PAGE_SIZE)
     assert data == b"q" * (PAGE_SIZE + 100) + bytes(2 * PAGE_SIZE - 100)
 
 
 async def test_reserve_maps_zeroed_pages_and_copy_keeps_destination():
     pager = make_pager(300)
     junk = pager.alloc()
-    await junk.write(0, b"\xff" * 50 * PAGE_SIZE, 0)
+    await junk.write(0, b"\xff" * 50 * PAGE_SIZE)
     await pager.dealloc(junk)  # leaves old bytes on the device
     src, dst = pager.alloc(), pager.alloc()
+    await src.truncate(8 * PAGE_SIZE)
+    await dst.truncate(8 * PAGE_SIZE)
     await src.reserve(0, 8)
     assert src.swapped == 8
-    assert await src.read(0, 8 * PAGE_SIZE, 8 * PAGE_SIZE) == bytes(8 * PAGE_SIZE)
-    await src.write(0, b"s" * 8 * PAGE_SIZE, 8 * PAGE_SIZE)
-    await dst.write(2 * PAGE_SIZE, b"d" * PAGE_SIZE, 0)
+    assert await src.read(0, 8 * PAGE_SIZE) == bytes(8 * PAGE_SIZE)
+    await src.write(0, b"s" * 8 * PAGE_SIZE)
+    await dst.write(2 * PAGE_SIZE, b"d" * PAGE_SIZE)
     await pager.copy(src, dst)
-    data = await dst.read(0, 8 * PAGE_SIZE, 8 * PAGE_SIZE)
+    data = await dst.read(0, 8 * PAGE_SIZE)
     assert data[:2 * PAGE_SIZE] == b"s" * 2 * PAGE_SIZE
     assert data[2 * PAGE_SIZE:3 * PAGE_SIZE] == b"d" * PAGE_SIZE
     assert data[3 * PAGE_SIZE:] == b"s" * 5 * PAGE_SIZE
@@ -180,24 +182,24 @@ async def test_block_freed_under_a_reader_is_not_reused_until_it_finishes():
     pager = make_pager(2 + 8)
     dev = pager.space.devices[0].dev
     obj = pager.alloc()
-    await obj.write(0, b"A" * 4 * PAGE_SIZE, 0)
+    await obj.write(0, b"A" * 4 * PAGE_SIZE)
     dev.faults.set_latency(300)  # the read below stays in flight
     got = {}
 
     async def reader():
-        got["data"] = await obj.read(0, 4 * PAGE_SIZE, 4 * PAGE_SIZE)
+        got["data"] = await obj.read(0, 4 * PAGE_SIZE)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         await trio.sleep(0.05)
         dev.faults.set_latency(0)
-        await obj.write(0, b"B" * 4 * PAGE_SIZE, 4 * PAGE_SIZE)
+        await obj.write(0, b"B" * 4 * PAGE_SIZE)
         # The old 4 blocks wait for the reader: only 0 blocks may be free now.
         assert pager.space.swap_pager_avail == 0
         assert pager.counters["free_deferred"] == 1
         other = pager.alloc()
         with pytest.raises(errors.NoSpace):
-            await other.write(0, b"C" * PAGE_SIZE, 0)
+            await other.write(0, b"C" * PAGE_SIZE)
     assert got["data"] == b"A" * 4 * PAGE_SIZE
     assert pager.space.swap_pager_avail == 4
     assert pager.counters["free_completed"] >= 1
@@ -208,22 +210,22 @@ async def test_write_error_marks_blocks_bad_and_writes_elsewhere():
     bad = pager.space.devices[0]
     bad.dev.faults.add_write_error(0, bad.nblks)
     obj = pager.alloc()
-    await obj.write(0, b"w" * 64 * PAGE_SIZE, 0)
+    await obj.write(0, b"w" * 64 * PAGE_SIZE)
     assert {name for _p, name, _d, _n in obj.map_runs()} == {"mem1"}
     assert bad.bad > 0
-    assert await obj.read(0, 64 * PAGE_SIZE, 64 * PAGE_SIZE) == b"w" * 64 * PAGE_SIZE
+    assert await obj.read(0, 64 * PAGE_SIZE) == b"w" * 64 * PAGE_SIZE
 
 
 async def test_write_error_everywhere_is_eio_and_old_data_stays():
     pager = make_pager(100)
     obj = pager.alloc()
-    await obj.write(0, b"o" * 4 * PAGE_SIZE, 0)
+    await obj.write(0, b"o" * 4 * PAGE_SIZE)
     dev = pager.space.devices[0]
     dev.dev.faults.add_write_error(0, dev.nblks)
     with pytest.raises(errors.DeviceIOError):
-        await obj.write(0, b"n" * 4 * PAGE_SIZE, 4 * PAGE_SIZE)
+        await obj.write(0, b"n" * 4 * PAGE_SIZE)
     dev.dev.faults.clear()
-    assert await obj.read(0, 4 * PAGE_SIZE, 4 * PAGE_SIZE) == b"o" * 4 * PAGE_SIZE
+    assert await obj.read(0, 4 * PAGE_SIZE) == b"o" * 4 * PAGE_SIZE
     check_accounting(pager)
 
 
@@ -246,11 +248,11 @@ async def test_writes_in_flight_bounded_by_swap_async_max():
     running = 0
     dev.write_pages = counting
     obj = pager.alloc()
-    await obj.write(0, bytes(256 * PAGE_SIZE), 0)  # 8 clusters
+    await obj.write(0, bytes(256 * PAGE_SIZE))  # 8 clusters
     assert peak == 2
     pager.swap_async_max = 1
     peak = 0
-    await obj.write(0, bytes(256 * PAGE_SIZE), 256 * PAGE_SIZE)
+    await obj.write(0, bytes(256 * PAGE_SIZE))
     assert peak == 1
     with pytest.raises(errors.InvalidArgument):
         pager.swap_async_max = 0
@@ -262,7 +264,7 @@ async def test_swapoff_moves_pages_while_io_goes_on():
     model = {}
     for i, obj in enumerate(objs):
         buf = random.Random(i).randbytes(100 * PAGE_SIZE)
-        await obj.write(0, buf, 0)
+        await obj.write(0, buf)
         model[i] = bytearray(buf)
     victim = pager.space.devices[0]
     assert victim.used > 0
@@ -273,9 +275,9 @@ async def test_swapoff_moves_pages_while_io_goes_on():
             i = rng.randrange(3)
             off = rng.randrange(0, 90 * PAGE_SIZE)
             buf = rng.randbytes(rng.randrange(1, 3 * PAGE_SIZE))
-            await objs[i].write(off, buf, len(model[i]))
+            await objs[i].write(off, buf)
             model[i][off:off + len(buf)] = buf
-            assert await objs[i].read(0, len(model[i]), len(model[i])) == bytes(model[i])
+            assert await objs[i].read(0, len(model[i])) == bytes(model[i])
             await trio.sleep(0)
 
     async with trio.open_nursery() as nursery:
@@ -284,14 +286,14 @@ async def test_swapoff_moves_pages_while_io_goes_on():
     assert victim not in pager.space.devices
     for i, obj in enumerate(objs):
         assert {name for _p, name, _d, _n in obj.map_runs()} == {"mem1"}
-        assert await obj.read(0, len(model[i]), len(model[i])) == bytes(model[i])
+        assert await obj.read(0, len(model[i])) == bytes(model[i])
     check_accounting(pager)
 
 
 async def test_swapoff_enomem_changes_nothing():
     pager = make_pager(600, 60)
     obj = pager.alloc()
-    await obj.write(0, bytes(400 * PAGE_SIZE), 0)
+    await obj.write(0, bytes(400 * PAGE_SIZE))
     before = [(d.used, d.flags) for d in pager.space.devices]
     with pytest.raises(errors.NoMemory):
         await pager.swapoff(pager.space.devices[0])
