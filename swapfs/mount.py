@@ -36,6 +36,7 @@ import pyfuse3
 import trio
 
 from . import errors
+from .control import Control
 from .device import make_backing_file, open_device, parse_size
 from .fs import Operations
 from .pager import Pager
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 # --device (sparse: it takes disk space only as pages are swapped out).
 DEFAULT_SIZE = 4 << 30
 DEFAULT_DEVICE_NAME = "default.swap"
+
+# Requests served at once (pyfuse3 starts worker tasks up to this many).
+MAX_TASKS = 128
 
 # Options passed straight to libfuse.
 _FUSE_FLAGS = {"allow_other", "allow_root", "auto_unmount", "debug"}
@@ -183,10 +187,11 @@ def check_mountpoint(path: str) -> str:
 
 class _Locks:
     """Exclusive flock()s on the backing files: two mounts on one device would
-    overwrite each other's pages. Held for the life of the daemon."""
+    overwrite each other's pages. Held while the device is on the table: from
+    mount or swapon to swapoff or unmount."""
 
     def __init__(self) -> None:
-        self.fds: list[int] = []
+        self.fds: dict[str, int] = {}
 
     def lock(self, path: str) -> None:
         try:
@@ -200,10 +205,18 @@ class _Locks:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise errors.Busy(f"{path}: in use by another swapfs mount") from None
             raise errors.from_oserror(exc, path) from None
-        self.fds.append(fd)
+        old = self.fds.pop(path, None)
+        if old is not None:
+            os.close(old)
+        self.fds[path] = fd
+
+    def unlock(self, path: str) -> None:
+        fd = self.fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
     def release(self) -> None:
-        for fd in self.fds:
+        for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
 
@@ -264,7 +277,8 @@ async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None]) -> No
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
             ready()
-            await pyfuse3.main()
+            # A swapoff holds its control write (one task) until it is done.
+            await pyfuse3.main(max_tasks=MAX_TASKS)
             nursery.cancel_scope.cancel()
     with trio.CancelScope(shield=True):
         try:
@@ -350,7 +364,8 @@ def mount(cfg: MountConfig) -> int:
     locks = _Locks()
     space = open_space(specs, locks)
     pager = Pager(space)
-    ops = Operations(pager)
+    control = Control(pager, space, mountpoint, lock=locks.lock, unlock=locks.unlock)
+    ops = Operations(pager, control=control)
     ops.enable_writeback_cache = cfg.writeback_cache
 
     # No SIGINT/SIGTERM from here until trio listens for them.
