@@ -5,6 +5,10 @@
     swapfs mount [-f] [-d] [--device PATH[:SIZE]]... [-o OPTS] MNT
     swapfs umount [-z] MNT
     swapfs mkswap PATH SIZE
+    swapfs swapon MNT PATH [SIZE]
+    swapfs swapoff MNT PATH
+    swapfs info MNT [-h | -k | -m | -g] [-v]
+    swapfs sysctl MNT [NAME[=VALUE]]...
     swapfs SOURCE MNT [-o OPTS]          (the form mount.fuse3 and fstab use)
 
 SOURCE in the fstab form names one backing device (``PATH`` or ``PATH:SIZE``), or
@@ -13,8 +17,14 @@ device=PATH[:SIZE]`` adds more devices. Without any device, ``mount`` uses
 ``$XDG_STATE_HOME/swapfs/default.swap`` (``~/.local/state/swapfs`` when unset),
 created sparse on first use with the size ``mount.DEFAULT_SIZE`` (4 GiB).
 
-Exit status: 0 on success, 1 with a one-line ``swapfs: message`` on stderr for an
-expected error, 2 for a usage error.
+swapon, swapoff, info and sysctl are clients of the control files in
+``MNT/.swapfs`` (see control.py). A control write's errno becomes the message
+FreeBSD's swapon(8), swapoff(8) or sysctl(8) would print (``swapon: PATH: Device
+already in use``), except that EINVAL from swapon prints "Invalid argument" rather
+than FreeBSD's historical "NSWAPDEV limit reached", which would mislead here.
+
+Exit status: 0 on success, 1 with a one-line message on stderr for an expected
+error, 2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -184,6 +194,231 @@ def cmd_mkswap(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- control files
+
+def _control_dir(mountpoint: str) -> str:
+    ctl = os.path.join(mountpoint, ".swapfs")
+    if not os.path.isdir(ctl):
+        _fail(f"{mountpoint}: not a swapfs mount")
+    return ctl
+
+
+def _control_write(mountpoint: str, name: str, line: str) -> None:
+    """One write(2) of ``line`` to a control file; OSError carries the errno."""
+    fd = os.open(os.path.join(_control_dir(mountpoint), name), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, os.fsencode(line) + b"\n")
+    finally:
+        os.close(fd)
+
+
+def _control_read(mountpoint: str, name: str) -> str:
+    with open(os.path.join(_control_dir(mountpoint), name), "rb") as f:
+        return os.fsdecode(f.read())
+
+
+def _sysctls(mountpoint: str) -> dict[str, str]:
+    from .control import parse_sysctl_text
+
+    return parse_sysctl_text(_control_read(mountpoint, "sysctl"))
+
+
+def _errno_text(err: int) -> str:
+    # swapon(8)'s wording for EBUSY; strerror otherwise.
+    return "Device already in use" if err == errno.EBUSY else os.strerror(err)
+
+
+def _devices(values: dict[str, str]) -> list[dict[str, str]]:
+    """The vm.swapfs.dev.N.* sysctls as one dict per device, in table order."""
+    devs: dict[int, dict[str, str]] = {}
+    for key, value in values.items():
+        parts = key.split(".")
+        if len(parts) == 5 and parts[:3] == ["vm", "swapfs", "dev"] and parts[3].isdigit():
+            devs.setdefault(int(parts[3]), {})[parts[4]] = value
+    return [devs[k] for k in sorted(devs)]
+
+
+def cmd_swapon(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.path)
+    line = path if args.size is None else f"{path} {args.size}"
+    try:
+        _control_write(args.mountpoint, "swapon", line)
+    except OSError as exc:
+        print(f"swapon: {path}: {_errno_text(exc.errno or errno.EIO)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _find_dev(values: dict[str, str], path: str) -> dict[str, str] | None:
+    real = os.path.realpath(path)
+    for dev in _devices(values):
+        if dev.get("name") in (path, real):
+            return dev
+    return None
+
+
+class _Progress:
+    """swapoff's progress: a bar redrawn in place on a terminal, otherwise a plain
+    line at most every ``plain_every`` seconds."""
+
+    def __init__(self, path: str, stream=None, plain_every: float = 1.0) -> None:
+        self.path = path
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.plain_every = plain_every
+        self.start = time.monotonic()
+        self.last_plain = 0.0
+        self.shown = False
+        self.last: tuple[int, int] = (0, 0)
+
+    def update(self, moved: int, total: int) -> None:
+        self.last = (moved, total)
+        now = time.monotonic()
+        rate = moved / max(now - self.start, 1e-6)
+        if self.tty:
+            width = 30
+            filled = width * moved // total if total else width
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\rswapoff: {self.path} [{bar}] {moved}/{total} pages "
+                              f"{rate:8.0f} pages/s ")
+            self.stream.flush()
+            self.shown = True
+        elif now - self.last_plain >= self.plain_every:
+            self.last_plain = now
+            self.stream.write(f"swapoff: {self.path}: {moved} of {total} pages moved, "
+                              f"{rate:.0f} pages/s\n")
+            self.stream.flush()
+            self.shown = True
+
+    def done(self, ok: bool) -> None:
+        moved, total = self.last
+        if ok:
+            moved = total
+        elapsed = time.monotonic() - self.start
+        if self.tty and self.shown:
+            self.stream.write("\n")
+        if self.shown and ok:
+            self.stream.write(f"swapoff: {self.path}: {total} pages moved in {elapsed:.1f} s "
+                              f"({total / max(elapsed, 1e-6):.0f} pages/s)\n")
+        self.stream.flush()
+
+
+def cmd_swapoff(args: argparse.Namespace) -> int:
+    """The control write blocks until the device is gone; a thread makes it while this
+    one polls the sysctls for progress. Ctrl-C stops watching only: the swapoff goes
+    on in the daemon."""
+    import threading
+
+    path = os.path.abspath(args.path)
+    mnt = args.mountpoint
+    _control_dir(mnt)
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            _control_write(mnt, "swapoff", path)
+            result.append(None)
+        except BaseException as exc:  # reported by the main thread
+            result.append(exc)
+
+    progress = _Progress(path)
+    worker = threading.Thread(target=run, name="swapoff", daemon=True)
+    worker.start()
+    try:
+        while True:
+            worker.join(args.interval)
+            if not worker.is_alive():
+                break
+            try:
+                values = _sysctls(mnt)
+            except OSError:
+                continue
+            dev = _find_dev(values, path)
+            if dev is not None and dev.get("closing") == "1":
+                progress.update(int(dev["swapoff_moved"]), int(dev["swapoff_total"]))
+    except KeyboardInterrupt:
+        if progress.tty and progress.shown:
+            sys.stderr.write("\n")
+        print(f"swapoff: {path}: no longer watching; the swapoff goes on in the daemon "
+              f"(see: swapfs info -v {mnt})", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # the worker thread is still inside write(2)
+    exc = result[0]
+    progress.done(exc is None)
+    if exc is None:
+        return 0
+    if isinstance(exc, OSError):
+        print(f"swapoff: {path}: {os.strerror(exc.errno or errno.EIO)}", file=sys.stderr)
+        return 1
+    raise exc
+
+
+_UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 30, "1G-blocks")}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .control import format_swapinfo
+
+    values = _sysctls(args.mountpoint)
+    devs = _devices(values)
+    blocksize, header = _UNITS[args.unit or "k"]
+    rows = [(d["name"], int(d["npages"]), int(d["used"]) + int(d["bad"])) for d in devs]
+    extra = None
+    if args.verbose:
+        extra = []
+        for d in devs:
+            state = []
+            if d.get("closing") == "1":
+                state.append(f"closing {d['swapoff_moved']}/{d['swapoff_total']}")
+            if int(d.get("bad", "0")):
+                state.append(f"bad {d['bad']}")
+            extra.append(",".join(state) or "active")
+    text = format_swapinfo(rows, blocksize, header, human=args.human, extra=extra)
+    if args.verbose:
+        head, _, rest = text.partition("\n")
+        text = f"{head} State\n{rest}"
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_sysctl(args: argparse.Namespace) -> int:
+    """FreeBSD sysctl(8)'s output: ``name: value``; ``name: old -> new`` on a set;
+    a name that is a prefix prints everything under it."""
+    status = 0
+    values = _sysctls(args.mountpoint)
+    if not args.names:
+        for k in sorted(values):
+            print(f"{k}: {values[k]}")
+        return 0
+    for arg in args.names:
+        name, sep, value = arg.partition("=")
+        if not sep:
+            found = [k for k in sorted(values)
+                     if k == name or k.startswith(name.rstrip(".") + ".")]
+            if not found:
+                print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
+                status = 1
+            for k in found:
+                print(f"{k}: {values[k]}")
+            continue
+        old = values.get(name)
+        try:
+            _control_write(args.mountpoint, "sysctl", f"{name}={value}")
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
+            elif exc.errno == errno.EPERM:
+                print(f"sysctl: oid '{name}' is read only", file=sys.stderr)
+            else:
+                print(f"sysctl: {name}={value}: {os.strerror(exc.errno or errno.EIO)}",
+                      file=sys.stderr)
+            status = 1
+            continue
+        values = _sysctls(args.mountpoint)
+        print(f"{name}: {old} -> {values.get(name)}")
+    return status
+
+
 # ---------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,8 +467,55 @@ def _add_mkswap(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_mkswap)
 
 
+def _add_swapon(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("swapon", help="add a backing device to a mount",
+                       description="Add PATH as a swap device of the swapfs mount MNT. "
+                       "With SIZE (K/M/G/T) a sparse regular file is created or grown first.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("size", metavar="SIZE", nargs="?")
+    p.set_defaults(func=cmd_swapon)
+
+
+def _add_swapoff(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("swapoff", help="move every page off a device, then remove it",
+                       description="Move every page off PATH to the other devices, then "
+                       "remove it; shows progress. Ctrl-C stops watching, not the swapoff.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--interval", type=float, default=0.2, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_swapoff)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="swapinfo(8): the devices, their size and use",
+                       add_help=False,
+                       description="The swapinfo(8) table of MNT's devices (1K-blocks "
+                       "unless told otherwise).")
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("mountpoint", metavar="MNT")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-h", dest="human", action="store_true",
+                   help="Used and Avail in human units (B, K, M, G, ...)")
+    g.add_argument("-k", dest="unit", action="store_const", const="k", help="1K-blocks")
+    g.add_argument("-m", dest="unit", action="store_const", const="m", help="1M-blocks")
+    g.add_argument("-g", dest="unit", action="store_const", const="g", help="1G-blocks")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="add a State column: active, closing MOVED/TOTAL, bad N")
+    p.set_defaults(func=cmd_info, unit=None)
+
+
+def _add_sysctl(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sysctl", help="read or set vm.* names of a mount",
+                       description="Print every name, the NAMEs given (a prefix prints "
+                       "all below it), or set NAME=VALUE.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("names", metavar="NAME[=VALUE]", nargs="*")
+    p.set_defaults(func=cmd_sysctl)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_mount, _add_umount, _add_mkswap,
+    _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_info, _add_sysctl,
 ]
 
 
