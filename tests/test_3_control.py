@@ -385,3 +385,16 @@ def test_junk_is_an_error_and_changes_nothing(tmp_path, name, data):
             assert name == "sysctl"
 
     trio.run(main)
+
+
+async def test_swapoff_write_error_on_target_loses_nothing(tmp_path):
+    c = control_for(tmp_path, 400, 400, 1000)
+    obj = c.pager.alloc()
+    data = os.urandom(200 * PAGE_SIZE)
+    await obj.write(0, data)
+    d0, d1, _d2 = c.space.devices
+    d1.dev.faults.add_write_error(0, d1.nblks)  # every write to mem1 fails
+    await c.write("swapoff", b"/mem0")
+    assert d0 not in c.space.devices
+    assert await obj.read(0, len(data)) == data
+    assert int(parse_sysctl_text(c.read("sysctl"))["vm.swapfs.bad_blocks"]) > 0
