@@ -199,6 +199,12 @@ def _check_p(p: float) -> float:
 # --------------------------------------------------------------------------
 # Devices
 
+# Writes up to this size run on the caller's thread while the device's small
+# writes have lately taken under QUICK_WRITE_SLOW seconds on average (a stalled
+# device moves its writes to worker threads until it answers quickly again).
+QUICK_WRITE_MAX = 64 * 1024
+QUICK_WRITE_SLOW = 0.0003
+
 
 class Device:
     """Common behaviour of every backing store.
@@ -276,10 +282,23 @@ class Device:
             self.faults.delay()
         self._sync()
 
+    def read_cached(self, page: int, npages: int) -> bytes | bytearray | None:
+        """The pages if they can be had without blocking, else None. Never blocks."""
+        return None
+
+    def write_quick(self, page: int, data: memoryview) -> bool:
+        """Write the pages at once if that cannot block for long; False if not tried."""
+        return False
+
     async def aread_pages(
         self, page: int, npages: int, limiter: trio.CapacityLimiter | None = None
-    ) -> bytes:
-        """``read_pages`` in a worker thread."""
+    ) -> bytes | bytearray:
+        """``read_pages``: from memory when the kernel has the pages cached, else in a
+        worker thread (a thread round trip costs more than the FUSE request itself)."""
+        if not self.faults.active and 0 <= page and page + npages <= self.npages:
+            data = self.read_cached(page, npages)
+            if data is not None:
+                return data
         return await trio.to_thread.run_sync(
             self.read_pages, page, npages, limiter=limiter
         )
@@ -290,8 +309,14 @@ class Device:
         data: bytes | bytearray | memoryview,
         limiter: trio.CapacityLimiter | None = None,
     ) -> None:
-        """``write_pages`` in a worker thread."""
-        await trio.to_thread.run_sync(self.write_pages, page, data, limiter=limiter)
+        """``write_pages``: small writes to a device that has been quick are done at
+        once, the rest in a worker thread."""
+        mv = memoryview(data).cast("B")
+        if (not self.faults.active and 0 <= page
+                and page + len(mv) // PAGE_SIZE <= self.npages
+                and self.write_quick(page, mv)):
+            return
+        await trio.to_thread.run_sync(self.write_pages, page, mv, limiter=limiter)
 
     async def afsync(self, limiter: trio.CapacityLimiter | None = None) -> None:
         """``fsync`` in a worker thread."""
@@ -320,6 +345,7 @@ class FileDevice(Device):
         self.ident = identity(st)
         self.size = size
         self.npages = size // PAGE_SIZE
+        self._write_time = 0.0  # moving average of small writes, in seconds
 
     @classmethod
     def open(cls, path: str) -> "FileDevice":
@@ -378,6 +404,7 @@ class FileDevice(Device):
         fd = self.fd
         size = len(data)
         done = 0
+        start = time.monotonic()
         try:
             while done < size:
                 n = os.pwrite(fd, data[done:], off + done)
@@ -389,6 +416,28 @@ class FileDevice(Device):
             p = first_page + done // PAGE_SIZE
             raise _io_error("write", exc.errno or errno.EIO, p,
                             first_page + size // PAGE_SIZE - p) from None
+        finally:
+            # Average time of a small write (large ones take long for their size).
+            if size <= QUICK_WRITE_MAX:
+                self._write_time += (time.monotonic() - start - self._write_time) / 8
+
+    def read_cached(self, page: int, npages: int) -> bytes | bytearray | None:
+        # RWF_NOWAIT fails at once (EAGAIN) instead of waiting for the device.
+        buf = bytearray(npages * PAGE_SIZE)
+        try:
+            got = os.preadv(self.fd, [buf], page * PAGE_SIZE, os.RWF_NOWAIT)
+        except OSError:
+            return None
+        return buf if got == len(buf) else None
+
+    def write_quick(self, page: int, data: memoryview) -> bool:
+        # A small buffered write normally only copies into the page cache. Linux has
+        # no RWF_NOWAIT for buffered writes on most filesystems, so the device's
+        # recent write times decide: while they stay short, small writes run here.
+        if len(data) > QUICK_WRITE_MAX or self._write_time > QUICK_WRITE_SLOW:
+            return False
+        self._pwrite(page * PAGE_SIZE, data, page)
+        return True
 
     def _sync(self) -> None:
         try:

@@ -377,6 +377,9 @@ class Pager:
                     raise errors.NoSpace("out of swap space")
                 clusters.append(got)
                 i += got[1]
+            if len(clusters) == 1:
+                await self._write_cluster(clusters, 0, view)
+                return clusters
             offsets = list(itertools.accumulate((n for _b, n in clusters), initial=0))
             try:
                 async with trio.open_nursery() as nursery:
