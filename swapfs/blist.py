@@ -21,24 +21,23 @@ failed searches and reset to 64 by every free.  Once the space is fragmented, a 
 that cannot be met rescans most of the tree.  Here:
 
 * Leaves are wider: a chunk of ``_W`` blocks is one Python int used as a bitmap (bit set
-  = free), so one C-level big-int operation covers many kernel leaves.  An all-allocated
-  chunk is the shared int 0 and an all-free chunk the shared ``_FULL``, which makes
-  creating and bulk-freeing huge maps cheap.
+  = free), so one C-level big-int operation covers several kernel leaves.  An
+  all-allocated chunk is the shared int 0 and an all-free chunk the shared ``_FULL``,
+  which makes creating and bulk-freeing huge maps cheap.
 * The hint is exact: ``_best[c]`` is min(64, longest free run that *starts* in chunk
   c), counting its continuation into the next chunk, so runs crossing chunk boundaries
-  are covered.  Only runs up to ``BLIST_MAX_ALLOC`` matter for a search, hence the cap.
-* One meta level ``_gbest`` holds the maximum of ``_best`` per group of ``_G`` chunks,
-  and ``_root`` the overall maximum, so a hopeless request is refused at once and a
-  search skips whole groups.  Searches over these byte arrays use precompiled regular
-  expressions (a byte class ``[count..64]``), which scan in C.
+  are covered.  Only runs up to ``BLIST_MAX_ALLOC`` matter to a search, hence the cap.
+* The meta level is turned sideways: ``_ge[k]`` is a bitmap over chunks of "hint >= k"
+  (one int per k, 1..64).  A request for count is refused at once when ``_ge[count]``
+  is 0, and the next chunk that can hold it is the lowest set bit of
+  ``_ge[count] >> (c + 1)`` -- a couple of C-level operations instead of a tree walk.
 * Keeping the hint exact is cheap: a free can only merge runs, so the new value is a
-  max with the merged run; an allocation only needs a full recount of a chunk when it
-  cut into that chunk's longest run.
+  max with the merged run; an allocation only recounts a chunk when it cut into that
+  chunk's longest run.
 """
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 
 from swapfs.params import BLIST_MAX_ALLOC, BLIST_RADIX, SWAPBLK_NONE
@@ -49,10 +48,8 @@ _WSHIFT = 8
 _W = 1 << _WSHIFT              # blocks per chunk (one int bitmap)
 _WMASK = _W - 1
 _FULL = (1 << _W) - 1
-_CAP = BLIST_MAX_ALLOC         # hints saturate here: no request is longer
+_CAP = BLIST_MAX_ALLOC         # hints saturate here: no request's minimum is longer
 _CAPMASK = (1 << _CAP) - 1
-_GSHIFT = 6
-_G = 1 << _GSHIFT              # chunks per meta group
 
 # _SHIFTS[k]: shift sequence turning a bitmap into "bit i set iff i..i+k-1 all set"
 # in about log2(k) steps (doubling, then one final partial step).
@@ -67,9 +64,18 @@ for _k in range(1, _CAP + 1):
         _seq.append(_k - _have)
     _SHIFTS.append(tuple(_seq))
 
-# _AT_LEAST[k] finds the first hint byte >= k.
-_AT_LEAST = [re.compile(b"[" + re.escape(bytes([k])) + b"-" + re.escape(bytes([_CAP])) + b"]")
-             if k else re.compile(b"[\x00-\xff]") for k in range(_CAP + 1)]
+# Hint thresholds that get a chunk bitmap: dense where fragmented maps live, sparse above
+# so a hint jumping 0 <-> 32 flips few bitmaps.  _KIDX[count] is the index of the
+# largest threshold <= count; _KEXACT[count] says whether it equals count.
+_THRESH = (1, 2, 3, 4, 5, 6, 8, 11, 16, 23, 32, 45, 64)
+_KIDX = [0] * (_CAP + 1)
+for _i, _t in enumerate(_THRESH):
+    for _k in range(_t, _CAP + 1):
+        _KIDX[_k] = _i
+_KEXACT = [k in _THRESH for k in range(_CAP + 1)]
+# _FLIPS[a][b]: indexes of the thresholds t with min(a, b) < t <= max(a, b).
+_FLIPS = [[tuple(i for i, t in enumerate(_THRESH) if min(a, b) < t <= max(a, b))
+           for b in range(_CAP + 1)] for a in range(_CAP + 1)]
 
 _FIB = [1, 2]
 while len(_FIB) < 32:
@@ -82,36 +88,48 @@ class BlistError(AssertionError):
 
 def _longest(x: int) -> int:
     """min(64, longest run of set bits starting below bit _W) in a chunk window."""
-    if not x & _FULL:
+    # Double the run length while runs that long exist (p[j]: starts of runs >= 2**j),
+    # then add the lower powers back while they still fit.
+    F = _FULL
+    if not x & F:
         return 0
-    pw = [x]                    # pw[j]: starts of runs >= 2**j
-    y = x
-    k = 1
-    while k < _CAP:
-        t = y & (y >> k)
-        if not t & _FULL:
-            break
-        pw.append(t)
-        y = t
-        k <<= 1
+    p2 = x & (x >> 1)
+    if not p2 & F:
+        return 1
+    p4 = p2 & (p2 >> 2)
+    if not p4 & F:
+        y, n, lower = p2, 2, (x,)
     else:
-        return _CAP
-    # Runs >= k exist, none >= 2k: add lower powers while they still fit.
-    n = k
-    j = len(pw) - 2
-    while j >= 0:
-        t = y & (pw[j] >> n)
-        if t & _FULL:
+        p8 = p4 & (p4 >> 4)
+        if not p8 & F:
+            y, n, lower = p4, 4, (p2, x)
+        else:
+            p16 = p8 & (p8 >> 8)
+            if not p16 & F:
+                y, n, lower = p8, 8, (p4, p2, x)
+            else:
+                p32 = p16 & (p16 >> 16)
+                if not p32 & F:
+                    y, n, lower = p16, 16, (p8, p4, p2, x)
+                else:
+                    if (p32 & (p32 >> 32)) & F:
+                        return _CAP
+                    y, n, lower = p32, 32, (p16, p8, p4, p2, x)
+    k = n
+    for p in lower:
+        k >>= 1
+        t = y & (p >> n)
+        if t & F:
             y = t
-            n += 1 << j
-        j -= 1
+            n += k
     return n
 
 
 class Blist:
     """A next-fit bitmap allocator over blocks 0..blocks-1 (see the module docstring)."""
 
-    __slots__ = ("blocks", "_nch", "_bits", "_best", "_dirty", "_gbest", "_root", "_avail", "_cursor")
+    __slots__ = ("blocks", "_nch", "_bits", "_best", "_ge", "_hist", "_top", "_avail",
+                 "_cursor")
 
     def __init__(self, blocks: int) -> None:
         if blocks < 1:
@@ -122,9 +140,10 @@ class Blist:
         # One spare all-allocated chunk at the end, so a window may always peek at c+1.
         self._bits: list[int] = [0] * (nch + 1)
         self._best = bytearray(nch + 1)
-        self._dirty = bytearray(nch + 1)
-        self._gbest = bytearray((nch + _G - 1) >> _GSHIFT)
-        self._root = 0
+        self._ge: list[int] = [0] * len(_THRESH)    # bit c: _best[c] >= _THRESH[i]
+        self._hist = [0] * (_CAP + 1)                # chunks per hint value
+        self._hist[0] = nch + 1
+        self._top = 0                                # largest hint: exact
         self._avail = 0
         self._cursor = 0
 
@@ -145,28 +164,51 @@ class Blist:
 
     # ------------------------------------------------------------- hint upkeep
 
-    def _window(self, c: int) -> int:
-        bits = self._bits
-        return bits[c] | (bits[c + 1] & _CAPMASK) << _W
-
     def _set_best(self, c: int, v: int) -> None:
-        """Store chunk c's hint; raise the group and root bounds if it exceeds them.
+        """Store chunk c's hint; keep the threshold bitmaps and the histogram in step."""
+        best = self._best
+        old = best[c]
+        if v == old:
+            return
+        best[c] = v
+        bit = 1 << c
+        ge = self._ge
+        for i in _FLIPS[old][v]:
+            ge[i] ^= bit
+        hist = self._hist
+        hist[old] -= 1
+        hist[v] += 1
+        if v > self._top:
+            self._top = v
+        elif old == self._top and not hist[old]:
+            top = old
+            while top and not hist[top]:
+                top -= 1
+            self._top = top
 
-        A lower value leaves them as they are: they are upper bounds, tightened when a
-        search finds them stale.
-        """
-        self._best[c] = v
-        g = c >> _GSHIFT
-        if v > self._gbest[g]:
-            self._gbest[g] = v
-        if v > self._root:
-            self._root = v
+    def _set_best_span(self, c0: int, c1: int, v: int) -> None:
+        """Give chunks c0..c1-1 the hint v at once (bulk free and fill)."""
+        if c1 <= c0:
+            return
+        hist = self._hist
+        seg = self._best[c0:c1]
+        for old in range(_CAP + 1):
+            hist[old] -= seg.count(old)
+        hist[v] += c1 - c0
+        self._best[c0:c1] = bytes([v]) * (c1 - c0)
+        mask = ((1 << (c1 - c0)) - 1) << c0
+        ge = self._ge
+        for i, t in enumerate(_THRESH):
+            ge[i] = ge[i] | mask if t <= v else ge[i] & ~mask
+        top = _CAP
+        while top and not hist[top]:
+            top -= 1
+        self._top = top
 
     def _recount1(self, c: int) -> None:
-        """Make chunk c's hint exact."""
+        """Recompute chunk c's hint from its bitmap."""
         bits = self._bits
         x = bits[c]
-        self._dirty[c] = 0
         if x == 0:
             self._set_best(c, 0)
         elif x == _FULL:
@@ -175,89 +217,8 @@ class Blist:
             self._set_best(c, _longest(x | (bits[c + 1] & _CAPMASK) << _W))
 
     def _recount(self, lo: int, hi: int) -> None:
-        """Recompute the hints of chunks lo..hi (inclusive) from their bitmaps."""
-        bits = self._bits
-        lo = max(lo, 0)
-        hi = min(hi, self._nch - 1)
-        for c in range(lo, hi + 1):
-            x = bits[c]
-            if x == 0:
-                v = 0
-            elif x == _FULL:
-                v = _CAP
-            else:
-                v = _longest(x | (bits[c + 1] & _CAPMASK) << _W)
-            self._dirty[c] = 0
-            self._set_best(c, v)
-
-    def _rebuild_groups(self, clo: int, chi: int) -> None:
-        """Recompute group maxima covering chunks clo..chi, then the root."""
-        best = self._best
-        gbest = self._gbest
-        for g in range(clo >> _GSHIFT, (chi >> _GSHIFT) + 1):
-            lo = g << _GSHIFT
-            gbest[g] = max(best[lo:lo + _G])
-        self._root = max(gbest) if gbest else 0
-
-    # ------------------------------------------------------------------ search
-
-    def _next_chunk(self, c: int, count: int) -> int:
-        """First chunk >= c whose hint admits count, or -1."""
-        pat = _AT_LEAST[count]
-        g = c >> _GSHIFT
-        m = pat.search(self._best, c, (g + 1) << _GSHIFT)
-        if m is not None:
-            return m.start()
-        m = pat.search(self._gbest, g + 1)
-        if m is None:
-            return -1
-        return pat.search(self._best, m.start() << _GSHIFT).start()
-
-    def _find(self, start: int, count: int) -> int:
-        """Lowest s >= start with s..s+count-1 free, or -1.
-
-        A chunk whose hint admits count but which holds no such run had a stale hint:
-        it is recounted, so a search that fails leaves every hint it passed exact.
-        """
-        c = start >> _WSHIFT
-        bits = self._bits
-        shifts = _SHIFTS[count]
-        if self._best[c] >= count:
-            off = start & _WMASK
-            y = (bits[c] | (bits[c + 1] & _CAPMASK) << _W) >> off
-            for sh in shifts:
-                y &= y >> sh
-            y &= (1 << (_W - off)) - 1
-            if y:
-                return start + (y & -y).bit_length() - 1
-            if self._dirty[c]:
-                self._recount1(c)
-        pat = _AT_LEAST[count]
-        best = self._best
-        while True:
-            # Next chunk whose hint admits count: in this group, else via the groups.
-            c += 1
-            g = c >> _GSHIFT
-            m = pat.search(best, c, (g + 1) << _GSHIFT)
-            if m is None:
-                gbest = self._gbest
-                while True:
-                    m = pat.search(gbest, g + 1)
-                    if m is None:
-                        return -1
-                    g = m.start()
-                    lo = g << _GSHIFT
-                    m = pat.search(best, lo, lo + _G)
-                    if m is not None:
-                        break
-                    gbest[g] = max(best[lo:lo + _G])     # stale group bound
-            c = m.start()
-            y = bits[c] | (bits[c + 1] & _CAPMASK) << _W
-            for sh in shifts:
-                y &= y >> sh
-            y &= _FULL
-            if y:
-                return (c << _WSHIFT) + (y & -y).bit_length() - 1
+        """Recompute the hints of chunks lo..hi (inclusive, clipped to the map)."""
+        for c in range(max(lo, 0), min(hi, self._nch - 1) + 1):
             self._recount1(c)
 
     def _runlen(self, blk: int, limit: int) -> int:
@@ -282,49 +243,83 @@ class Blist:
         """Allocate count..maxcount blocks next-fit; return (first block, granted) or None."""
         if not 0 < count <= maxcount or count > _CAP:
             raise ValueError(f"bad allocation request count={count} maxcount={maxcount}")
-        if count > self._root:
-            return None
-        cur = self._cursor
-        s = self._find(cur, count)
-        if s < 0:
-            if cur:
-                s = self._find(0, count)
-            if s < 0:
-                # Proven: no run of count anywhere.
-                self._root = count - 1
-                return None
+        if count > self._top:
+            return None                     # no run of count anywhere
         bits = self._bits
+        best = self._best
+        shifts = _SHIFTS[count]
+        s = self._cursor
         c = s >> _WSHIFT
+        y = 0
+        if best[c] >= count:
+            # Pass 1 inside the cursor's chunk: starts at or after the cursor.
+            off = s & _WMASK
+            y = (bits[c] | (bits[c + 1] & _CAPMASK) << _W) >> off
+            for sh in shifts:
+                y &= y >> sh
+            y &= (1 << (_W - off)) - 1
+            if y:
+                s += (y & -y).bit_length() - 1
+        if not y:
+            # The next chunk with a long enough run; else pass 2: the first one.
+            ge = self._ge[_KIDX[count]]
+            t = ge >> (c + 1)
+            if _KEXACT[count]:
+                if t:
+                    c += (t & -t).bit_length()
+                else:
+                    c = (ge & -ge).bit_length() - 1
+            else:
+                # The bitmap's threshold is below count: skip chunks whose hint is short.
+                c += 1
+                while True:
+                    if not t:
+                        t = ge
+                        c = 0
+                    low = (t & -t).bit_length() - 1
+                    c += low
+                    if best[c] >= count:
+                        break
+                    t >>= low + 1
+                    c += 1
+            y = bits[c] | (bits[c + 1] & _CAPMASK) << _W
+            for sh in shifts:
+                y &= y >> sh
+            y &= _FULL
+            s = (c << _WSHIFT) + (y & -y).bit_length() - 1
         soff = s & _WMASK
         x = bits[c]
-        if maxcount == count:
-            n = count
+        t = x >> soff
+        rl = (t ^ (t + 1)).bit_length() - 1     # free run from s, inside chunk c
+        if soff + rl == _W:
+            t = bits[c + 1]
+            rl += (t ^ (t + 1)).bit_length() - 1
+        if rl >= maxcount:
+            n = maxcount
+        elif soff + rl < _W + _W:
+            n = rl
         else:
-            t = x >> soff
-            n = (t ^ (t + 1)).bit_length() - 1
-            if n >= maxcount:
-                n = maxcount
-            elif soff + n == _W:
-                n = self._runlen(s, maxcount)
-        # Hints stay valid upper bounds; the chunks touched are only marked stale.
-        dirty = self._dirty
-        if soff + n <= _W:
+            n = self._runlen(s, maxcount)
+        r0 = ((x ^ _FULL) & ((1 << soff) - 1)).bit_length()   # run start in chunk c
+        end = soff + n
+        if end <= _W:
             x &= ~(((1 << n) - 1) << soff)
             bits[c] = x
-            if x:
-                dirty[c] = 1
-            else:
-                self._best[c] = 0
+            if not x:
+                self._set_best(c, 0)
+            elif soff + rl - r0 >= best[c] and (end == _W or soff + rl - end < _CAP):
+                # Cut into the chunk's longest run, and what is left of it is short.
+                self._recount1(c)
         else:
             self._clear(s, n)
-            c1 = (s + n - 1) >> _WSHIFT
-            dirty[c:c1 + 1] = b"\x01" * (c1 + 1 - c)
-        if soff < _CAP and c:
-            dirty[c - 1] = 1
+            self._recount(c, (s + n - 1) >> _WSHIFT)
+        if not r0 and soff < _CAP and c and bits[c - 1] >> _WMASK:
+            # The run began in the previous chunk: its starts there got shorter.
+            self._recount1(c - 1)
         self._avail -= n
-        cur = s + n
-        self._cursor = 0 if cur == self.blocks else cur
-        return s, n
+        s += n
+        self._cursor = 0 if s == self.blocks else s
+        return s - n, n
 
     def _check_range(self, blk: int, count: int) -> None:
         if count < 0 or blk < 0 or blk + count > self.blocks:
@@ -360,32 +355,33 @@ class Blist:
         c = blk >> _WSHIFT
         off = blk & _WMASK
         end = off + count
-        if end <= _W:
-            x = bits[c]
-            m = ((1 << count) - 1) << off
-            if x & m:
-                raise BlistError(f"freeing free block in {blk}+{count}")
-            x |= m
-            bits[c] = x
-            self._avail += count
-            # The hint can only grow, to the run the freed range merged into.
-            r0 = ((x ^ _FULL) & ((1 << off) - 1)).bit_length()
-            t = x >> end
-            r1 = end + (t ^ (t + 1)).bit_length() - 1
-            if r1 >= _W:
-                t = bits[c + 1]
-                r1 = _W + (t ^ (t + 1)).bit_length() - 1
-            v = r1 - r0
-            if v > self._best[c]:
-                self._set_best(c, v if v < _CAP else _CAP)
-            if r0 == 0 and c:
-                p = bits[c - 1]
-                if p >> _WMASK:
-                    v = _W - (p ^ _FULL).bit_length() + r1
-                    if v > self._best[c - 1]:
-                        self._set_best(c - 1, v if v < _CAP else _CAP)
+        if end > _W:
+            self._free_wide(blk, count)
             return
-        self._free_wide(blk, count)
+        x = bits[c]
+        m = ((1 << count) - 1) << off
+        if x & m:
+            raise BlistError(f"freeing free block in {blk}+{count}")
+        x |= m
+        bits[c] = x
+        self._avail += count
+        # The hint can only grow, to the run the freed range merged into.
+        r0 = ((x ^ _FULL) & ((1 << off) - 1)).bit_length()
+        t = x >> end
+        r1 = end + (t ^ (t + 1)).bit_length() - 1
+        if r1 >= _W:
+            t = bits[c + 1]
+            r1 = _W + (t ^ (t + 1)).bit_length() - 1
+        v = r1 - r0
+        best = self._best
+        if v > best[c]:
+            self._set_best(c, v if v < _CAP else _CAP)
+        if not r0 and c:
+            p = bits[c - 1]
+            if p >> _WMASK:
+                v = _W - (p ^ _FULL).bit_length() + r1
+                if v > best[c - 1]:
+                    self._set_best(c - 1, v if v < _CAP else _CAP)
 
     def _free_wide(self, blk: int, count: int) -> None:
         """free() for ranges spanning chunks: check all, then set, then recount edges."""
@@ -404,13 +400,10 @@ class Blist:
                 raise BlistError(f"freeing free block in {blk}+{count}")
         bits[c0] |= head
         bits[c1] |= tail
-        n_mid = c1 - c0 - 1
-        if n_mid > 0:
-            for a in range(c0 + 1, c1, step):
-                b = min(a + step, c1)
-                bits[a:b] = [_FULL] * (b - a)
-            self._best[c0 + 1:c1] = bytes([_CAP]) * n_mid
-            self._rebuild_groups(c0 + 1, c1 - 1)
+        for a in range(c0 + 1, c1, step):
+            b = min(a + step, c1)
+            bits[a:b] = [_FULL] * (b - a)
+        self._set_best_span(c0 + 1, c1, _CAP)
         self._avail += count
         self._recount(c0 - 1, c0)
         self._recount(c1, c1)
@@ -423,13 +416,9 @@ class Blist:
         was = self._clear(blk, count)
         c0 = blk >> _WSHIFT
         c1 = (blk + count - 1) >> _WSHIFT
-        if c1 - c0 > 2:
-            self._best[c0 + 1:c1] = bytes(c1 - c0 - 1)
-            self._rebuild_groups(c0 + 1, c1 - 1)
-            self._recount(c0 - 1, c0)
-            self._recount(c1, c1)
-        else:
-            self._recount(c0 - 1, c1)
+        self._set_best_span(c0 + 1, c1, 0)
+        self._recount(c0 - 1, c0)
+        self._recount(c1, c1)
         self._avail -= was
         return was
 
