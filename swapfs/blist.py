@@ -27,10 +27,13 @@ that cannot be met rescans most of the tree.  Here:
 * The hint is exact: ``_best[c]`` is min(64, longest free run that *starts* in chunk
   c), counting its continuation into the next chunk, so runs crossing chunk boundaries
   are covered.  Only runs up to ``BLIST_MAX_ALLOC`` matter to a search, hence the cap.
-* The meta level is turned sideways: ``_ge[k]`` is a bitmap over chunks of "hint >= k"
-  (one int per k, 1..64).  A request for count is refused at once when ``_ge[count]``
-  is 0, and the next chunk that can hold it is the lowest set bit of
-  ``_ge[count] >> (c + 1)`` -- a couple of C-level operations instead of a tree walk.
+* The meta level is turned sideways: for a few thresholds t (``_THRESH``) an int
+  ``_ge[i]`` is a bitmap over chunks of "hint >= t", so the next chunk that can hold a
+  request is the lowest set bit of ``_ge[i] >> (c + 1)`` -- a couple of C-level
+  operations instead of a tree walk (when count falls between thresholds, chunks with
+  a short hint are skipped).  A histogram of hint values keeps the largest hint
+  exact, so a hopeless request is refused at once: the kernel's failed searches in a
+  fragmented map are what make it slow.
 * Keeping the hint exact is cheap: a free can only merge runs, so the new value is a
   max with the merged run; an allocation only recounts a chunk when it cut into that
   chunk's longest run.
@@ -309,7 +312,7 @@ class Blist:
                 self._set_best(c, 0)
             elif soff + rl - r0 >= best[c] and (end == _W or soff + rl - end < _CAP):
                 # Cut into the chunk's longest run, and what is left of it is short.
-                self._recount1(c)
+                self._set_best(c, _longest(x | (bits[c + 1] & _CAPMASK) << _W))
         else:
             self._clear(s, n)
             self._recount(c, (s + n - 1) >> _WSHIFT)

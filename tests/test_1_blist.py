@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -115,12 +117,7 @@ def test_against_bitmap_model(script):
             assert bl.fill(blk, n) == model.fill(blk, n)
         check_same(bl, model)
     assert [bl.isfree(b) for b in range(blocks)] == [bool(v) for v in model.free_]
-    model_stats = Blist(blocks)
-    # A rebuilt map with the same free blocks reports the same statistics.
-    for b in range(blocks):
-        if model.free_[b]:
-            model_stats.free(b, 1)
-    assert model_stats.stats() == bl.stats()
+    assert bl.stats() == _stats_of(model)
 
 
 def test_new_blist_is_all_allocated():
@@ -292,8 +289,82 @@ def test_resize_keeps_state():
     assert bl.avail() == 5 and bl.alloc(5, 5) == (10, 5)
 
 
+VARIANT_A_STATS = """\
+number of maximal free ranges: 23820
+largest free range: 21
+average maximal free range size: 3
+number of maximal free ranges of different sizes:
+               count  |  size range
+               -----  |  ----------
+                7637  |  1
+                5100  |  2
+                5885  |  3 to 4
+                3516  |  5 to 7
+                1510  |  8 to 12
+                 171  |  13 to 20
+                   1  |  21
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("SWAPFS_SLOW"),
+                    reason="2,000,000 ops take ~20 s: set SWAPFS_SLOW=1 "
+                           "(scripts/bench-blist always checks hash and stats)")
 def test_variant_a_full_run_stats():
-    pytest.importorskip("os").environ.get("SWAPFS_SLOW") or pytest.skip(
-        "full 2,000,000-op run: set SWAPFS_SLOW=1 (scripts/bench-blist always checks it)")
     bl, live, failures, h = run_workload("A", 2_000_000)
     assert (failures, len(live), bl.avail(), h) == (132180, 70648, 74576, 0x67055665621F0023)
+    assert bl.stats() == VARIANT_A_STATS
+
+
+@pytest.mark.parametrize("blocks,seed", [(5000, 1), (1024, 2), (777, 3), (64, 4)])
+def test_long_random_sequence_against_model(blocks, seed):
+    import random
+    rnd = random.Random(seed)
+    bl, model = Blist(blocks), Model(blocks)
+    bl.free(0, blocks)
+    model.free(0, blocks)
+    live: list[tuple[int, int]] = []
+    for _ in range(4000):
+        if not live or rnd.random() < 0.55:
+            count = rnd.randint(1, 40)
+            maxcount = count if rnd.random() < 0.5 else rnd.randint(count, 200)
+            got = bl.alloc(count, maxcount)
+            assert got == model.alloc(count, maxcount)
+            if got:
+                live.append(got)
+        else:
+            blk, n = live.pop(rnd.randrange(len(live)))
+            bl.free(blk, n)
+            model.free(blk, n)
+        assert bl.avail() == model.avail() and bl.cursor == model.cursor
+    assert bl.stats() == _stats_of(model)
+
+
+def _stats_of(model: Model) -> str:
+    """blist_stats computed the plain way from the model's bytes (an independent oracle)."""
+    import re
+    fib = [1, 2]
+    while len(fib) < 32:
+        fib.append(fib[-1] + fib[-2])
+    sizes = [len(m.group()) for m in re.finditer(b"\x01+", bytes(model.free_))]
+    num = avg = err = 0
+    hist = [0] * 32
+    for size in sizes:
+        err += size - avg
+        num += 1
+        q = int(err / num)           # C truncation toward zero
+        avg += q
+        err -= q * num
+        hist[max(i for i in range(32) if fib[i] <= size)] += 1
+    biggest = max(sizes, default=0)
+    top = max((i for i in range(32) if hist[i]), default=0)
+    out = [f"number of maximal free ranges: {num}", f"largest free range: {biggest}",
+           f"average maximal free range size: {avg}",
+           "number of maximal free ranges of different sizes:",
+           "               count  |  size range", "               -----  |  ----------"]
+    for i in range(top):
+        if hist[i]:
+            rng = f"{fib[i]}" if fib[i + 1] - 1 == fib[i] else f"{fib[i]} to {fib[i + 1] - 1}"
+            out.append(f"{hist[i]:>20}  |  {rng}")
+    last = f"{fib[top]} to {biggest}" if hist[top] > 1 else f"{biggest}"
+    out.append(f"{hist[top]:>20}  |  {last}")
+    return "\n".join(out) + "\n"
