@@ -150,6 +150,20 @@ def _run_unmount(path: str, lazy: bool) -> None:
         _fail(f"cannot unmount {path}: {msg}")
 
 
+def _daemon_pid(path: str) -> int | None:
+    """The daemon's pid, from its sysctl file (or, failing that, the root's xattr)."""
+    try:
+        with open(os.path.join(path, ".swapfs", "sysctl")) as f:
+            for line in f:
+                name, _, value = line.partition(": ")
+                if name == "vm.swapfs.pid":
+                    return int(value)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+            raise
+    return int(os.getxattr(path, "user.swapfs.pid"))
+
+
 def umount(mountpoint: str, lazy: bool = False, wait: float = UMOUNT_WAIT) -> None:
     """Unmount a swapfs mount and return once its daemon has exited. A dead mount
     (daemon gone) is detached lazily. Raises SwapfsError with a one-line message."""
@@ -161,7 +175,7 @@ def umount(mountpoint: str, lazy: bool = False, wait: float = UMOUNT_WAIT) -> No
     if fstype != "fuse.swapfs":
         _fail(f"{mountpoint}: not a swapfs mount ({fstype})")
     try:
-        pid = int(os.getxattr(path, "user.swapfs.pid"))
+        pid = _daemon_pid(path)
     except OSError as exc:
         if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
             # The daemon is gone: only the kernel's mount entry is left.
@@ -444,7 +458,7 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
                    "is created or grown sparse first (repeatable)")
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="mount options: allow_other, allow_root, auto_unmount, debug, "
-                   "writeback_cache, device=PATH[:SIZE]; generic words (rw, noatime, "
+                   "writeback_cache, noxattr, device=PATH[:SIZE]; generic words (rw, noatime, "
                    "...) are ignored")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground, logging to stderr")

@@ -240,6 +240,7 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.debug", lambda c: int(logging.getLogger().level <= logging.DEBUG),
            _set_debug, "Debug logging (0 or 1)"),
     Sysctl("vm.swapfs.objects", lambda c: len(c.pager.objects), None, "Swap objects"),
+    Sysctl("vm.swapfs.pid", lambda c: os.getpid(), None, "Process id of the daemon"),
     Sysctl("vm.swapfs.swap_pager_avail", lambda c: c.space.swap_pager_avail, None,
            "Free swap blocks (pages)"),
     Sysctl("vm.swapfs.swap_pager_full", lambda c: c.space.swap_pager_full, None,

@@ -202,7 +202,7 @@ def _check_p(p: float) -> float:
 # Writes up to this size run on the caller's thread while the device's small
 # writes have lately taken under QUICK_WRITE_SLOW seconds on average (a stalled
 # device moves its writes to worker threads until it answers quickly again).
-QUICK_WRITE_MAX = 64 * 1024
+QUICK_WRITE_MAX = 128 * 1024
 QUICK_WRITE_SLOW = 0.0003
 
 
@@ -310,9 +310,11 @@ class Device:
         limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         """``write_pages``: small writes to a device that has been quick are done at
-        once, the rest in a worker thread."""
+        once, the rest in a worker thread. With a limiter, at most its total of
+        writes are in flight, quick ones included."""
         mv = memoryview(data).cast("B")
         if (not self.faults.active and 0 <= page
+                and (limiter is None or limiter.available_tokens > 0)
                 and page + len(mv) // PAGE_SIZE <= self.npages
                 and self.write_quick(page, mv)):
             return

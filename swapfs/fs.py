@@ -163,6 +163,10 @@ class Operations(pyfuse3.Operations):
 
     supports_dot_lookup = True
     enable_writeback_cache = False
+    # With xattrs on, the kernel asks getxattr("security.capability") before every
+    # write (FUSE mounts are never SB_NOSEC): one more round trip per write. Off
+    # (mount option noxattr), getxattr answers ENOSYS once and the kernel stops asking.
+    xattrs = True
     enable_acl = False
 
     def __init__(self, pager: Any, *, uid: int | None = None, gid: int | None = None,
@@ -791,6 +795,8 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         log.debug("getxattr %d %r", inode, name)
+        if not self.xattrs:
+            raise FUSEError(errno.ENOSYS)
         if inode >= CTL_DIR_INO:
             raise FUSEError(pyfuse3.ENOATTR)
         node = self._inode(inode)

@@ -114,6 +114,7 @@ class MountConfig:
     foreground: bool = False
     fuse_options: set[str] = field(default_factory=set)
     writeback_cache: bool = False
+    xattr: bool = True
     debug: bool = False
 
 
@@ -121,7 +122,7 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
     """Fold ``-o`` option lists (comma-separated) into ``cfg``.
 
     Understood: allow_other, allow_root, auto_unmount, debug (libfuse's protocol
-    trace), writeback_cache, device=PATH[:SIZE] (repeatable), fsname=NAME,
+    trace), writeback_cache, noxattr, device=PATH[:SIZE] (repeatable), fsname=NAME,
     subtype=... (ignored: always swapfs); generic
     mount words (rw, defaults, noatime, x-*, ...) are ignored; ``ro`` and anything
     unknown are InvalidArgument.
@@ -139,6 +140,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
                 cfg.fuse_options.add(key)
             elif key == "writeback_cache" and not value:
                 cfg.writeback_cache = True
+            elif key == "noxattr" and not value:
+                cfg.xattr = False
             elif key == "device" and value:
                 cfg.devices.append(parse_device_spec(value))
             elif key == "fsname" and value:
@@ -367,6 +370,7 @@ def mount(cfg: MountConfig) -> int:
     control = Control(pager, space, mountpoint, lock=locks.lock, unlock=locks.unlock)
     ops = Operations(pager, control=control)
     ops.enable_writeback_cache = cfg.writeback_cache
+    ops.xattrs = cfg.xattr
 
     # No SIGINT/SIGTERM from here until trio listens for them.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)

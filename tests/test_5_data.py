@@ -1,6 +1,7 @@
 """Data through a real mount: a model of every file, fio's own verification, dd,
 several devices and a loop device."""
 
+import errno
 import mmap
 import os
 import random
@@ -171,3 +172,28 @@ def test_loop_device_as_backing_device(mount_factory, tmp_path):
             assert device_names(mnt / "on-loop") == {loop}
     finally:
         subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_noxattr_mount_serves_data_and_umounts(tmp_path):
+    """-o noxattr: no getxattr round trip before each write; `swapfs umount` still
+    finds the daemon (through .swapfs/sysctl) and waits for it."""
+    import sys
+    from conftest import _FUSE_SKIP, run_swapfs, swapfs_env  # noqa: F401
+    if _FUSE_SKIP:
+        pytest.skip(_FUSE_SKIP)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = run_swapfs("mount", "-o", "noxattr", "--device", f"{tmp_path / 'd.swap'}:64M",
+                     str(mnt), state_home=tmp_path / "state")
+    assert res.returncode == 0, res.stderr
+    try:
+        data = random.Random(3).randbytes(300_000)
+        (mnt / "f").write_bytes(data)
+        assert read_direct(mnt / "f", len(data)) == data
+        with pytest.raises(OSError) as exc:
+            os.getxattr(mnt / "f", "user.swapfs.swapped")
+        assert exc.value.errno == errno.EOPNOTSUPP
+    finally:
+        res = run_swapfs("umount", str(mnt), state_home=tmp_path / "state")
+    assert res.returncode == 0, res.stderr
+    assert not os.path.ismount(mnt)
