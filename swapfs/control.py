@@ -19,6 +19,9 @@ Files (FreeBSD counterparts in brackets):
     Write ``PATH``. EINVAL unless PATH is on the table and not already closing;
     ENOMEM when its used pages plus nswap_lowat do not fit in the free blocks of the
     others. Otherwise blocks until every page has moved and the device is closed.
+    EIO when some pages could not be read: every readable page is moved first, then
+    the device goes back in service holding only the unreadable ones, and their
+    count is in ``vm.swapfs.dev.N.unreadable`` and the log. Nothing is dropped.
     The last device can never go (ENOMEM, even when empty): with no RAM to page
     into, the seed's test ``free RAM + avail < nblks + nswap_lowat`` leaves nowhere
     for the margin. swapon a replacement first.
@@ -27,6 +30,14 @@ Files (FreeBSD counterparts in brackets):
     swapon; Used counts bad blocks too (as ``df`` does). The closing state is not
     shown here, so the columns stay what swapinfo users parse: see
     ``vm.swapfs.dev.N.*`` in ``sysctl`` and ``swapfs info -v``.
+``faults``  [no FreeBSD counterpart]
+    Fault injection. Write ``PATH write-error [FIRST-LAST | p=P]``, ``PATH read-error
+    [FIRST-LAST | p=P]`` (device pages, inclusive; no argument: every page), ``PATH
+    latency MS`` (0..60000) or ``PATH clear``. PATH is a device as ``swapon`` lists it
+    (or another name for the same file or disk). Errors: EINVAL for a malformed line
+    or a PATH that is not a swap device (as swapoff answers). Injected errors are
+    raised in the device layer, exactly as real ones. Read: ``PATH FAULT`` lines,
+    including ``PATH gone FIRST-`` for a backing store found to have shrunk.
 ``swap_fragmentation``  [vm.swap_fragmentation]
     Per device ``\\nFree space on device PATH:\\n`` and its blist_stats. A closing
     device shows no free range (the seed fills its blist).
@@ -55,6 +66,7 @@ from . import errors
 from .blist import Blist
 from .device import identity, make_backing_file, open_device, parse_size
 from .params import (
+    BBPAGES,
     PAGE_SHIFT,
     PAGE_SIZE,
     SW_CLOSING,
@@ -73,8 +85,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # The files of the control directory, in listing order, and which take writes.
-FILES: tuple[str, ...] = ("swap_fragmentation", "swap_info", "swapoff", "swapon", "sysctl")
-WRITABLE = frozenset({"swapon", "swapoff", "sysctl"})
+FILES: tuple[str, ...] = ("faults", "swap_fragmentation", "swap_info", "swapoff", "swapon",
+                          "sysctl")
+WRITABLE = frozenset({"faults", "swapon", "swapoff", "sysctl"})
+
+# How often the backing stores are checked for having shrunk (seconds).
+WATCH_INTERVAL = 1.0
 
 # Longest control write accepted, newline included.
 MAX_LINE = 4096
@@ -252,7 +268,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
 )
 _BY_NAME = {s.name: s for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-_DEV_FIELDS = ("bad", "closing", "name", "npages", "swapoff_moved", "swapoff_total", "used")
+_DEV_FIELDS = ("bad", "closing", "faults", "name", "npages", "swapoff_moved", "swapoff_total",
+               "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 
 
@@ -293,6 +310,9 @@ class Control:
             return "".join(f"{k}: {v}\n" for k, v in sorted(self.sysctl_values().items()))
         if name in ("swapon", "swapoff"):
             return "".join(f"{sp.name}\n" for sp in self.space.devices)
+        if name == "faults":
+            return "".join(f"{sp.name} {line}\n" for sp in self.space.devices
+                           for line in sp.dev.faults.describe())
         raise errors.NotFound(f"no control file {name!r}")
 
     def swap_info(self) -> str:
@@ -312,7 +332,9 @@ class Control:
             moved, total = self.pager.swapoff_progress.get(sp.name, (0, 0))
             fields = {"name": sp.name, "npages": sp.nblks, "used": sp.used, "bad": sp.bad,
                       "closing": int(bool(sp.flags & SW_CLOSING)),
-                      "swapoff_moved": moved, "swapoff_total": total}
+                      "swapoff_moved": moved, "swapoff_total": total,
+                      "faults": len(sp.dev.faults.describe()),
+                      "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0)}
             for f in _DEV_FIELDS:
                 values[f"vm.swapfs.dev.{k}.{f}"] = str(fields[f])
         return values
@@ -329,6 +351,8 @@ class Control:
             await self.swapon(line)
         elif name == "swapoff":
             await self.swapoff(line)
+        elif name == "faults":
+            await self.set_fault(line)
         else:
             self.set_sysctl(line)
 
@@ -365,14 +389,14 @@ class Control:
             raise errors.InvalidArgument(f"bad size: {size}")
         # Everything that touches the file system runs in a worker thread: a path
         # that leads into this mount needs the trio loop free to answer the lookup.
-        dev, undo = await trio.to_thread.run_sync(self._open_for_swapon, path, size)
+        dev, created = await trio.to_thread.run_sync(self._open_for_swapon, path, size)
         try:
             self.space.swapon(dev)  # no await between the checks and the table change
         except BaseException:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._abandon, dev, undo)
+                await trio.to_thread.run_sync(self._abandon, dev, created)
             raise
-        if undo is not None and undo[1] is None:
+        if created:
             self.created.add(dev.path)
         log.info("swapon %s (%d pages)", dev.path, dev.npages)
 
@@ -387,8 +411,11 @@ class Control:
 
     def _open_for_swapon(self, path: str, size: int | None):
         """Check, create/grow, open and lock (worker thread). Returns the open device
-        and what to undo if it does not make it onto the table: None, or (path, the
-        old size or None when the file was created)."""
+        and whether this call created its file.
+
+        Everything that can refuse (path, type, busy here or in another mount, on
+        this mount, too small) is checked before a file is created or grown; after a
+        grow nothing is undone (a file swapfs did not create is never truncated)."""
         try:
             real = os.path.realpath(path)
             if self._on_mount(real):
@@ -415,52 +442,61 @@ class Control:
             ident = identity(st)
             if any(sp.dev.ident == ident for sp in self.space.devices):
                 raise errors.Busy(f"{path}: Device already in use")
-        undo = None
+        apath = os.path.abspath(path)
         if size is not None:
-            old = st.st_size if st is not None else None
-            if old is None or old < size:
-                undo = (path, old)
-            make_backing_file(path, size)
+            # Too small whatever happens: say so before creating or growing anything.
+            have = st.st_size if st is not None else 0
+            if max(size, have) // PAGE_SIZE <= BBPAGES:
+                raise errors.NoSuchDevice(f"{path}: too small for swap")
+        created = locked = False
         try:
+            if st is not None and self._lock is not None:
+                # Busy in another mount: find out before the file is grown.
+                self._lock(apath)
+                locked = True
+            if size is not None:
+                created = st is None
+                make_backing_file(path, size)
             dev = open_device(path)
+            try:
+                if mdev is not None and dev.st_dev == mdev:
+                    raise errors.InvalidArgument(f"{path}: on this swapfs mount")
+                if any(sp.dev.ident == dev.ident for sp in self.space.devices):
+                    raise errors.Busy(f"{path}: Device already in use")
+                if self._lock is not None and not locked:
+                    self._lock(dev.path)
+                    locked = True
+            except BaseException:
+                dev.close()
+                raise
         except BaseException:
-            self._rollback(undo)
+            if locked and self._unlock is not None:
+                self._unlock(apath)
+            if created:
+                self._remove_created(path)
             raise
-        try:
-            if mdev is not None and dev.st_dev == mdev:
-                raise errors.InvalidArgument(f"{path}: on this swapfs mount")
-            if any(sp.dev.ident == dev.ident for sp in self.space.devices):
-                raise errors.Busy(f"{path}: Device already in use")
-            if self._lock is not None:
-                self._lock(dev.path)
-        except BaseException:
-            dev.close()
-            self._rollback(undo)
-            raise
-        return dev, undo
+        return dev, created
 
-    def _abandon(self, dev: Any, undo: tuple[str, int | None] | None) -> None:
+    def _abandon(self, dev: Any, created: bool) -> None:
         if self._unlock is not None:
             self._unlock(dev.path)
         try:
             dev.close()
         except errors.SwapfsError:
             pass
-        self._rollback(undo)
+        if created:
+            self._remove_created(dev.path)
 
     @staticmethod
-    def _rollback(undo: tuple[str, int | None] | None) -> None:
-        """Put back a backing file this swapon created or grew (failed swapon)."""
-        if undo is None:
-            return
-        path, old = undo
+    def _remove_created(path: str) -> None:
+        """Delete a backing file this swapon created itself (failed swapon). A file
+        that was there before is never deleted or truncated, only ever grown."""
         try:
-            if old is None:
-                os.unlink(path)
-            else:
-                os.truncate(path, old)
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
         except OSError as exc:
-            log.warning("swapon %s: could not undo the file change: %s", path, exc)
+            log.warning("swapon %s: could not remove the file it created: %s", path, exc)
 
     # -- swapoff -------------------------------------------------------------------
 
@@ -476,3 +512,55 @@ class Control:
         if self._unlock is not None:
             self._unlock(sp.name)
         log.info("swapoff %s: done", sp.name)
+
+    # -- faults --------------------------------------------------------------------
+
+    _FAULT_KINDS = ("write-error", "read-error", "latency")
+
+    async def set_fault(self, line: str) -> None:
+        """``PATH KIND [ARG]`` or ``PATH clear``: see the module notes."""
+        head, sep, last = line.rstrip(" ").rpartition(" ")
+        if not sep:
+            raise errors.InvalidArgument(f"not PATH FAULT: {line!r}")
+        if last in ("clear", "write-error", "read-error"):
+            path, fault = head.rstrip(" "), last
+        else:
+            path, sep, kind = head.rstrip(" ").rpartition(" ")
+            if not sep or kind not in self._FAULT_KINDS:
+                raise errors.InvalidArgument(f"not PATH FAULT: {line!r}")
+            path, fault = path.rstrip(" "), f"{kind} {last}"
+        if not path.startswith("/"):
+            raise errors.InvalidArgument(f"{path}: not an absolute path")
+        sp = next((d for d in self.space.devices if d.name == path), None)
+        if sp is None:
+            sp = await trio.to_thread.run_sync(self.space.find_by_path, path)
+        if sp is None:
+            raise errors.InvalidArgument(f"{path}: not a swap device")
+        if fault in ("write-error", "read-error"):
+            fault = f"{fault} 0-{sp.nblks - 1}"
+        sp.dev.faults.apply(fault)  # raises InvalidArgument, changing nothing
+        log.warning("faults %s: %s", sp.name, fault)
+
+    # -- watching the backing stores -----------------------------------------------
+
+    async def check_devices(self) -> None:
+        """Notice backing stores that shrank behind our back (a truncated file, a
+        detached loop device): their pages past the new end fail from now on, reads
+        and writes alike, so the pager writes elsewhere and never reads zeros."""
+        for sp in list(self.space.devices):
+            dev = sp.dev
+            if dev.closed:
+                continue
+            lost = await trio.to_thread.run_sync(dev.check_gone)
+            if lost is not None:
+                log.error("swap device %s: the backing store shrank to %d pages; pages "
+                          "%d and up fail from now on", sp.name, lost, lost)
+
+    async def watch_devices(self, interval: float = WATCH_INTERVAL) -> None:
+        """Run :meth:`check_devices` every ``interval`` seconds, forever."""
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.check_devices()
+            except Exception:
+                log.exception("checking the swap devices failed")

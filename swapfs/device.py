@@ -73,6 +73,12 @@ class Faults:
     Text form, one fault a line (what :meth:`describe` returns and
     :meth:`apply` accepts): ``write-error FIRST-LAST`` (inclusive pages),
     ``write-error p=P``, the same with ``read-error``, ``latency MS``.
+
+    ``lost_from`` is not injected but found: the backing file shrank behind
+    swapfs's back, so every page from there on fails reads and writes alike
+    (a write must not silently grow the file again, or pages in between would
+    read back as zeros instead of failing). Shown as ``gone FIRST-``; only
+    ``clear`` (after the file has been put back) forgets it.
     """
 
     def __init__(self, seed: int | None = None) -> None:
@@ -82,13 +88,20 @@ class Faults:
         self.write_p = 0.0
         self.read_p = 0.0
         self.latency_ms = 0.0
+        self.lost_from: int | None = None
         self._rng = random.Random(seed)
 
     def add_write_error(self, start: int, count: int = 1) -> None:
+        self._check_room()
         self.write_ranges += (_check_range(start, count),)
 
     def add_read_error(self, start: int, count: int = 1) -> None:
+        self._check_room()
         self.read_ranges += (_check_range(start, count),)
+
+    def _check_room(self) -> None:
+        if len(self.write_ranges) + len(self.read_ranges) >= MAX_FAULT_RANGES:
+            raise errors.InvalidArgument(f"more than {MAX_FAULT_RANGES} fault ranges")
 
     def set_write_error_p(self, p: float) -> None:
         self.write_p = _check_p(p)
@@ -97,19 +110,26 @@ class Faults:
         self.read_p = _check_p(p)
 
     def set_latency(self, ms: float) -> None:
-        if not ms >= 0:
+        if not 0 <= ms <= MAX_LATENCY_MS:
             raise errors.InvalidArgument(f"bad latency: {ms!r}")
         self.latency_ms = float(ms)
+
+    def set_lost(self, first_page: int) -> None:
+        """Pages from ``first_page`` on are gone (the backing file shrank)."""
+        if self.lost_from is None or first_page < self.lost_from:
+            self.lost_from = max(0, first_page)
 
     def clear(self) -> None:
         self.write_ranges = self.read_ranges = ()
         self.write_p = self.read_p = self.latency_ms = 0.0
+        self.lost_from = None
 
     @property
     def active(self) -> bool:
         return bool(
             self.write_ranges or self.read_ranges
             or self.write_p or self.read_p or self.latency_ms
+            or self.lost_from is not None
         )
 
     def describe(self) -> list[str]:
@@ -124,6 +144,8 @@ class Faults:
                 lines.append(f"{kind} p={p:g}")
         if self.latency_ms:
             lines.append(f"latency {self.latency_ms:g}")
+        if self.lost_from is not None:
+            lines.append(f"gone {self.lost_from}-")
         return lines
 
     def apply(self, line: str) -> None:
@@ -137,6 +159,7 @@ class Faults:
             return
         if len(words) != 2:
             raise errors.InvalidArgument(f"bad fault: {line!r}")
+
         kind, arg = words
         try:
             if kind == "latency":
@@ -176,12 +199,22 @@ class Faults:
         else:
             ranges, p = self.read_ranges, self.read_p
         end = start + count
+        lost = self.lost_from
+        if lost is not None and end > lost:
+            lo = max(start, lost)
+            raise _io_error(what, errno.EIO, lo, end - lo)
         for s, n in ranges:
             lo, hi = max(s, start), min(s + n, end)
             if lo < hi:
                 raise _io_error(what, errno.EIO, lo, hi - lo)
         if p and self._rng.random() < p:
             raise _io_error(what, errno.EIO, start, count)
+
+
+# Bounds on what a fault line may ask for: a latency that never ends would stall
+# every request on the device, and an endless list of ranges every check.
+MAX_LATENCY_MS = 60_000.0
+MAX_FAULT_RANGES = 256
 
 
 def _check_range(start: int, count: int) -> tuple[int, int]:
@@ -282,6 +315,24 @@ class Device:
             self.faults.delay()
         self._sync()
 
+    def current_npages(self) -> int:
+        """Whole pages the backing store holds now (less than ``npages`` once it
+        shrank behind our back). Blocks briefly (one fstat or lseek)."""
+        return self.npages
+
+    def check_gone(self) -> int | None:
+        """If the store shrank, fail every page past its new end from now on
+        (``faults.lost_from``) and return that page; else None."""
+        try:
+            now = self.current_npages()
+        except OSError:
+            return None  # closed meanwhile: nothing to say
+        if now < self.npages and (self.faults.lost_from is None
+                                  or now < self.faults.lost_from):
+            self.faults.set_lost(now)
+            return now
+        return None
+
     def read_cached(self, page: int, npages: int) -> bytes | bytearray | None:
         """The pages if they can be had without blocking, else None. Never blocks."""
         return None
@@ -380,6 +431,14 @@ class FileDevice(Device):
     def closed(self) -> bool:
         return self.fd < 0
 
+    def current_npages(self) -> int:
+        fd = self.fd
+        if fd < 0:
+            return self.npages
+        if self.is_block:
+            return os.lseek(fd, 0, os.SEEK_END) // PAGE_SIZE
+        return os.fstat(fd).st_size // PAGE_SIZE
+
     def _pread(self, off: int, size: int, first_page: int) -> bytes:
         fd = self.fd
         try:
@@ -393,6 +452,9 @@ class FileDevice(Device):
                 if not chunk:
                     # Past the end of the file or device: fail, never invent zeros.
                     p = first_page + done // PAGE_SIZE
+                    # The file shrank: never let a write grow it back under
+                    # pages that would then read as zeros.
+                    self.faults.set_lost(p)
                     raise _io_error("read", errno.EIO, p,
                                     first_page + size // PAGE_SIZE - p)
                 parts.append(chunk)

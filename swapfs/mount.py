@@ -279,6 +279,9 @@ async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None]) -> No
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
+            if ops.control is not None:
+                # A truncated backing file or a detached loop device is noticed here.
+                nursery.start_soon(ops.control.watch_devices)
             ready()
             # A swapoff holds its control write (one task) until it is done.
             await pyfuse3.main(max_tasks=MAX_TASKS)

@@ -98,6 +98,7 @@ class SwapObject:
         self.lock = ObjectLock()
         self.dead = False
         self.size = 0
+        self.resv = 0  # pages of swap reserved for the size (FreeBSD: the object's charge)
         # Read-ahead: (first page, first block, bytes) of pages read beyond a request.
         self._ra: tuple[int, int, bytes] | None = None
         self._next_seq = -1  # page where a sequential reader would continue
@@ -193,16 +194,22 @@ class SwapObject:
             raise errors.FileTooBig()
         async with self.lock:
             self._check_alive()
-            p0 = offset // PAGE_SIZE
-            p1 = -(-(offset + size) // PAGE_SIZE)
-            head = offset - p0 * PAGE_SIZE
-            tail = p1 * PAGE_SIZE - (offset + size)
-            if head == 0 and tail == 0:
-                buf: bytes | bytearray | memoryview = data
-            else:
-                buf = await self._edge_pages(p0, p1, head, tail)
-                buf[head:head + size] = data
-            await self.putpages(p0, buf)
+            if offset + size > self.size:
+                self._reserve_size(offset + size)
+            try:
+                p0 = offset // PAGE_SIZE
+                p1 = -(-(offset + size) // PAGE_SIZE)
+                head = offset - p0 * PAGE_SIZE
+                tail = p1 * PAGE_SIZE - (offset + size)
+                if head == 0 and tail == 0:
+                    buf: bytes | bytearray | memoryview = data
+                else:
+                    buf = await self._edge_pages(p0, p1, head, tail)
+                    buf[head:head + size] = data
+                await self.putpages(p0, buf)
+            except BaseException:
+                self._trim_reserve()
+                raise
             self.size = max(self.size, offset + size)
 
     async def _edge_pages(self, p0: int, p1: int, head: int, tail: int) -> bytearray:
@@ -260,7 +267,10 @@ class SwapObject:
                     await self.putpages(last, page)
                 newpages = -(-new_size // PAGE_SIZE)
                 self.freespace(newpages, -(-self.size // PAGE_SIZE) - newpages)
+            else:
+                self._reserve_size(new_size)
             self.size = new_size
+            self._trim_reserve()
 
     async def flush(self) -> None:
         """Make the data written so far durable, unless a sync since has already done so."""
@@ -287,6 +297,25 @@ class SwapObject:
                 buf = bytearray(n * PAGE_SIZE) if n * PAGE_SIZE > len(zero) else zero[:n * PAGE_SIZE]
                 await self.putpages(pindex + done, buf)
                 done += n
+
+    # -- reservation -----------------------------------------------------------------
+
+    def _reserve_size(self, new_size: int) -> None:
+        """Reserve swap for growing to new_size bytes (FreeBSD: swap_reserve_by_cred
+        from tmpfs_reg_resize). With vm.overcommit's SWAP_RESERVE_FORCE_ON a total past
+        swap_total is refused: NoSpace, nothing changed. The caller holds the lock."""
+        want = -(-new_size // PAGE_SIZE)
+        if want > self.resv:
+            if not self.pager.space.reserve(want - self.resv):
+                raise errors.NoSpace("swap reservation refused (vm.overcommit)")
+            self.resv = want
+
+    def _trim_reserve(self) -> None:
+        """Give back what is reserved beyond the size (FreeBSD: swap_release)."""
+        keep = -(-self.size // PAGE_SIZE)
+        if self.resv > keep:
+            self.pager.space.release(self.resv - keep)
+            self.resv = keep
 
     def map_runs(self) -> list[tuple[int, str, int, int]]:
         """Runs (page index, device name, device page, length), in page order."""
@@ -317,6 +346,8 @@ class Pager:
         self._readers: dict[int, int] = {}
         self._deferred: collections.deque[tuple[int, list[Run]]] = collections.deque()
         self.swapoff_progress: dict[str, tuple[int, int]] = {}
+        # Pages the last swapoff of a device could not read (it stayed in service).
+        self.swapoff_unreadable: dict[str, int] = {}
         # Writes switched in so far, and how many of them the last sync covered.
         self.write_seq = 0
         self.synced_seq = 0
@@ -335,6 +366,9 @@ class Pager:
             obj.dead = True
             obj._ra = None
             self.objects.pop(obj.id, None)
+            if obj.resv:
+                self.space.release(obj.resv)
+                obj.resv = 0
             self.free_runs(obj.meta.free_all())
 
     async def copy(self, src: SwapObject, dst: SwapObject, offset: int = 0,
@@ -499,20 +533,32 @@ class Pager:
         """Move every page off swdev and remove it (FreeBSD: swapoff_one, swap_pager_swapoff).
 
         Reads and writes go on meanwhile. swapoff_begin raises (ENOMEM, EINVAL) before
-        anything changes; if the move fails or is cancelled the device is put back in
-        service with whatever pages are still on it.
+        anything changes. Pages that cannot be read are skipped while every other page
+        moves; if any are left, the device is put back in service holding only them and
+        DeviceIOError (EIO) says how many (also kept in ``swapoff_unreadable``). If a
+        move fails otherwise or is cancelled, the device is likewise put back with
+        whatever pages are still on it. No page is ever dropped.
         """
         self.space.swapoff_begin(swdev)
         total = swdev.used
         self.swapoff_progress[swdev.name] = (0, total)
+        self.swapoff_unreadable.pop(swdev.name, None)
         try:
             for _attempt in range(100):
+                unreadable = 0
                 for obj in list(self.objects.values()):
-                    await self._swapoff_object(swdev, obj, total)
-                if swdev.used == 0:
+                    unreadable += await self._swapoff_object(swdev, obj, total)
+                if swdev.used <= unreadable:
                     break
                 # Moved blocks may still wait for a reader before they are freed.
                 await trio.sleep(0.05)
+            if unreadable:
+                self.swapoff_unreadable[swdev.name] = unreadable
+                log.error("swapoff %s: %d pages could not be read; the device stays in "
+                          "service holding them", swdev.name, unreadable)
+                raise errors.DeviceIOError(
+                    f"swapoff {swdev.name}: {unreadable} pages could not be read; "
+                    f"the device stays in service holding them")
             if swdev.used:
                 raise errors.Busy(f"swapoff: failed to locate {swdev.used} swap blocks")
         except BaseException:
@@ -522,20 +568,36 @@ class Pager:
             self.swapoff_progress.pop(swdev.name, None)
         self.space.swapoff_finish(swdev)
 
-    async def _swapoff_object(self, swdev: SwapDevice, obj: SwapObject, total: int) -> None:
+    async def _swapoff_object(self, swdev: SwapDevice, obj: SwapObject, total: int) -> int:
         """Page in and out again every page of obj that lives on swdev
-        (FreeBSD: swap_pager_swapoff_object).
+        (FreeBSD: swap_pager_swapoff_object); return how many could not be read.
 
         The object is locked one batch at a time, so its writers wait at most one batch.
+        A run that fails to read is retried page by page, so one bad page keeps only
+        itself behind.
         """
+        unreadable = 0
         for start, _blk, count in obj.meta.pages_on(swdev.first, swdev.end):
             for lo in range(start, start + count, SWAPOFF_BATCH):
                 async with obj.lock:
                     if obj.dead:
-                        return
+                        return unreadable
                     n = min(SWAPOFF_BATCH, start + count - lo)
                     # Recheck under the lock: writes may have moved pages meanwhile.
                     for p, blk, m in obj.meta.runs(lo, n):
-                        if swdev.first <= blk < swdev.end:
-                            await obj.putpages(p, await self.read_blocks(blk, m))
+                        if not swdev.first <= blk < swdev.end:
+                            continue
+                        try:
+                            data = await self.read_blocks(blk, m)
+                        except errors.DeviceIOError:
+                            for i in range(m):
+                                try:
+                                    page = await self.read_blocks(blk + i, 1)
+                                except errors.DeviceIOError:
+                                    unreadable += 1
+                                    continue
+                                await obj.putpages(p + i, page)
+                            continue
+                        await obj.putpages(p, data)
                     self.swapoff_progress[swdev.name] = (total - swdev.used, total)
+        return unreadable
