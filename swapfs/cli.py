@@ -9,6 +9,7 @@
     swapfs swapoff MNT PATH
     swapfs info MNT [-h | -k | -m | -g] [-v]
     swapfs sysctl MNT [NAME[=VALUE]]...
+    swapfs faults MNT [PATH FAULT...]
     swapfs SOURCE MNT [-o OPTS]          (the form mount.fuse3 and fstab use)
 
 SOURCE in the fstab form names one backing device (``PATH`` or ``PATH:SIZE``), or
@@ -362,7 +363,16 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
     if exc is None:
         return 0
     if isinstance(exc, OSError):
-        print(f"swapoff: {path}: {os.strerror(exc.errno or errno.EIO)}", file=sys.stderr)
+        msg = os.strerror(exc.errno or errno.EIO)
+        if exc.errno == errno.EIO:
+            try:
+                dev = _find_dev(_sysctls(mnt), path)
+            except OSError:
+                dev = None
+            n = int(dev.get("unreadable", "0")) if dev is not None else 0
+            if n:
+                msg += f": {n} pages could not be read; the device stays in service holding them"
+        print(f"swapoff: {path}: {msg}", file=sys.stderr)
         return 1
     raise exc
 
@@ -386,6 +396,10 @@ def cmd_info(args: argparse.Namespace) -> int:
                 state.append(f"closing {d['swapoff_moved']}/{d['swapoff_total']}")
             if int(d.get("bad", "0")):
                 state.append(f"bad {d['bad']}")
+            if int(d.get("unreadable", "0")):
+                state.append(f"unreadable {d['unreadable']}")
+            if int(d.get("faults", "0")):
+                state.append(f"faults {d['faults']}")
             extra.append(",".join(state) or "active")
     text = format_swapinfo(rows, blocksize, header, human=args.human, extra=extra)
     if args.verbose:
@@ -431,6 +445,20 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
         values = _sysctls(args.mountpoint)
         print(f"{name}: {old} -> {values.get(name)}")
     return status
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    """Print the active faults, or write each LINE to the faults file."""
+    if not args.lines:
+        sys.stdout.write(_control_read(args.mountpoint, "faults"))
+        return 0
+    for line in args.lines:
+        try:
+            _control_write(args.mountpoint, "faults", line)
+        except OSError as exc:
+            print(f"faults: {line}: {os.strerror(exc.errno or errno.EIO)}", file=sys.stderr)
+            return 1
+    return 0
 
 
 # ---------------------------------------------------------------------- parser
@@ -528,8 +556,19 @@ def _add_sysctl(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sysctl)
 
 
+def _add_faults(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("faults", help="inject device faults, or list the active ones",
+                       description="Without LINE, print the active faults. Each LINE is "
+                       "one write to MNT/.swapfs/faults: 'PATH write-error [FIRST-LAST | "
+                       "p=P]', 'PATH read-error [...]', 'PATH latency MS', 'PATH clear'.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("lines", metavar="LINE", nargs="*")
+    p.set_defaults(func=cmd_faults)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_info, _add_sysctl,
+    _add_faults,
 ]
 
 
