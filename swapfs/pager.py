@@ -171,7 +171,14 @@ class SwapObject:
             has, _before, after = self.meta.haspage(start + n - 1)
             if has:
                 extra = min(after, 2 * nsw_cluster_max - n)
-        data = await self.pager.read_blocks(blk, n + extra)
+        try:
+            data = await self.pager.read_blocks(blk, n + extra)
+        except errors.DeviceIOError:
+            if not extra:
+                raise
+            # The read-ahead failed, maybe only beyond the request: read just the request.
+            extra = 0
+            data = await self.pager.read_blocks(blk, n)
         if extra:
             self._ra = (start, blk, data)
             return data[:n * PAGE_SIZE]
