@@ -47,7 +47,7 @@ from swapfs.params import BLIST_MAX_ALLOC, BLIST_RADIX, SWAPBLK_NONE
 
 __all__ = ["Blist", "BlistError", "BLIST_MAX_ALLOC", "BLIST_RADIX", "SWAPBLK_NONE"]
 
-_WSHIFT = 8
+_WSHIFT = 10
 _W = 1 << _WSHIFT              # blocks per chunk (one int bitmap)
 _WMASK = _W - 1
 _FULL = (1 << _W) - 1
