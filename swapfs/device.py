@@ -341,6 +341,11 @@ class Device:
         """Write the pages at once if that cannot block for long; False if not tried."""
         return False
 
+    def quick_now(self, nbytes: int,
+                  limiter: trio.CapacityLimiter | None = None) -> bool:
+        """Whether a write of nbytes would now be done at once rather than in a thread."""
+        return False
+
     async def aread_pages(
         self, page: int, npages: int, limiter: trio.CapacityLimiter | None = None
     ) -> bytes | bytearray:
@@ -364,8 +369,7 @@ class Device:
         once, the rest in a worker thread. With a limiter, at most its total of
         writes are in flight, quick ones included."""
         mv = memoryview(data).cast("B")
-        if (not self.faults.active and 0 <= page
-                and (limiter is None or limiter.available_tokens > 0)
+        if (self.quick_now(len(mv), limiter) and 0 <= page
                 and page + len(mv) // PAGE_SIZE <= self.npages
                 and self.write_quick(page, mv)):
             return
@@ -498,10 +502,14 @@ class FileDevice(Device):
         # A small buffered write normally only copies into the page cache. Linux has
         # no RWF_NOWAIT for buffered writes on most filesystems, so the device's
         # recent write times decide: while they stay short, small writes run here.
-        if len(data) > QUICK_WRITE_MAX or self._write_time > QUICK_WRITE_SLOW:
-            return False
         self._pwrite(page * PAGE_SIZE, data, page)
         return True
+
+    def quick_now(self, nbytes: int,
+                  limiter: trio.CapacityLimiter | None = None) -> bool:
+        return (nbytes <= QUICK_WRITE_MAX and self._write_time <= QUICK_WRITE_SLOW
+                and not self.faults.active
+                and (limiter is None or limiter.available_tokens > 0))
 
     def _sync(self) -> None:
         try:

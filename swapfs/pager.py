@@ -443,10 +443,16 @@ class Pager:
                     raise errors.NoSpace("out of swap space")
                 clusters.append(got)
                 i += got[1]
-            if len(clusters) == 1:
-                await self._write_cluster(clusters, 0, view)
-                return clusters
             offsets = list(itertools.accumulate((n for _b, n in clusters), initial=0))
+            lookup, limiter = space.lookup, self._write_limiter
+            if len(clusters) == 1 or all(
+                    lookup(blk)[0].dev.quick_now(n * PAGE_SIZE, limiter)
+                    for blk, n in clusters):
+                # Writes that will not wait: one after another, no tasks to spawn.
+                for k, (blk, n) in enumerate(clusters):
+                    lo = offsets[k] * PAGE_SIZE
+                    await self._write_cluster(clusters, k, view[lo:lo + n * PAGE_SIZE])
+                return clusters
             try:
                 async with trio.open_nursery() as nursery:
                     for k, (blk, n) in enumerate(clusters):
