@@ -295,8 +295,21 @@ class Operations(pyfuse3.Operations):
         return node
 
     async def _maybe_destroy(self, node: Inode) -> None:
-        """Drop ``node`` once no name, lookup or open refers to it any more."""
-        if node.nlink > 0 or node.lookups > 0 or node.opens > 0:
+        """Drop ``node`` once no name, lookup or open refers to it any more.
+
+        With no name and no open file left, its content can never be reached again:
+        its swap (blocks and reservation) is given back at once, not only when the
+        kernel gets round to forgetting the inode, so ``rm`` frees space for the very
+        next write."""
+        if node.nlink > 0 or node.opens > 0:
+            return
+        if node.lookups > 0:
+            obj = node.obj
+            if obj is not None and (obj.size or obj.swapped) and not obj.dead:
+                try:
+                    await obj.truncate(0)
+                except errors.SwapfsError as exc:
+                    log.warning("freeing unlinked inode %d: %s", node.ino, exc)
             return
         if self.inodes.get(node.ino) is not node or node.ino == ROOT_INODE:
             return
