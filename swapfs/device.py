@@ -232,11 +232,13 @@ def _check_p(p: float) -> float:
 # --------------------------------------------------------------------------
 # Devices
 
-# Writes up to this size run on the caller's thread while the device's small
-# writes have lately taken under QUICK_WRITE_SLOW seconds on average (a stalled
-# device moves its writes to worker threads until it answers quickly again).
+# Writes up to QUICK_WRITE_MAX run on the caller's thread while the device's recent
+# writes of their size class (up to QUICK_SMALL bytes, or larger) took under
+# QUICK_WRITE_SLOW[class] seconds on average; a stalled device moves its writes to
+# worker threads until it answers quickly again.
 QUICK_WRITE_MAX = 128 * 1024
-QUICK_WRITE_SLOW = 0.0003
+QUICK_SMALL = 16 * 1024
+QUICK_WRITE_SLOW = (0.0003, 0.001)
 
 
 class Device:
@@ -402,7 +404,7 @@ class FileDevice(Device):
         self.ident = identity(st)
         self.size = size
         self.npages = size // PAGE_SIZE
-        self._write_time = 0.0  # moving average of small writes, in seconds
+        self._write_time = [0.0, 0.0]  # moving averages per size class, in seconds
 
     @classmethod
     def open(cls, path: str) -> "FileDevice":
@@ -487,7 +489,9 @@ class FileDevice(Device):
         finally:
             # Average time of a small write (large ones take long for their size).
             if size <= QUICK_WRITE_MAX:
-                self._write_time += (time.monotonic() - start - self._write_time) / 8
+                cls = size > QUICK_SMALL
+                avg = self._write_time[cls]
+                self._write_time[cls] = avg + (time.monotonic() - start - avg) / 8
 
     def read_cached(self, page: int, npages: int) -> bytes | bytearray | None:
         # RWF_NOWAIT fails at once (EAGAIN) instead of waiting for the device.
@@ -507,7 +511,9 @@ class FileDevice(Device):
 
     def quick_now(self, nbytes: int,
                   limiter: trio.CapacityLimiter | None = None) -> bool:
-        return (nbytes <= QUICK_WRITE_MAX and self._write_time <= QUICK_WRITE_SLOW
+        cls = nbytes > QUICK_SMALL
+        return (nbytes <= QUICK_WRITE_MAX
+                and self._write_time[cls] <= QUICK_WRITE_SLOW[cls]
                 and not self.faults.active
                 and (limiter is None or limiter.available_tokens > 0))
 
