@@ -343,6 +343,9 @@ class Device:
         """Write the pages at once if that cannot block for long; False if not tried."""
         return False
 
+    def willneed(self, page: int, npages: int) -> None:
+        """Hint that these pages will be read soon. Never fails, never waits for I/O."""
+
     def quick_now(self, nbytes: int,
                   limiter: trio.CapacityLimiter | None = None) -> bool:
         """Whether a write of nbytes would now be done at once rather than in a thread."""
@@ -501,6 +504,16 @@ class FileDevice(Device):
         except OSError:
             return None
         return buf if got == len(buf) else None
+
+    def willneed(self, page: int, npages: int) -> None:
+        # The kernel queues the reads and returns; page cache reads then hit.
+        if self.faults.active or self.fd < 0:
+            return
+        try:
+            os.posix_fadvise(self.fd, page * PAGE_SIZE, npages * PAGE_SIZE,
+                             os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
 
     def write_quick(self, page: int, data: memoryview) -> bool:
         # A small buffered write normally only copies into the page cache. Linux has

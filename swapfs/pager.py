@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 Run = tuple[int, int]  # (first global block, number of blocks)
 
+# How far ahead of a sequential reader the devices are asked to read.
+READ_AHEAD_PAGES = 256
+
 # Pages moved per lock hold during swapoff: writers to the object wait at most this long.
 SWAPOFF_BATCH = 4 * nsw_cluster_max
 
@@ -102,6 +105,7 @@ class SwapObject:
         # Read-ahead: (first page, first block, bytes) of pages read beyond a request.
         self._ra: tuple[int, int, bytes] | None = None
         self._next_seq = -1  # page where a sequential reader would continue
+        self._advised = 0  # pages before this were handed to _advise_ahead
         self.last_write = 0  # pager.write_seq when data last reached the devices
 
     @property
@@ -133,6 +137,8 @@ class SwapObject:
         runs = self.meta.runs(pindex, npages)
         sequential = pindex == self._next_seq
         self._next_seq = pindex + npages
+        if sequential:
+            self._advise_ahead(pindex + npages)
         if len(runs) == 1:
             start, blk, n = runs[0]
             if blk == SWAPBLK_NONE:
@@ -153,6 +159,24 @@ class SwapObject:
         except BaseExceptionGroup as group:
             raise errors.unwrap_group(group) from None
         return b"".join(parts)  # type: ignore[arg-type]
+
+    def _advise_ahead(self, pindex: int) -> None:
+        """A sequential reader will want the pages after pindex: ask the devices to
+        start reading them into the page cache, where a read then finds them at once.
+
+        Covers the next READ_AHEAD_PAGES, renewed when half of that has been read;
+        this reaches across devices, unlike the read-ahead of one contiguous run.
+        """
+        if pindex + READ_AHEAD_PAGES // 2 <= self._advised:
+            return
+        lo = max(pindex, self._advised)
+        hi = pindex + READ_AHEAD_PAGES
+        lookup = self.pager.space.lookup
+        for _p, blk, n in self.meta.runs(lo, hi - lo):
+            if blk != SWAPBLK_NONE:
+                swdev, devpage = lookup(blk)
+                swdev.dev.willneed(devpage, n)
+        self._advised = hi
 
     async def _read_run(self, start: int, blk: int, n: int, sequential: bool) -> bytes:
         """Read n pages mapped to consecutive blocks from blk on."""
