@@ -637,4 +637,7 @@ class Pager:
                             continue
                         await obj.putpages(p, data)
                     self.swapoff_progress[swdev.name] = (total - swdev.used, total)
+                # Reads from the page cache and quick writes never yield: let the
+                # requests that wait meanwhile in between batches.
+                await trio.lowlevel.checkpoint()
         return unreadable

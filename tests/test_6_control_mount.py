@@ -330,6 +330,8 @@ def test_swapoff_progress_lines(mount_factory, tmp_path: Path) -> None:
         (mnt / "big").write_bytes(os.urandom(1 << 20) * 160)
         write(mnt, "swapon", f"{d1} 512M\n".encode())
         write(mnt, "sysctl", b"vm.swap_async_max=1\n")
+        # 1 ms per write to d1: the swapoff lasts long enough (> 1 s) to be watched.
+        write(mnt, "faults", f"{d1} latency 1\n".encode())
         r = subprocess.run([*run_args(), "swapoff", str(mnt), d0, "--interval", "0.02"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
