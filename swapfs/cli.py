@@ -312,7 +312,7 @@ class _Progress:
         elapsed = time.monotonic() - self.start
         if self.tty and self.shown:
             self.stream.write("\n")
-        if self.shown and ok:
+        if ok:
             self.stream.write(f"swapoff: {self.path}: {total} pages moved in {elapsed:.1f} s "
                               f"({total / max(elapsed, 1e-6):.0f} pages/s)\n")
         self.stream.flush()
@@ -337,6 +337,13 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
             result.append(exc)
 
     progress = _Progress(path)
+    try:
+        # What there is to move, should the swapoff end before the first poll.
+        dev = _find_dev(_sysctls(mnt), path)
+        if dev is not None:
+            progress.last = (0, int(dev["used"]))
+    except OSError:
+        pass
     worker = threading.Thread(target=run, name="swapoff", daemon=True)
     worker.start()
     try:
