@@ -382,6 +382,7 @@ class Pager:
         # Writes switched in so far, and how many of them the last sync covered.
         self.write_seq = 0
         self.synced_seq = 0
+        self._dirty: set[SwapDevice] = set()  # written since their last fdatasync
 
     # -- objects -------------------------------------------------------------------
 
@@ -514,19 +515,27 @@ class Pager:
                 blk, n = got
                 clusters[k] = got
                 continue
+            self._dirty.add(swdev)
             self.counters["v_swapout"] += 1
             self.counters["v_swappgsout"] += n
             return
 
     async def sync(self) -> None:
-        """fdatasync every device, so data written so far is on stable storage."""
+        """fdatasync the devices written since their last sync, so data written so far
+        is on stable storage; a device nobody wrote to is not waited for."""
         upto = self.write_seq
+        dirty, self._dirty = self._dirty, set()
         try:
             async with trio.open_nursery() as nursery:
-                for swdev in list(self.space.devices):
-                    nursery.start_soon(swdev.dev.afsync)
+                for swdev in dirty:
+                    if not swdev.dev.closed:  # a device swapped off since is gone
+                        nursery.start_soon(swdev.dev.afsync)
         except BaseExceptionGroup as group:
+            self._dirty |= dirty
             raise errors.unwrap_group(group) from None
+        except BaseException:
+            self._dirty |= dirty
+            raise
         self.synced_seq = max(self.synced_seq, upto)
 
     # -- freeing -------------------------------------------------------------------

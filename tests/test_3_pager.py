@@ -298,3 +298,20 @@ async def test_swapoff_enomem_changes_nothing():
     with pytest.raises(errors.NoMemory):
         await pager.swapoff(pager.space.devices[0])
     assert [(d.used, d.flags) for d in pager.space.devices] == before
+
+
+async def test_sync_waits_only_for_devices_written_since_their_last_sync():
+    pager = make_pager(100, 100)
+    synced = []
+    for swdev in pager.space.devices:
+        swdev.dev.fsync = lambda name=swdev.name: synced.append(name)
+    obj = pager.alloc()
+    await obj.write(0, b"x" * PAGE_SIZE)  # one cluster: one device
+    await obj.flush()
+    assert len(synced) == 1
+    await obj.flush()  # nothing new: no fdatasync at all
+    await pager.sync()
+    assert len(synced) == 1
+    await obj.write(0, bytes(64 * PAGE_SIZE))  # two clusters, round robin: both devices
+    await pager.sync()
+    assert sorted(synced[1:]) == ["mem0", "mem1"]
