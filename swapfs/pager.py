@@ -321,13 +321,8 @@ class SwapObject:
         """
         async with self.lock:
             self._check_alive()
-            zero = bytes(nsw_cluster_max * PAGE_SIZE)
-            done = 0
-            while done < npages:
-                n = min(npages - done, 1024)
-                buf = bytearray(n * PAGE_SIZE) if n * PAGE_SIZE > len(zero) else zero[:n * PAGE_SIZE]
-                await self.putpages(pindex + done, buf)
-                done += n
+            for lo in range(pindex, pindex + npages, 1024):
+                await self.putpages(lo, bytes(min(pindex + npages - lo, 1024) * PAGE_SIZE))
 
     # -- reservation -----------------------------------------------------------------
 
