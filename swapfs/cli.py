@@ -306,9 +306,7 @@ class _Progress:
             self.shown = True
 
     def done(self, ok: bool) -> None:
-        moved, total = self.last
-        if ok:
-            moved = total
+        total = self.last[1]
         elapsed = time.monotonic() - self.start
         if self.tty and self.shown:
             self.stream.write("\n")

@@ -51,7 +51,6 @@ optional); anything else is EINVAL.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re

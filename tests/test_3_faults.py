@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 import pytest
-import trio
 
 from swapfs import errors
 from swapfs.control import Control, parse_sysctl_text

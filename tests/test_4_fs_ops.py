@@ -272,7 +272,7 @@ async def test_rename_over_file_frees_its_object_last(ops: Operations) -> None:
 async def test_rename_dir_rules(ops: Operations) -> None:
     d = await ops.mkdir(ROOT_INODE, b"d", 0o755, CTX)
     sub = await ops.mkdir(d.st_ino, b"sub", 0o755, CTX)
-    e = await ops.mkdir(ROOT_INODE, b"e", 0o755, CTX)
+    await ops.mkdir(ROOT_INODE, b"e", 0o755, CTX)
     await mkfile(ops, b"f")
     assert await errno_of(ops.rename(ROOT_INODE, b"d", sub.st_ino, b"x", 0, CTX)) == errno.EINVAL
     assert await errno_of(ops.rename(ROOT_INODE, b"d", ROOT_INODE, b"f", 0, CTX)) == errno.ENOTDIR

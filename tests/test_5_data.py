@@ -177,8 +177,7 @@ def test_loop_device_as_backing_device(mount_factory, tmp_path):
 def test_noxattr_mount_serves_data_and_umounts(tmp_path):
     """-o noxattr: no getxattr round trip before each write; `swapfs umount` still
     finds the daemon (through .swapfs/sysctl) and waits for it."""
-    import sys
-    from conftest import _FUSE_SKIP, run_swapfs, swapfs_env  # noqa: F401
+    from conftest import _FUSE_SKIP, run_swapfs
     if _FUSE_SKIP:
         pytest.skip(_FUSE_SKIP)
     mnt = tmp_path / "mnt"
