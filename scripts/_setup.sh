@@ -18,6 +18,11 @@ _as_root() {
 }
 
 missing=$(_missing_debs)
+# Debian's own python3 ships venv and the C headers pyfuse3 builds against separately.
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(
+    os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+    || missing="$missing python3-dev"
 if [ -n "$missing" ]; then
     echo "swapfs: installing Debian packages: $missing" >&2
     _as_root apt-get update -qq >&2
