@@ -14,8 +14,8 @@ Order (nothing is mounted until every input checked out):
 5. after ``pyfuse3.main`` returns: sync the devices, ``pyfuse3.close(unmount=True)``,
    free all objects, close the devices.
 
-The daemon answers ``getxattr(MNT, "user.swapfs.pid")`` with its pid, which is how
-``swapfs umount`` finds the process to wait for.
+``swapfs umount`` finds the process to wait for in ``MNT/.swapfs/sysctl``
+(``vm.swapfs.pid``), or failing that ``getxattr(MNT, "user.swapfs.pid")``.
 """
 
 from __future__ import annotations
