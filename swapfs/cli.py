@@ -153,12 +153,13 @@ def _run_unmount(path: str, lazy: bool) -> None:
 
 def _daemon_pid(path: str) -> int | None:
     """The daemon's pid, from its sysctl file (or, failing that, the root's xattr)."""
+    from .control import parse_sysctl_text
+
     try:
         with open(os.path.join(path, ".swapfs", "sysctl")) as f:
-            for line in f:
-                name, _, value = line.partition(": ")
-                if name == "vm.swapfs.pid":
-                    return int(value)
+            pid = parse_sysctl_text(f.read()).get("vm.swapfs.pid")
+        if pid is not None:
+            return int(pid)
     except OSError as exc:
         if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
             raise

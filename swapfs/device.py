@@ -339,10 +339,6 @@ class Device:
         """The pages if they can be had without blocking, else None. Never blocks."""
         return None
 
-    def write_quick(self, page: int, data: memoryview) -> bool:
-        """Write the pages at once if that cannot block for long; False if not tried."""
-        return False
-
     def willneed(self, page: int, npages: int) -> None:
         """Hint that these pages will be read soon. Never fails, never waits for I/O."""
 
@@ -374,9 +370,8 @@ class Device:
         once, the rest in a worker thread. With a limiter, at most its total of
         writes are in flight, quick ones included."""
         mv = memoryview(data).cast("B")
-        if (self.quick_now(len(mv), limiter) and 0 <= page
-                and page + len(mv) // PAGE_SIZE <= self.npages
-                and self.write_quick(page, mv)):
+        if self.quick_now(len(mv), limiter):
+            self.write_pages(page, mv)
             return
         await trio.to_thread.run_sync(self.write_pages, page, mv, limiter=limiter)
 
@@ -515,15 +510,11 @@ class FileDevice(Device):
         except OSError:
             pass
 
-    def write_quick(self, page: int, data: memoryview) -> bool:
+    def quick_now(self, nbytes: int,
+                  limiter: trio.CapacityLimiter | None = None) -> bool:
         # A small buffered write normally only copies into the page cache. Linux has
         # no RWF_NOWAIT for buffered writes on most filesystems, so the device's
         # recent write times decide: while they stay short, small writes run here.
-        self._pwrite(page * PAGE_SIZE, data, page)
-        return True
-
-    def quick_now(self, nbytes: int,
-                  limiter: trio.CapacityLimiter | None = None) -> bool:
         cls = nbytes > QUICK_SMALL
         return (nbytes <= QUICK_WRITE_MAX
                 and self._write_time[cls] <= QUICK_WRITE_SLOW[cls]

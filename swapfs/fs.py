@@ -721,8 +721,9 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         log.debug("fsync fh=%d", fh)
-        self._handle(fh)
-        await self.pager.sync()
+        node = self._handle(fh)
+        if node.obj is not None:
+            await node.obj.flush()
 
     # ------------------------------------------------------------------ directories
 
@@ -751,12 +752,11 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..", self._attr(parent), 2):
                 return
         # Serials only grow, so resuming after the last one handed out neither
-        # skips nor repeats entries whatever was added or removed meanwhile.
-        # Copy the keys: readdir_reply never awaits, but be safe against reentry.
-        for serial in list(node.order.irange(minimum=max(start_id, _FIRST_SERIAL))):  # type: ignore[union-attr]
-            name = node.order.get(serial)  # type: ignore[union-attr]
-            if name is None:
-                continue
+        # skips nor repeats entries whatever was added or removed meanwhile. No await
+        # below: the directory cannot change while it is walked.
+        order = node.order
+        for serial in order.irange(minimum=max(start_id, _FIRST_SERIAL)):  # type: ignore[union-attr]
+            name = order[serial]  # type: ignore[index]
             child = self.inodes[node.entries[name][1]]
             if not pyfuse3.readdir_reply(token, name, self._attr(child), serial + 1):
                 return
