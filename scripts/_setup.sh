@@ -30,14 +30,16 @@ if [ -n "$missing" ]; then
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-# Reinstall only when setup.cfg changed since the last install.
-stamp="$VENV/.swapfs-setup.cfg"
+# Reinstall only when what the install reads (metadata, build files, the compiled
+# blist's source) changed since the last install.
+stamp="$VENV/.swapfs-installed"
+want=$(cd "$TOP" && cat setup.cfg setup.py pyproject.toml swapfs/*.pyx | sha256sum)
 if [ ! -x "$VENV/bin/python" ]; then
     echo "swapfs: creating virtualenv in .venv" >&2
     python3 -m venv "$VENV"
 fi
-if ! cmp -s "$TOP/setup.cfg" "$stamp"; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "swapfs: installing swapfs and its dependencies into .venv" >&2
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$TOP[test]" >&2
-    cp "$TOP/setup.cfg" "$stamp"
+    printf '%s\n' "$want" > "$stamp"
 fi

@@ -14,7 +14,12 @@ What callers may rely on (identical, call for call, to the kernel's blist):
   returns how many of its blocks were free.
 * ``stats()`` is the text of blist_stats (sysctl vm.swap_fragmentation).
 
-How it maps onto the kernel's structure.  FreeBSD keeps 64-block leaf bitmaps under
+Two implementations keep that contract: ``PyBlist`` below, in plain Python, and its
+compiled twin in ``_cblist.pyx`` (64-bit leaves with exact hints under a max tree),
+which the set-up builds and ``Blist`` names when it is there.  The tests hold both to
+the same bitmap model; ``scripts/bench-blist`` times both.
+
+How ``PyBlist`` maps onto the kernel's structure.  FreeBSD keeps 64-block leaf bitmaps under
 64-way meta nodes; each node has a bitmap of non-empty children and a *bighint*, an
 upper bound on the largest allocation that can begin in the subtree, lowered only by
 failed searches and reset to 64 by every free.  Once the space is fragmented, a request
@@ -45,7 +50,8 @@ from bisect import bisect_right
 
 from swapfs.params import BLIST_MAX_ALLOC, BLIST_RADIX, SWAPBLK_NONE
 
-__all__ = ["Blist", "BlistError", "BLIST_MAX_ALLOC", "BLIST_RADIX", "SWAPBLK_NONE"]
+__all__ = ["Blist", "BlistError", "PyBlist", "format_stats", "BLIST_MAX_ALLOC", "BLIST_RADIX",
+           "SWAPBLK_NONE"]
 
 _WSHIFT = 10
 _W = 1 << _WSHIFT              # blocks per chunk (one int bitmap)
@@ -128,7 +134,7 @@ def _longest(x: int) -> int:
     return n
 
 
-class Blist:
+class PyBlist:
     """A next-fit bitmap allocator over blocks 0..blocks-1 (see the module docstring)."""
 
     __slots__ = ("blocks", "_nch", "_bits", "_best", "_ge", "_hist", "_top", "_avail",
@@ -446,32 +452,14 @@ class Blist:
 
     # ------------------------------------------------------------------ stats
 
-    def stats(self) -> str:
-        """The blist_stats report: maximal free ranges, their sizes and a histogram."""
-        num = 0
-        biggest = 0
-        avg = 0
-        err = 0
-        hist = [0] * len(_FIB)
+    def gaps(self) -> list[int]:
+        """Sizes of the maximal free ranges, lowest first."""
+        out: list[int] = []
         run = 0
-
-        def gap(size: int) -> None:
-            nonlocal num, biggest, avg, err
-            if size > biggest:
-                biggest = size
-            err += size - avg
-            num += 1
-            q = abs(err) // num            # C division truncates toward zero
-            if err < 0:
-                q = -q
-            avg += q
-            err -= q * num
-            hist[bisect_right(_FIB, size) - 1] += 1
-
         for x in self._bits:
             if x == 0:
                 if run:
-                    gap(run)
+                    out.append(run)
                     run = 0
                 continue
             if x == _FULL:
@@ -482,7 +470,7 @@ class Blist:
                 tz = (x & -x).bit_length() - 1
                 if tz:
                     if run:
-                        gap(run)
+                        out.append(run)
                         run = 0
                     x >>= tz
                 ones = (x ^ (x + 1)).bit_length() - 1
@@ -490,25 +478,56 @@ class Blist:
                 x >>= ones
                 pos += tz + ones
             if pos < _W and run:
-                gap(run)
+                out.append(run)
                 run = 0
         if run:
-            gap(run)
+            out.append(run)
+        return out
 
-        top = bisect_right(_FIB, biggest) - 1 if num else 0
-        lines = [
-            f"number of maximal free ranges: {num}",
-            f"largest free range: {biggest}",
-            f"average maximal free range size: {avg}",
-            "number of maximal free ranges of different sizes:",
-            "               count  |  size range",
-            "               -----  |  ----------",
-        ]
-        for i in range(top):
-            if hist[i]:
-                lo, hi = _FIB[i], _FIB[i + 1] - 1
-                rng = str(lo) if lo == hi else f"{lo} to {hi}"
-                lines.append(f"{hist[i]:20d}  |  {rng}")
-        last = f"{_FIB[top]} to {biggest}" if hist[top] > 1 else str(biggest)
-        lines.append(f"{hist[top]:20d}  |  {last}")
-        return "\n".join(lines) + "\n"
+    def stats(self) -> str:
+        """The blist_stats report: maximal free ranges, their sizes and a histogram."""
+        return format_stats(self.gaps())
+
+
+def format_stats(gaps: list[int]) -> str:
+    """blist_stats's text for the given maximal free range sizes."""
+    num = 0
+    biggest = 0
+    avg = 0
+    err = 0
+    hist = [0] * len(_FIB)
+    for size in gaps:
+        if size > biggest:
+            biggest = size
+        err += size - avg
+        num += 1
+        q = abs(err) // num            # C division truncates toward zero
+        if err < 0:
+            q = -q
+        avg += q
+        err -= q * num
+        hist[bisect_right(_FIB, size) - 1] += 1
+    top = bisect_right(_FIB, biggest) - 1 if num else 0
+    lines = [
+        f"number of maximal free ranges: {num}",
+        f"largest free range: {biggest}",
+        f"average maximal free range size: {avg}",
+        "number of maximal free ranges of different sizes:",
+        "               count  |  size range",
+        "               -----  |  ----------",
+    ]
+    for i in range(top):
+        if hist[i]:
+            lo, hi = _FIB[i], _FIB[i + 1] - 1
+            rng = str(lo) if lo == hi else f"{lo} to {hi}"
+            lines.append(f"{hist[i]:20d}  |  {rng}")
+    last = f"{_FIB[top]} to {biggest}" if hist[top] > 1 else str(biggest)
+    lines.append(f"{hist[top]:20d}  |  {last}")
+    return "\n".join(lines) + "\n"
+
+
+# The compiled twin (swapfs/_cblist.pyx) when it is built: same contract, C speed.
+try:
+    from swapfs._cblist import Blist
+except ImportError:                     # no compiler at install time
+    Blist = PyBlist  # type: ignore[misc,assignment]

@@ -1,4 +1,8 @@
-"""blist: exact FreeBSD semantics against a plain bitmap model and the C baseline."""
+"""blist: exact FreeBSD semantics against a plain bitmap model and the C baseline.
+
+Every test runs on both implementations: the compiled one (``Blist`` after the
+set-up) and the plain-Python ``PyBlist``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
-from swapfs.blist import BLIST_MAX_ALLOC, Blist, BlistError
+from swapfs.blist import BLIST_MAX_ALLOC, Blist, BlistError, PyBlist
+
+IMPLS = [pytest.param(Blist, id="compiled"), pytest.param(PyBlist, id="python")]
+both = pytest.mark.parametrize("impl", IMPLS)
 
 M64 = (1 << 64) - 1
 P = 1099511628211
@@ -80,10 +87,11 @@ def check_same(bl: Blist, model: Model) -> None:
     assert bl.cursor == model.cursor
 
 
-@given(scripts())
-def test_against_bitmap_model(script):
+@both
+@given(script=scripts())
+def test_against_bitmap_model(script, impl):
     blocks, ops = script
-    bl, model = Blist(blocks), Model(blocks)
+    bl, model = impl(blocks), Model(blocks)
     assert bl.avail() == 0 and bl.alloc(1, 1) is None
     # Like swapon: everything usable; fills and allocations carve it up from there.
     bl.free(0, blocks)
@@ -120,15 +128,17 @@ def test_against_bitmap_model(script):
     assert bl.stats() == _stats_of(model)
 
 
-def test_new_blist_is_all_allocated():
-    bl = Blist(100)
+@both
+def test_new_blist_is_all_allocated(impl):
+    bl = impl(100)
     assert bl.blocks == 100 and bl.avail() == 0 and bl.cursor == 0
     assert bl.alloc(1, 1) is None
     assert bl.fill(0, 100) == 0
 
 
-def test_preconditions():
-    bl = Blist(1000)
+@both
+def test_preconditions(impl):
+    bl = impl(1000)
     bl.free(0, 1000)
     for count, maxcount in [(0, 1), (2, 1), (65, 65), (-1, 5)]:
         with pytest.raises(ValueError):
@@ -141,8 +151,9 @@ def test_preconditions():
         bl.free(-1, 1)
 
 
-def test_double_free_changes_nothing():
-    bl = Blist(4097)
+@both
+def test_double_free_changes_nothing(impl):
+    bl = impl(4097)
     bl.free(0, 4097)
     assert bl.alloc(10, 10) == (0, 10)
     bl.free(3, 2)
@@ -153,8 +164,9 @@ def test_double_free_changes_nothing():
     assert [bl.isfree(b) for b in range(12)] == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1]
 
 
-def test_run_crossing_chunks_and_wrap():
-    bl = Blist(1024)
+@both
+def test_run_crossing_chunks_and_wrap(impl):
+    bl = impl(1024)
     bl.free(0, 1024)
     assert bl.fill(0, 250) == 250
     assert bl.alloc(64, 64) == (250, 64)          # crosses 256: a kernel leaf boundary
@@ -176,8 +188,8 @@ def xorshift(seed: int):
         yield s
 
 
-def run_workload(variant: str, ops: int, trace: list | None = None):
-    bl = Blist(1 << 20)
+def run_workload(impl, variant: str, ops: int, trace: list | None = None):
+    bl = impl(1 << 20)
     bl.free(0, 1 << 20)
     rng = xorshift(42)
     live: list[tuple[int, int]] = []
@@ -214,13 +226,14 @@ def test_xorshift_reference_outputs():
         2899061411254629736, 5661411637479084162]
 
 
-def test_first_operations():
+@both
+def test_first_operations(impl):
     trace: list = []
-    run_workload("A", 6, trace)
+    run_workload(impl, "A", 6, trace)
     assert trace == [("alloc", 32, (0, 32)), ("alloc", 9, (32, 9)), ("free", 1),
                      ("free", 0), ("alloc", 6, (41, 6)), ("alloc", 29, (47, 29))]
     trace = []
-    run_workload("B", 6, trace)
+    run_workload(impl, "B", 6, trace)
     assert trace == [("alloc", 32, (0, 32)), ("alloc", 9, (32, 32)), ("free", 1),
                      ("free", 0), ("alloc", 6, (64, 32)), ("alloc", 29, (96, 32))]
 
@@ -229,8 +242,9 @@ def test_first_operations():
     ("A", 1000, 1047160, 84), ("A", 10000, 1030289, 1078), ("A", 100000, 886297, 9694),
     ("B", 1000, 1045888, 84), ("B", 10000, 1014080, 1078), ("B", 100000, 738368, 9694),
 ])
-def test_checkpoints(variant, ops, avail, nlive):
-    bl, live, failures, _ = run_workload(variant, ops)
+@both
+def test_checkpoints(variant, ops, avail, nlive, impl):
+    bl, live, failures, _ = run_workload(impl, variant, ops)
     assert (bl.avail(), len(live), failures) == (avail, nlive, 0)
 
 
@@ -245,17 +259,19 @@ number of maximal free ranges of different sizes:
 """
 
 
-def test_stats_samples():
-    assert Blist(77).stats() == EMPTY_STATS
-    bl = Blist(1 << 20)
+@both
+def test_stats_samples(impl):
+    assert impl(77).stats() == EMPTY_STATS
+    bl = impl(1 << 20)
     bl.free(2, (1 << 20) - 2)
     assert bl.stats() == EMPTY_STATS.replace(": 0\n", ": 1\n", 1) \
         .replace("range: 0", "range: 1048574").replace("size: 0", "size: 1048574") \
         .replace("   0  |  0", "   1  |  1048574")
 
 
-def test_stats_histogram_and_truncating_average():
-    bl = Blist(400)
+@both
+def test_stats_histogram_and_truncating_average(impl):
+    bl = impl(400)
     # Gaps of sizes 1, 2, 3, 4, 9, 9, 100 separated by allocated blocks.
     pos = 0
     for size in (1, 2, 3, 4, 9, 9, 100):
@@ -279,8 +295,9 @@ def test_stats_histogram_and_truncating_average():
     assert bl.stats().splitlines()[-1] == "                   2  |  89 to 100"
 
 
-def test_resize_keeps_state():
-    bl = Blist(300)
+@both
+def test_resize_keeps_state(impl):
+    bl = impl(300)
     bl.free(10, 20)
     bl.resize(1000, True)
     assert bl.avail() == 20 + 700
@@ -306,20 +323,22 @@ number of maximal free ranges of different sizes:
 """
 
 
-@pytest.mark.skipif(not os.environ.get("SWAPFS_SLOW"),
-                    reason="2,000,000 ops take ~20 s: set SWAPFS_SLOW=1 "
-                           "(scripts/bench-blist always checks hash and stats)")
-def test_variant_a_full_run_stats():
-    bl, live, failures, h = run_workload("A", 2_000_000)
+@both
+def test_variant_a_full_run_stats(impl):
+    if impl is PyBlist and not os.environ.get("SWAPFS_SLOW"):
+        pytest.skip("2,000,000 ops take ~20 s in plain Python: set SWAPFS_SLOW=1 "
+                    "(the compiled run and scripts/bench-blist check hash and stats)")
+    bl, live, failures, h = run_workload(impl, "A", 2_000_000)
     assert (failures, len(live), bl.avail(), h) == (132180, 70648, 74576, 0x67055665621F0023)
     assert bl.stats() == VARIANT_A_STATS
 
 
 @pytest.mark.parametrize("blocks,seed", [(5000, 1), (1024, 2), (777, 3), (64, 4)])
-def test_long_random_sequence_against_model(blocks, seed):
+@both
+def test_long_random_sequence_against_model(blocks, seed, impl):
     import random
     rnd = random.Random(seed)
-    bl, model = Blist(blocks), Model(blocks)
+    bl, model = impl(blocks), Model(blocks)
     bl.free(0, blocks)
     model.free(0, blocks)
     live: list[tuple[int, int]] = []
@@ -368,3 +387,8 @@ def _stats_of(model: Model) -> str:
     last = f"{fib[top]} to {biggest}" if hist[top] > 1 else f"{biggest}"
     out.append(f"{hist[top]:>20}  |  {last}")
     return "\n".join(out) + "\n"
+
+
+def test_compiled_allocator_is_built():
+    # The set-up builds the extension; without it the daemon falls back to PyBlist.
+    assert Blist is not PyBlist, "swapfs._cblist was not built"
