@@ -3,7 +3,8 @@
 A device is an array of ``npages`` pages of PAGE_SIZE bytes with positional,
 page-granular I/O. The synchronous methods (``read_pages``, ``write_pages``,
 ``fsync``) block and are meant for worker threads; the ``a*`` wrappers run them
-there through ``trio.to_thread.run_sync``. Every I/O failure, real or injected,
+there through ``trio.to_thread.run_sync``, or at once when the page cache has the
+data or the device has lately answered faster than a thread round trip. Every I/O failure, real or injected,
 is a :class:`~swapfs.errors.DeviceIOError` whose ``pages`` attribute is the
 ``(start, count)`` device-relative page range known to have failed, so the
 layer above can mark exactly those blocks bad.
@@ -235,10 +236,13 @@ def _check_p(p: float) -> float:
 # Writes up to QUICK_WRITE_MAX run on the caller's thread while the device's recent
 # writes of their size class (up to QUICK_SMALL bytes, or larger) took under
 # QUICK_WRITE_SLOW[class] seconds on average; a stalled device moves its writes to
-# worker threads until it answers quickly again.
+# worker threads until it answers quickly again.  Reads the page cache cannot answer
+# follow the same rule with QUICK_READ_SLOW: a worker-thread round trip costs about
+# as much as a small read from a local disk, so only slow devices are worth it.
 QUICK_WRITE_MAX = 128 * 1024
 QUICK_SMALL = 16 * 1024
 QUICK_WRITE_SLOW = (0.0003, 0.001)
+QUICK_READ_SLOW = 0.001
 
 
 class Device:
@@ -347,15 +351,22 @@ class Device:
         """Whether a write of nbytes would now be done at once rather than in a thread."""
         return False
 
+    def quick_read_now(self, nbytes: int) -> bool:
+        """Whether an uncached read of nbytes would now be done at once."""
+        return False
+
     async def aread_pages(
         self, page: int, npages: int, limiter: trio.CapacityLimiter | None = None
     ) -> bytes | bytearray:
-        """``read_pages``: from memory when the kernel has the pages cached, else in a
-        worker thread (a thread round trip costs more than the FUSE request itself)."""
+        """``read_pages``: from memory when the kernel has the pages cached, at once
+        from a device that has lately answered quickly, else in a worker thread (a
+        thread round trip costs more than the FUSE request itself)."""
         if not self.faults.active and 0 <= page and page + npages <= self.npages:
             data = self.read_cached(page, npages)
             if data is not None:
                 return data
+            if self.quick_read_now(npages * PAGE_SIZE):
+                return self.read_pages(page, npages)
         return await trio.to_thread.run_sync(
             self.read_pages, page, npages, limiter=limiter
         )
@@ -403,6 +414,7 @@ class FileDevice(Device):
         self.size = size
         self.npages = size // PAGE_SIZE
         self._write_time = [0.0, 0.0]  # moving averages per size class, in seconds
+        self._read_time = 0.0          # moving average of uncached small reads
 
     @classmethod
     def open(cls, path: str) -> "FileDevice":
@@ -446,7 +458,11 @@ class FileDevice(Device):
     def _pread(self, off: int, size: int, first_page: int) -> bytes:
         fd = self.fd
         try:
+            start = time.monotonic()
             data = os.pread(fd, size, off)
+            if size <= QUICK_WRITE_MAX:
+                avg = self._read_time
+                self._read_time = avg + (time.monotonic() - start - avg) / 8
             if len(data) == size:
                 return data
             parts = [data]
@@ -520,6 +536,9 @@ class FileDevice(Device):
                 and self._write_time[cls] <= QUICK_WRITE_SLOW[cls]
                 and not self.faults.active
                 and (limiter is None or limiter.available_tokens > 0))
+
+    def quick_read_now(self, nbytes: int) -> bool:
+        return nbytes <= QUICK_WRITE_MAX and self._read_time <= QUICK_READ_SLOW
 
     def _sync(self) -> None:
         try:

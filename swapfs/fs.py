@@ -167,6 +167,11 @@ class Operations(pyfuse3.Operations):
     # write (FUSE mounts are never SB_NOSEC): one more round trip per write. Off
     # (mount option noxattr), getxattr answers ENOSYS once and the kernel stops asking.
     xattrs = True
+    # direct_io (mount option): object files bypass the kernel's page cache, so every
+    # read and write reaches the pager, and writes skip the security.capability probe
+    # (the kernel's direct write path has none).  Shared writable mmap then fails
+    # with ENODEV: this kernel interface offers no way to allow it.
+    direct_io = False
     enable_acl = False
 
     def __init__(self, pager: Any, *, uid: int | None = None, gid: int | None = None,
@@ -637,7 +642,7 @@ class Operations(pyfuse3.Operations):
         log.debug("create %d %r", parent_inode, name)
         node = self._create_node(parent_inode, name, stat.S_IFREG | self._mode(mode, ctx), ctx)
         fh = self._new_handle(node)
-        return pyfuse3.FileInfo(fh=fh), self._attr(node)
+        return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io), self._attr(node)
 
     @_fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
@@ -661,7 +666,7 @@ class Operations(pyfuse3.Operations):
                 raise
             node.mtime_ns = node.ctime_ns = _now()
             self._kill_priv(node)
-        return pyfuse3.FileInfo(fh=fh)
+        return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io)
 
     @_fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:

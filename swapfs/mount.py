@@ -114,6 +114,7 @@ class MountConfig:
     foreground: bool = False
     fuse_options: set[str] = field(default_factory=set)
     writeback_cache: bool = False
+    direct_io: bool = False
     xattr: bool = True
     debug: bool = False
 
@@ -122,8 +123,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
     """Fold ``-o`` option lists (comma-separated) into ``cfg``.
 
     Understood: allow_other, allow_root, auto_unmount, debug (libfuse's protocol
-    trace), writeback_cache, noxattr, device=PATH[:SIZE] (repeatable), fsname=NAME,
-    subtype=... (ignored: always swapfs); generic
+    trace), writeback_cache, direct_io, noxattr, device=PATH[:SIZE] (repeatable),
+    fsname=NAME, subtype=... (ignored: always swapfs); generic
     mount words (rw, defaults, noatime, x-*, ...) are ignored; ``ro`` and anything
     unknown are InvalidArgument.
     """
@@ -140,6 +141,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
                 cfg.fuse_options.add(key)
             elif key == "writeback_cache" and not value:
                 cfg.writeback_cache = True
+            elif key == "direct_io" and not value:
+                cfg.direct_io = True
             elif key == "noxattr" and not value:
                 cfg.xattr = False
             elif key == "device" and value:
@@ -373,6 +376,7 @@ def mount(cfg: MountConfig) -> int:
     control = Control(pager, space, mountpoint, lock=locks.lock, unlock=locks.unlock)
     ops = Operations(pager, control=control)
     ops.enable_writeback_cache = cfg.writeback_cache
+    ops.direct_io = cfg.direct_io
     ops.xattrs = cfg.xattr
 
     # No SIGINT/SIGTERM from here until trio listens for them.

@@ -482,3 +482,39 @@ def test_two_devices_and_writeback_cache(mount_factory, tmp_path: Path) -> None:
         devs = {line.split()[1] for line in
                 os.getxattr(mnt / "f", "user.swapfs.map").decode().splitlines()}
         assert len(devs) == 2
+
+
+def _pgsin(mnt: Path) -> int:
+    from swapfs.control import parse_sysctl_text
+    text = (mnt / ".swapfs" / "sysctl").read_text()
+    return int(parse_sysctl_text(text)["vm.stats.vm.v_swappgsin"])
+
+
+def test_shared_mmap_on_the_default_mount(mnt: Path) -> None:
+    # As on tmpfs: a shared writable mapping reads and writes the object.
+    import mmap
+    path = mnt / "m"
+    path.write_bytes(b"a" * (2 * PAGE))
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 2 * PAGE) as m:
+        assert m[:3] == b"aaa"
+        m[PAGE:PAGE + 5] = b"hello"
+        m.flush()
+    assert path.read_bytes()[PAGE:PAGE + 6] == b"helloa"
+
+
+def test_direct_io_every_read_reaches_the_pager(mount_factory) -> None:
+    import mmap
+    with mount_factory(opts="direct_io") as mnt:
+        data = os.urandom(64 * PAGE)
+        (mnt / "f").write_bytes(data)
+        before = _pgsin(mnt)
+        for _ in range(3):        # no page cache in front: each pass pages in again
+            assert (mnt / "f").read_bytes() == data
+        assert _pgsin(mnt) - before >= 3 * 64
+        # What direct_io costs: the kernel refuses shared mappings (private ones work).
+        with open(mnt / "f", "r+b") as fh:
+            with pytest.raises(OSError) as exc:
+                mmap.mmap(fh.fileno(), PAGE)
+            assert exc.value.errno == errno.ENODEV
+            with mmap.mmap(fh.fileno(), PAGE, flags=mmap.MAP_PRIVATE) as m:
+                assert m[:PAGE] == data[:PAGE]
