@@ -441,3 +441,27 @@ def test_block_device_size_from_device(tmp_path):
             assert f.read(PAGE_SIZE) == pattern(1, 6)
     finally:
         subprocess.run(["losetup", "-d", loop], check=False)
+
+
+async def test_uncached_reads_on_the_loop_until_the_device_is_slow(fdev, monkeypatch):
+    # A thread round trip costs more than a small read from a quick device, so those
+    # run at once; once the device's reads average over QUICK_READ_SLOW they go to a
+    # worker thread and the loop stays free.
+    import threading
+    fdev.write_pages(0, pattern(4, 1))
+    monkeypatch.setattr(fdev, "read_cached", lambda page, npages: None)  # a cache miss
+    where: list[int] = []
+    real_pread = os.pread
+
+    def pread(fd, size, off, delay=0.0):
+        where.append(threading.get_ident())
+        time.sleep(delay)
+        return real_pread(fd, size, off)
+
+    monkeypatch.setattr(os, "pread", pread)
+    assert await fdev.aread_pages(0, 4) == pattern(4, 1)
+    assert where[-1] == threading.get_ident()
+    monkeypatch.setattr(os, "pread", lambda fd, size, off: pread(fd, size, off, 0.005))
+    for _ in range(3):
+        assert await fdev.aread_pages(0, 4) == pattern(4, 1)
+    assert where[-1] != threading.get_ident()
