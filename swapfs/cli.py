@@ -493,8 +493,7 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="mount options: allow_other, allow_root, auto_unmount, debug, "
                    "writeback_cache, direct_io, noxattr, device=PATH[:SIZE]; generic words "
-                   "(rw, noatime, "
-                   "...) are ignored")
+                   "(rw, noatime, ...) are ignored")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground, logging to stderr")
     p.add_argument("-d", "--debug", action="store_true",

@@ -4,10 +4,10 @@ A device is an array of ``npages`` pages of PAGE_SIZE bytes with positional,
 page-granular I/O. The synchronous methods (``read_pages``, ``write_pages``,
 ``fsync``) block and are meant for worker threads; the ``a*`` wrappers run them
 there through ``trio.to_thread.run_sync``, or at once when the page cache has the
-data or the device has lately answered faster than a thread round trip. Every I/O failure, real or injected,
-is a :class:`~swapfs.errors.DeviceIOError` whose ``pages`` attribute is the
-``(start, count)`` device-relative page range known to have failed, so the
-layer above can mark exactly those blocks bad.
+data or the device has lately answered faster than a thread round trip. Every I/O
+failure, real or injected, is a :class:`~swapfs.errors.DeviceIOError` whose
+``pages`` attribute is the ``(start, count)`` device-relative page range known to
+have failed, so the layer above can mark exactly those blocks bad.
 
 (FreeBSD: the I/O side of ``struct swdevt``, ``swapdev_strategy``,
 ``swapgeom_strategy``, ``swapongeom``/``swaponvp``.)
@@ -233,13 +233,13 @@ def _check_p(p: float) -> float:
 # --------------------------------------------------------------------------
 # Devices
 
-# Writes up to QUICK_WRITE_MAX run on the caller's thread while the device's recent
+# Writes up to QUICK_IO_MAX bytes run on the caller's thread while the device's recent
 # writes of their size class (up to QUICK_SMALL bytes, or larger) took under
 # QUICK_WRITE_SLOW[class] seconds on average; a stalled device moves its writes to
 # worker threads until it answers quickly again.  Reads the page cache cannot answer
 # follow the same rule with QUICK_READ_SLOW: a worker-thread round trip costs about
 # as much as a small read from a local disk, so only slow devices are worth it.
-QUICK_WRITE_MAX = 128 * 1024
+QUICK_IO_MAX = 128 * 1024
 QUICK_SMALL = 16 * 1024
 QUICK_WRITE_SLOW = (0.0003, 0.001)
 QUICK_READ_SLOW = 0.001
@@ -460,7 +460,7 @@ class FileDevice(Device):
         try:
             start = time.monotonic()
             data = os.pread(fd, size, off)
-            if size <= QUICK_WRITE_MAX:
+            if size <= QUICK_IO_MAX:
                 avg = self._read_time
                 self._read_time = avg + (time.monotonic() - start - avg) / 8
             if len(data) == size:
@@ -502,7 +502,7 @@ class FileDevice(Device):
                             first_page + size // PAGE_SIZE - p) from None
         finally:
             # Average time of a small write (large ones take long for their size).
-            if size <= QUICK_WRITE_MAX:
+            if size <= QUICK_IO_MAX:
                 cls = size > QUICK_SMALL
                 avg = self._write_time[cls]
                 self._write_time[cls] = avg + (time.monotonic() - start - avg) / 8
@@ -532,13 +532,13 @@ class FileDevice(Device):
         # no RWF_NOWAIT for buffered writes on most filesystems, so the device's
         # recent write times decide: while they stay short, small writes run here.
         cls = nbytes > QUICK_SMALL
-        return (nbytes <= QUICK_WRITE_MAX
+        return (nbytes <= QUICK_IO_MAX
                 and self._write_time[cls] <= QUICK_WRITE_SLOW[cls]
                 and not self.faults.active
                 and (limiter is None or limiter.available_tokens > 0))
 
     def quick_read_now(self, nbytes: int) -> bool:
-        return nbytes <= QUICK_WRITE_MAX and self._read_time <= QUICK_READ_SLOW
+        return nbytes <= QUICK_IO_MAX and self._read_time <= QUICK_READ_SLOW
 
     def _sync(self) -> None:
         try:
