@@ -68,7 +68,6 @@ from .params import (
     BBPAGES,
     PAGE_SHIFT,
     PAGE_SIZE,
-    SW_CLOSING,
     SWAP_RESERVE_ALLOW_NONWIRED,
     SWAP_RESERVE_FORCE_ON,
     SWAP_RESERVE_RLIMIT_ON,
@@ -330,7 +329,7 @@ class Control:
         for k, sp in enumerate(self.space.devices):
             moved, total = self.pager.swapoff_progress.get(sp.name, (0, 0))
             fields = {"name": sp.name, "npages": sp.nblks, "used": sp.used, "bad": sp.bad,
-                      "closing": int(bool(sp.flags & SW_CLOSING)),
+                      "closing": int(sp.closing),
                       "swapoff_moved": moved, "swapoff_total": total,
                       "faults": len(sp.dev.faults.describe()),
                       "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0)}

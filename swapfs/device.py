@@ -409,9 +409,7 @@ class FileDevice(Device):
         self.is_block = stat.S_ISBLK(st.st_mode)
         self.st_dev = st.st_dev
         self.st_ino = st.st_ino
-        self.st_rdev = st.st_rdev
         self.ident = identity(st)
-        self.size = size
         self.npages = size // PAGE_SIZE
         self._write_time = [0.0, 0.0]  # moving averages per size class, in seconds
         self._read_time = 0.0          # moving average of uncached small reads

@@ -702,8 +702,11 @@ class Operations(pyfuse3.Operations):
         # Called on every close(): data this file wrote since the last sync reaches
         # the devices; a file with nothing new costs no fdatasync.
         log.debug("flush fh=%d", fh)
+        await self._flush_handle(fh)
+
+    async def _flush_handle(self, fh: int) -> None:
         if fh >= CTL_FH_BASE:
-            return
+            return              # control files keep nothing to flush
         node = self._handle(fh)
         if node.obj is not None:
             await node.obj.flush()
@@ -726,9 +729,7 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         log.debug("fsync fh=%d", fh)
-        node = self._handle(fh)
-        if node.obj is not None:
-            await node.obj.flush()
+        await self._flush_handle(fh)
 
     # ------------------------------------------------------------------ directories
 
@@ -767,18 +768,14 @@ class Operations(pyfuse3.Operations):
                 return
             child.lookups += 1
 
-    @_fuse_errors
     async def releasedir(self, fh: int) -> None:
-        log.debug("releasedir fh=%d", fh)
-        if fh >= CTL_FH_BASE:
-            self._ctl_handles.pop(fh, None)
-            return
-        await self._release_handle(fh)
+        await self.release(fh)      # directory and file handles share one table
 
     @_fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         # Directories live in memory only: nothing to flush.
-        self._handle(fh)
+        if fh < CTL_FH_BASE:
+            self._handle(fh)
 
     # ------------------------------------------------------------------ statfs
 

@@ -26,6 +26,7 @@ import trio
 
 from . import errors
 from .params import (
+    MAXFILESIZE,
     PAGE_SIZE,
     SWAP_ASYNC_MAX_DEFAULT,
     SWAPBLK_NONE,
@@ -192,9 +193,7 @@ class SwapObject:
         extra = 0
         if sequential and n <= nsw_cluster_max:
             # Read ahead what is contiguous on swap after the run (haspage's "after").
-            has, _before, after = self.meta.haspage(start + n - 1)
-            if has:
-                extra = min(after, 2 * nsw_cluster_max - n)
+            extra = min(self.meta.contig_after(start + n - 1), 2 * nsw_cluster_max - n)
         try:
             data = await self.pager.read_blocks(blk, n + extra)
         except errors.DeviceIOError:
@@ -252,9 +251,12 @@ class SwapObject:
         if tail:
             edges.add(p1 - 1)
         for p in sorted(edges):
-            if p < eof_page and self.meta.lookup(p) != SWAPBLK_NONE:
+            blk = self.meta.lookup(p) if p < eof_page else SWAPBLK_NONE
+            if blk != SWAPBLK_NONE:
+                # Straight to the block: a writer must not drive the reader's
+                # sequential detection and read-ahead.
                 lo = (p - p0) * PAGE_SIZE
-                buf[lo:lo + PAGE_SIZE] = await self.getpages(p, 1)
+                buf[lo:lo + PAGE_SIZE] = await self.pager.read_blocks(blk, 1)
         return buf
 
     async def putpages(self, pindex: int, buf: bytes | bytearray | memoryview) -> None:
@@ -292,8 +294,9 @@ class SwapObject:
             if new_size < self.size:
                 cut = new_size % PAGE_SIZE
                 last = new_size // PAGE_SIZE
-                if cut and self.meta.lookup(last) != SWAPBLK_NONE:
-                    page = bytearray(await self.getpages(last, 1))
+                blk = self.meta.lookup(last) if cut else SWAPBLK_NONE
+                if blk != SWAPBLK_NONE:
+                    page = bytearray(await self.pager.read_blocks(blk, 1))
                     page[cut:] = bytes(PAGE_SIZE - cut)
                     await self.putpages(last, page)
                 newpages = -(-new_size // PAGE_SIZE)
@@ -360,7 +363,7 @@ class Pager:
     """The swap pager: objects, the write path to the devices, deferred frees, counters."""
 
     def __init__(self, space: SwapSpace, *, swap_async_max: int = SWAP_ASYNC_MAX_DEFAULT,
-                 maxfilesize: int = 1 << 62) -> None:
+                 maxfilesize: int = MAXFILESIZE) -> None:
         self.space = space
         self.maxfilesize = maxfilesize
         self.objects: dict[int, SwapObject] = {}
@@ -545,6 +548,9 @@ class Pager:
             self._epoch += 1
             self.counters["free_deferred"] += 1
             return
+        self._free_now(runs)
+
+    def _free_now(self, runs: list[Run]) -> None:
         for blk, n in runs:
             self.space.freeswapspace(blk, n)
         self.counters["free_completed"] += 1
@@ -564,9 +570,7 @@ class Pager:
         # Runs freed at epoch e were visible only to readers pinned at e or before.
         while self._deferred and self._deferred[0][0] < oldest:
             _epoch, runs = self._deferred.popleft()
-            for blk, n in runs:
-                self.space.freeswapspace(blk, n)
-            self.counters["free_completed"] += 1
+            self._free_now(runs)
 
     # -- swapoff -------------------------------------------------------------------
 
@@ -626,7 +630,7 @@ class Pager:
                     n = min(SWAPOFF_BATCH, start + count - lo)
                     # Recheck under the lock: writes may have moved pages meanwhile.
                     for p, blk, m in obj.meta.runs(lo, n):
-                        if not swdev.first <= blk < swdev.end:
+                        if not swdev.contains(blk):
                             continue
                         try:
                             data = await self.read_blocks(blk, m)

@@ -232,7 +232,7 @@ class SwapSpace:
             ndev = len(devs)
             while True:
                 sp = devs[i]
-                if not sp.flags & SW_CLOSING:
+                if not sp.closing:
                     got = sp.blist.alloc(n, mpages)
                     if got is not None:
                         break
@@ -266,7 +266,7 @@ class SwapSpace:
             return
         sp, rel = self._run(blk, npages)
         sp.used -= npages
-        if sp.flags & SW_CLOSING:
+        if sp.closing:
             sp._freed_closing.append((rel, npages))
             return
         sp.blist.free(rel, npages)
@@ -303,7 +303,7 @@ class SwapSpace:
         changes. (FreeBSD: ``swapoff_one`` up to ``swap_pager_swapoff``.)
         """
         self._check_on(sp)
-        if sp.flags & SW_CLOSING:
+        if sp.closing:
             raise errors.InvalidArgument(f"{sp.name}: swapoff already in progress")
         others = self.swap_pager_avail - sp.blist.avail()
         if others < sp.used + nswap_lowat:
@@ -321,7 +321,7 @@ class SwapSpace:
         on it. Raises InvalidArgument if it is not closing, Busy while it
         still has used blocks. (FreeBSD: the end of ``swapoff_one``.)"""
         self._check_on(sp)
-        if not sp.flags & SW_CLOSING:
+        if not sp.closing:
             raise errors.InvalidArgument(f"{sp.name}: swapoff not begun")
         if sp.used:
             raise errors.Busy(f"{sp.name}: {sp.used} pages still on the device")
@@ -336,7 +336,7 @@ class SwapSpace:
         """Undo ``swapoff_begin``: the device takes allocations again, with
         every block that is neither used nor bad free."""
         self._check_on(sp)
-        if not sp.flags & SW_CLOSING:
+        if not sp.closing:
             raise errors.InvalidArgument(f"{sp.name}: swapoff not begun")
         freed = 0
         for rel, n in sp._freed_closing:
@@ -367,7 +367,7 @@ class SwapSpace:
     def close_all(self) -> None:
         """Remove and close every device, whatever is on it (unmount)."""
         for sp in list(self._devs):
-            if not sp.flags & SW_CLOSING:
+            if not sp.closing:
                 self.swap_pager_avail -= sp.blist.avail()
                 self.swap_total -= sp.nblks
             self._remove(sp)
@@ -382,7 +382,7 @@ class SwapSpace:
     def status(self) -> tuple[int, int]:
         """``(total, used)`` pages, used counting bad blocks.
         (FreeBSD: ``swap_pager_status``.)"""
-        active = sum(1 for sp in self._devs if not sp.flags & SW_CLOSING)
+        active = sum(1 for sp in self._devs if not sp.closing)
         return (self.swap_total,
                 self.swap_total - self.swap_pager_avail - active * BBPAGES)
 

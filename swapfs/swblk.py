@@ -263,7 +263,21 @@ class SwapMeta:
             c = chunks.get(k)
             if c is None:
                 break
+        return (True, before, self._after(pindex, v))
+
+    def contig_after(self, pindex: int) -> int:
+        """haspage's ``after`` alone: the pages above pindex whose blocks continue its
+        block (at most SWB_NPAGES - 1); 0 when pindex has no block."""
+        c = self._chunks.get(pindex & _KEY)
+        if c is None or c[pindex & _SLOT] == _NONE:
+            return 0
+        return self._after(pindex, c[pindex & _SLOT])
+
+    def _after(self, pindex: int, v: int) -> int:
+        chunks = self._chunks
+        cap = SWB_NPAGES - 1
         after = 0
+        key = pindex & _KEY
         c = chunks[key]
         k, lo, vk = key, pindex - key + 1, v
         while after < cap:
@@ -279,7 +293,7 @@ class SwapMeta:
             c = chunks.get(k)
             if c is None:
                 break
-        return (True, before, after)
+        return after
 
     # -- ranges ------------------------------------------------------------------
 

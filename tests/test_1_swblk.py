@@ -196,6 +196,7 @@ class SwblkMachine(RuleBasedStateMachine):
     def haspage(self, o: int, off: int) -> None:
         p = self.page(off)
         assert self.meta[o].haspage(p) == model_haspage(self.model[o], p)
+        assert self.meta[o].contig_after(p) == model_haspage(self.model[o], p)[2]
 
     @rule(o=st.integers(0, 1), lo=st.integers(0, 300), width=st.integers(0, 100))
     def pages_on(self, o: int, lo: int, width: int) -> None:
