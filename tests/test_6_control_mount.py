@@ -365,3 +365,20 @@ def test_loop_device_swapon(mnt: Path, tmp_path: Path) -> None:
         check_swap_info(mnt)
     finally:
         subprocess.run(["losetup", "-d", loop], capture_output=True)
+
+
+def test_fsync_on_control_files(mnt: Path) -> None:
+    # Editors and `dd conv=fsync` fsync what they wrote; a control file has nothing
+    # to flush, and that is success, not EBADF.
+    fd = os.open(ctl(mnt, "sysctl"), os.O_WRONLY)
+    try:
+        os.write(fd, b"vm.swap_async_max=6\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert sysctls(mnt)["vm.swap_async_max"] == "6"
+    dfd = os.open(mnt / ".swapfs", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
