@@ -346,12 +346,12 @@ class Device:
     def willneed(self, page: int, npages: int) -> None:
         """Hint that these pages will be read soon. Never fails, never waits for I/O."""
 
-    def quick_now(self, nbytes: int,
+    def _quick_write(self, nbytes: int,
                   limiter: trio.CapacityLimiter | None = None) -> bool:
         """Whether a write of nbytes would now be done at once rather than in a thread."""
         return False
 
-    def quick_read_now(self, nbytes: int) -> bool:
+    def _quick_read(self, nbytes: int) -> bool:
         """Whether an uncached read of nbytes would now be done at once."""
         return False
 
@@ -365,7 +365,7 @@ class Device:
             data = self.read_cached(page, npages)
             if data is not None:
                 return data
-            if self.quick_read_now(npages * PAGE_SIZE):
+            if self._quick_read(npages * PAGE_SIZE):
                 return self.read_pages(page, npages)
         return await trio.to_thread.run_sync(
             self.read_pages, page, npages, limiter=limiter
@@ -381,7 +381,7 @@ class Device:
         once, the rest in a worker thread. With a limiter, at most its total of
         writes are in flight, quick ones included."""
         mv = memoryview(data).cast("B")
-        if self.quick_now(len(mv), limiter):
+        if self._quick_write(len(mv), limiter):
             self.write_pages(page, mv)
             return
         await trio.to_thread.run_sync(self.write_pages, page, mv, limiter=limiter)
@@ -524,7 +524,7 @@ class FileDevice(Device):
         except OSError:
             pass
 
-    def quick_now(self, nbytes: int,
+    def _quick_write(self, nbytes: int,
                   limiter: trio.CapacityLimiter | None = None) -> bool:
         # A small buffered write normally only copies into the page cache. Linux has
         # no RWF_NOWAIT for buffered writes on most filesystems, so the device's
@@ -535,7 +535,7 @@ class FileDevice(Device):
                 and not self.faults.active
                 and (limiter is None or limiter.available_tokens > 0))
 
-    def quick_read_now(self, nbytes: int) -> bool:
+    def _quick_read(self, nbytes: int) -> bool:
         return nbytes <= QUICK_IO_MAX and self._read_time <= QUICK_READ_SLOW
 
     def _sync(self) -> None:

@@ -1,17 +1,35 @@
 """Swap objects and their data path (FreeBSD: swap_pager_*).
 
 Every object maps its 4 KiB pages onto swap blocks through a ``SwapMeta``; the
-blocks come from the ``SwapSpace`` device table. The rules that keep data safe:
+blocks come from the ``SwapSpace`` device table. Each device call is an ``await``,
+and another request may run at every one. The rules below are what keeps data
+safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 
-- putpages writes to *new* blocks, then switches the metadata, then frees the old
-  blocks. A failed write or a full swap leaves the old mapping, hence the old data.
-- A block's content never changes while a page maps to it (blocks are written
-  before they are mapped), so a (page, block) pair identifies its data: the
-  read-ahead buffer relies on this.
-- Metadata changes are plain Python between awaits, so each is atomic on the trio
-  loop. Writers to one object take its lock for the whole request; readers take
-  no lock but pin the current epoch, and blocks freed while an older reader is in
-  flight are only handed back once it is done (vm.stats.swap.free_deferred).
+1. Writes go to *new* blocks; then the mapping switches; then the old blocks are
+   freed. The switch has no await inside, so a reader sees all of a write or none,
+   and a write that fails (ENOSPC, EIO, cancelled) leaves the old mapping, hence the
+   old data.
+2. A block's content never changes while a page maps to it.
+3. Metadata changes are plain Python between awaits. Writers, truncates, swapoff's
+   moves and dealloc of one object hold its lock across their awaits; readers take
+   no lock.
+4. A reader pins the current epoch *before* it looks up its blocks and unpins in
+   ``finally``; blocks freed while an older pin is held go back to the device table
+   only once it is released (vm.stats.swap.free_deferred). So a block is never read
+   after another object may have been given it.
+5. The read-ahead buffer belongs to the mapping generation it was read at; any
+   change of the object's mapping makes it useless.
+6. A write whose device fails is retried on whatever free runs exist, split as
+   needed: ENOSPC or EIO comes only when no free block is left to take it.
+7. A shrinking truncate only frees; bytes of the last page past ``size`` may keep
+   old data on swap, and whoever grows the object zeroes them first (``_zero_tail``).
+   So truncate never needs space to shrink.
+8. ``sync(upto)`` returns once every write switched in up to ``upto`` is on a device
+   that was fdatasync'ed after it. Rounds of fdatasync run one at a time; callers
+   share a round that covers them and wait for it, never skip it.
+9. swapoff moves pages until none is left on the device, waiting as long as pinned
+   readers or writes in flight hold blocks there; it syncs what it moved and closes
+   the device only while no sync round is running.
 """
 
 from __future__ import annotations
@@ -20,6 +38,7 @@ import collections
 import itertools
 import logging
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import trio
@@ -42,6 +61,9 @@ Run = tuple[int, int]  # (first global block, number of blocks)
 
 # How far ahead of a sequential reader the devices are asked to read.
 READ_AHEAD_PAGES = 256
+
+# Pages reserve() writes per putpages.
+RESERVE_STEP = 1024
 
 # Pages moved per lock hold during swapoff: writers to the object wait at most this long.
 SWAPOFF_BATCH = 4 * nsw_cluster_max
@@ -89,7 +111,7 @@ class SwapObject:
 
     ``size`` is the object's length in bytes (the file size): writes past it extend it
     and truncate sets it, under the object's lock, so size and pages never disagree.
-    Bytes of the last page past ``size`` are always zero on swap.
+    Bytes of the last page past ``size`` are never read (rule 7).
     """
 
     _ids = itertools.count(1)
@@ -103,7 +125,8 @@ class SwapObject:
         self.dead = False
         self.size = 0
         self.resv = 0  # pages of swap reserved for the size (FreeBSD: the object's charge)
-        # Read-ahead: (first page, first block, bytes) of pages read beyond a request.
+        self.gen = 0  # bumped at every change of the mapping (rule 5)
+        # Read-ahead: (gen, first page, bytes) of pages read beyond a request.
         self._ra: tuple[int, int, bytes] | None = None
         self._next_seq = -1  # page where a sequential reader would continue
         self._advised = 0  # pages before this were handed to _advise_ahead
@@ -126,7 +149,7 @@ class SwapObject:
         if offset >= end:
             return b""
         p0 = offset // PAGE_SIZE
-        p1 = -(-end // PAGE_SIZE)
+        p1 = pages(end)
         data = await self.getpages(p0, p1 - p0)
         lo = offset - p0 * PAGE_SIZE
         if lo == 0 and len(data) == end - offset:
@@ -135,31 +158,24 @@ class SwapObject:
 
     async def getpages(self, pindex: int, npages: int) -> bytes:
         """The content of pages [pindex, pindex + npages), holes as zeros."""
-        runs = self.meta.runs(pindex, npages)
-        sequential = pindex == self._next_seq
-        self._next_seq = pindex + npages
-        if sequential:
-            self._advise_ahead(pindex + npages)
-        if len(runs) == 1:
-            start, blk, n = runs[0]
-            if blk == SWAPBLK_NONE:
-                return bytes(n * PAGE_SIZE)
-            return await self._read_run(start, blk, n, sequential)
-        parts: list[bytes | None] = [None] * len(runs)
-
-        async def one(i: int, start: int, blk: int, n: int) -> None:
-            parts[i] = await self._read_run(start, blk, n, sequential)
-
+        pager = self.pager
+        epoch = pager.pin()  # before the lookup: rule 4
         try:
-            async with trio.open_nursery() as nursery:
-                for i, (start, blk, n) in enumerate(runs):
-                    if blk == SWAPBLK_NONE:
-                        parts[i] = bytes(n * PAGE_SIZE)
-                    else:
-                        nursery.start_soon(one, i, start, blk, n)
-        except BaseExceptionGroup as group:
-            raise errors.unwrap_group(group) from None
-        return b"".join(parts)  # type: ignore[arg-type]
+            runs = self.meta.runs(pindex, npages)
+            gen = self.gen
+            sequential = pindex == self._next_seq
+            self._next_seq = pindex + npages
+            if sequential:
+                self._advise_ahead(pindex + npages)
+            parts = []
+            for start, blk, n in runs:
+                if blk == SWAPBLK_NONE:
+                    parts.append(bytes(n * PAGE_SIZE))
+                else:
+                    parts.append(await self._read_run(gen, start, blk, n, sequential))
+        finally:
+            pager.unpin(epoch)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _advise_ahead(self, pindex: int) -> None:
         """A sequential reader will want the pages after pindex: ask the devices to
@@ -179,20 +195,20 @@ class SwapObject:
                 swdev.dev.willneed(devpage, n)
         self._advised = hi
 
-    async def _read_run(self, start: int, blk: int, n: int, sequential: bool) -> bytes:
-        """Read n pages mapped to consecutive blocks from blk on."""
+    async def _read_run(self, gen: int, start: int, blk: int, n: int,
+                        sequential: bool) -> bytes:
+        """Read n pages mapped to consecutive blocks from blk on, as the mapping of
+        generation gen says. The caller holds a pin taken before that lookup."""
         ra = self._ra
-        if ra is not None:
-            rstart, rblk, rdata = ra
-            rpages = len(rdata) // PAGE_SIZE
-            # The buffer is good for the pages that still map to the blocks it was read from.
-            if (rstart <= start and start + n <= rstart + rpages
-                    and blk - rblk == start - rstart):
+        if ra is not None and ra[0] == gen:
+            _gen, rstart, rdata = ra
+            if rstart <= start and (start + n - rstart) * PAGE_SIZE <= len(rdata):
                 lo = (start - rstart) * PAGE_SIZE
                 return rdata[lo:lo + n * PAGE_SIZE]
         extra = 0
-        if sequential and n <= nsw_cluster_max:
-            # Read ahead what is contiguous on swap after the run (haspage's "after").
+        if sequential and n <= nsw_cluster_max and self.gen == gen:
+            # Read ahead what is contiguous on swap after the run (haspage's "after"),
+            # while the mapping is still the one the run came from.
             extra = min(self.meta.contig_after(start + n - 1), 2 * nsw_cluster_max - n)
         try:
             data = await self.pager.read_blocks(blk, n + extra)
@@ -203,8 +219,29 @@ class SwapObject:
             extra = 0
             data = await self.pager.read_blocks(blk, n)
         if extra:
-            self._ra = (start, blk, data)
+            self._ra = (gen, start, data)
             return data[:n * PAGE_SIZE]
+        return data
+
+    async def _old_page(self, pindex: int) -> bytes | None:
+        """Page pindex as a reader sees it (bytes past ``size`` zeroed), or None if it
+        has no block or lies past the end. The caller holds the lock."""
+        if pindex * PAGE_SIZE >= self.size:
+            return None
+        pager = self.pager
+        epoch = pager.pin()
+        try:
+            blk = self.meta.lookup(pindex)
+            if blk == SWAPBLK_NONE:
+                return None
+            # Straight to the block: a writer must not drive the reader's sequential
+            # detection and read-ahead.
+            data = await pager.read_blocks(blk, 1)
+        finally:
+            pager.unpin(epoch)
+        keep = self.size - pindex * PAGE_SIZE
+        if keep < PAGE_SIZE:
+            data = data[:keep] + bytes(PAGE_SIZE - keep)
         return data
 
     # -- writes --------------------------------------------------------------------
@@ -215,49 +252,58 @@ class SwapObject:
 
         Partial first and last pages are read, patched and written whole. Either the
         whole request reaches swap and is mapped, or (NoSpace, DeviceIOError) nothing
-        changes and the old data stays readable.
+        a reader can see changes and the old data stays readable.
         """
         size = len(data)
         if size == 0:
             return
-        if offset + size > self.pager.maxfilesize:
+        end = offset + size
+        if end > self.pager.maxfilesize:
             raise errors.FileTooBig()
         async with self.lock:
             self._check_alive()
-            if offset + size > self.size:
-                self._reserve_size(offset + size)
+            grows = end > self.size
+            if grows:
+                self._reserve_size(end)
             try:
                 p0 = offset // PAGE_SIZE
-                p1 = -(-(offset + size) // PAGE_SIZE)
+                p1 = pages(end)
+                if grows and self.size // PAGE_SIZE < p0:
+                    await self._zero_tail()
                 head = offset - p0 * PAGE_SIZE
-                tail = p1 * PAGE_SIZE - (offset + size)
+                tail = p1 * PAGE_SIZE - end
                 if head == 0 and tail == 0:
                     buf: bytes | bytearray | memoryview = data
                 else:
-                    buf = await self._edge_pages(p0, p1, head, tail)
+                    buf = bytearray((p1 - p0) * PAGE_SIZE)
+                    for p in {p0, p1 - 1}:
+                        old = await self._old_page(p)
+                        if old is not None:
+                            lo = (p - p0) * PAGE_SIZE
+                            buf[lo:lo + PAGE_SIZE] = old
                     buf[head:head + size] = data
                 await self.putpages(p0, buf)
             except BaseException:
                 self._trim_reserve()
                 raise
-            self.size = max(self.size, offset + size)
+            self.size = max(self.size, end)
 
-    async def _edge_pages(self, p0: int, p1: int, head: int, tail: int) -> bytearray:
-        """A buffer for pages [p0, p1) holding the old content of the partial edge pages."""
-        npages = p1 - p0
-        buf = bytearray(npages * PAGE_SIZE)
-        eof_page = -(-self.size // PAGE_SIZE)
-        edges = {p0} if head else set()
-        if tail:
-            edges.add(p1 - 1)
-        for p in sorted(edges):
-            blk = self.meta.lookup(p) if p < eof_page else SWAPBLK_NONE
-            if blk != SWAPBLK_NONE:
-                # Straight to the block: a writer must not drive the reader's
-                # sequential detection and read-ahead.
-                lo = (p - p0) * PAGE_SIZE
-                buf[lo:lo + PAGE_SIZE] = await self.pager.read_blocks(blk, 1)
-        return buf
+    async def _zero_tail(self) -> None:
+        """Before the object grows: zero, on swap, the bytes of the last page past
+        ``size`` (a shrinking truncate left them as they were: rule 7). Needs a block
+        only when some of them are not zero already. The caller holds the lock."""
+        cut = self.size % PAGE_SIZE
+        if not cut:
+            return
+        last = self.size // PAGE_SIZE
+        epoch = self.pager.pin()
+        try:
+            blk = self.meta.lookup(last)
+            raw = b"" if blk == SWAPBLK_NONE else await self.pager.read_blocks(blk, 1)
+        finally:
+            self.pager.unpin(epoch)
+        if raw and raw.count(0, cut) != PAGE_SIZE - cut:
+            await self.putpages(last, raw[:cut] + bytes(PAGE_SIZE - cut))
 
     async def putpages(self, pindex: int, buf: bytes | bytearray | memoryview) -> None:
         """Write whole pages from pindex on to new blocks, then map them and free the old.
@@ -265,55 +311,50 @@ class SwapObject:
         The caller holds ``self.lock``.
         """
         pager = self.pager
-        view = memoryview(buf).cast("B")
-        npages = len(view) // PAGE_SIZE
-        clusters = await pager.write_clusters(view, npages)
+        placed = await pager.write_pages(memoryview(buf).cast("B"))
         # Switch: no await from here to the end, so readers see all of it or none.
         freed: list[Run] = []
-        i = 0
-        for blk, n in clusters:
-            freed.extend(self.meta.build_run(pindex + i, blk, n))
-            i += n
-        self._ra = None
+        for off, blk, n in placed:
+            freed.extend(self.meta.build_run(pindex + off, blk, n))
+        self.gen += 1
         pager.write_seq += 1
         self.last_write = pager.write_seq
         pager.free_runs(freed)
+        pager.changed()
 
     # -- ranges --------------------------------------------------------------------
 
     async def truncate(self, new_size: int) -> None:
         """Set the size to new_size bytes, like tmpfs_reg_resize.
 
-        Shrinking zeroes the tail of the last kept page and frees every whole page past
-        the end (FreeBSD: swap_pager_freespace); growing is sparse and allocates nothing.
+        Shrinking frees every whole page past the end (FreeBSD: swap_pager_freespace)
+        and needs no space; growing is sparse, and needs a block only to zero the old
+        last page's tail (rule 7).
         """
         if new_size > self.pager.maxfilesize:
             raise errors.FileTooBig()
         async with self.lock:
             self._check_alive()
             if new_size < self.size:
-                cut = new_size % PAGE_SIZE
-                last = new_size // PAGE_SIZE
-                blk = self.meta.lookup(last) if cut else SWAPBLK_NONE
-                if blk != SWAPBLK_NONE:
-                    page = bytearray(await self.pager.read_blocks(blk, 1))
-                    page[cut:] = bytes(PAGE_SIZE - cut)
-                    await self.putpages(last, page)
-                newpages = -(-new_size // PAGE_SIZE)
-                self.freespace(newpages, -(-self.size // PAGE_SIZE) - newpages)
-            else:
+                keep = pages(new_size)
+                self.freespace(keep, pages(self.size) - keep)
+            elif new_size > self.size:
                 self._reserve_size(new_size)
+                try:
+                    await self._zero_tail()
+                except BaseException:
+                    self._trim_reserve()
+                    raise
             self.size = new_size
             self._trim_reserve()
 
     async def flush(self) -> None:
-        """Make the data written so far durable, unless a sync since has already done so."""
-        if self.last_write > self.pager.synced_seq:
-            await self.pager.sync()
+        """Return once every write of this object so far is on stable storage (rule 8)."""
+        await self.pager.sync(self.last_write)
 
     def freespace(self, pindex: int, npages: int) -> None:
         """Drop the blocks of pages [pindex, pindex + npages) (FreeBSD: swap_pager_freespace)."""
-        self._ra = None
+        self.gen += 1
         self.pager.free_runs(self.meta.free(pindex, npages))
 
     async def reserve(self, pindex: int, npages: int) -> None:
@@ -324,8 +365,9 @@ class SwapObject:
         """
         async with self.lock:
             self._check_alive()
-            for lo in range(pindex, pindex + npages, 1024):
-                await self.putpages(lo, bytes(min(pindex + npages - lo, 1024) * PAGE_SIZE))
+            for lo in range(pindex, pindex + npages, RESERVE_STEP):
+                n = min(pindex + npages - lo, RESERVE_STEP)
+                await self.putpages(lo, bytes(n * PAGE_SIZE))
 
     # -- reservation -----------------------------------------------------------------
 
@@ -333,7 +375,7 @@ class SwapObject:
         """Reserve swap for growing to new_size bytes (FreeBSD: swap_reserve_by_cred
         from tmpfs_reg_resize). With vm.overcommit's SWAP_RESERVE_FORCE_ON a total past
         swap_total is refused: NoSpace, nothing changed. The caller holds the lock."""
-        want = -(-new_size // PAGE_SIZE)
+        want = pages(new_size)
         if want > self.resv:
             if not self.pager.space.reserve(want - self.resv):
                 raise errors.NoSpace("swap reservation refused (vm.overcommit)")
@@ -341,7 +383,7 @@ class SwapObject:
 
     def _trim_reserve(self) -> None:
         """Give back what is reserved beyond the size (FreeBSD: swap_release)."""
-        keep = -(-self.size // PAGE_SIZE)
+        keep = pages(self.size)
         if self.resv > keep:
             self.pager.space.release(self.resv - keep)
             self.resv = keep
@@ -359,6 +401,15 @@ class SwapObject:
             raise errors.NotFound("object was deallocated")
 
 
+@dataclass(eq=False)
+class _SyncRound:
+    """One pass of fdatasync over the devices written since the last pass."""
+
+    upto: int  # the write_seq it covers
+    done: trio.Event
+    error: errors.SwapfsError | None = None
+
+
 class Pager:
     """The swap pager: objects, the write path to the devices, deferred frees, counters."""
 
@@ -374,13 +425,16 @@ class Pager:
         self._epoch = 0
         self._readers: dict[int, int] = {}
         self._deferred: collections.deque[tuple[int, list[Run]]] = collections.deque()
+        self._changed: trio.Event | None = None  # set at the next free or switch
         self.swapoff_progress: dict[str, tuple[int, int]] = {}
         # Pages the last swapoff of a device could not read (it stayed in service).
         self.swapoff_unreadable: dict[str, int] = {}
         # Writes switched in so far, and how many of them the last sync covered.
         self.write_seq = 0
         self.synced_seq = 0
-        self._dirty: set[SwapDevice] = set()  # written since their last fdatasync
+        # Devices written since their last fdatasync began (a dict: ordered).
+        self._dirty: dict[SwapDevice, None] = {}
+        self._round: _SyncRound | None = None
 
     # -- objects -------------------------------------------------------------------
 
@@ -394,7 +448,7 @@ class Pager:
         """Destroy obj and free all its blocks (FreeBSD: swap_pager_dealloc)."""
         async with obj.lock:
             obj.dead = True
-            obj._ra = None
+            obj.gen += 1
             self.objects.pop(obj.id, None)
             if obj.resv:
                 self.space.release(obj.resv)
@@ -414,9 +468,9 @@ class Pager:
             src._check_alive()
             dst._check_alive()
             # As in the seed, only what fits in the destination's size moves.
-            dst_pages = -(-dst.size // PAGE_SIZE)
-            self.free_runs(src.meta.transfer(dst.meta, offset, dst_pages, offset))
-            src._ra = dst._ra = None
+            self.free_runs(src.meta.transfer(dst.meta, offset, pages(dst.size), offset))
+            src.gen += 1
+            dst.gen += 1
         if destroysource:
             await self.dealloc(src)
 
@@ -436,105 +490,107 @@ class Pager:
     # -- device I/O ----------------------------------------------------------------
 
     async def read_blocks(self, blk: int, n: int) -> bytes:
-        """Read n consecutive blocks from blk: one positional read on one device."""
+        """Read n consecutive blocks from blk: one positional read on one device.
+        The caller holds a pin taken before it looked blk up (rule 4)."""
         swdev, devpage = self.space.lookup(blk)
-        epoch = self._pin()
-        try:
-            data = await swdev.dev.aread_pages(devpage, n)
-        finally:
-            self._unpin(epoch)
+        data = await swdev.dev.aread_pages(devpage, n)
         self.counters["v_swapin"] += 1
         self.counters["v_swappgsin"] += n
         return data
 
-    async def write_clusters(self, view: memoryview, npages: int) -> list[Run]:
-        """Write npages pages from view to newly allocated blocks; return the clusters.
+    async def write_pages(self, view: memoryview) -> list[tuple[int, int, int]]:
+        """Write the whole pages in view to newly allocated blocks (rule 6).
 
-        One positional write per cluster of at most nsw_cluster_max pages, at most
-        vm.swap_async_max of them in flight. Blocks whose write failed are marked bad and
-        the cluster goes elsewhere. On any failure every block allocated here is freed
-        and the error raised: NoSpace when swap is full, DeviceIOError when no device
-        could take the data.
+        Returns ``(page offset in view, first block, count)`` runs covering view, in
+        order, each on one device and at most nsw_cluster_max pages. A run whose write
+        fails has the failed blocks marked bad, the rest freed, and its pages go to
+        whatever runs are free then. When no free block is left, every block taken here
+        is freed and NoSpace (or DeviceIOError, after a write error) raised.
         """
-        clusters: list[Run] = []
         space = self.space
+        todo = [(0, len(view) // PAGE_SIZE)]  # (page offset, count) still to place
+        placed: list[tuple[int, int, int]] = []
+        failure: errors.DeviceIOError | None = None
         try:
-            i = 0
-            while i < npages:
-                got = space.getswapspace(min(npages - i, nsw_cluster_max), limit=1)
+            while todo:
+                off, count = todo.pop()
+                got = space.getswapspace(min(count, nsw_cluster_max), limit=1)
                 if got is None:
+                    if failure is not None:
+                        raise errors.DeviceIOError(
+                            "no device could take the data") from failure
                     raise errors.NoSpace("out of swap space")
-                clusters.append(got)
-                i += got[1]
-            offsets = list(itertools.accumulate((n for _b, n in clusters), initial=0))
-            lookup, limiter = space.lookup, self._write_limiter
-            if len(clusters) == 1 or all(
-                    lookup(blk)[0].dev.quick_now(n * PAGE_SIZE, limiter)
-                    for blk, n in clusters):
-                # Writes that will not wait: one after another, no tasks to spawn.
-                for k, (blk, n) in enumerate(clusters):
-                    lo = offsets[k] * PAGE_SIZE
-                    await self._write_cluster(clusters, k, view[lo:lo + n * PAGE_SIZE])
-                return clusters
-            try:
-                async with trio.open_nursery() as nursery:
-                    for k, (blk, n) in enumerate(clusters):
-                        lo = offsets[k] * PAGE_SIZE
-                        nursery.start_soon(self._write_cluster, clusters, k,
-                                           view[lo:lo + n * PAGE_SIZE])
-            except BaseExceptionGroup as group:
-                raise errors.unwrap_group(group) from None
-        except BaseException:
-            self.free_runs([c for c in clusters if c[1] > 0], now=True)
-            raise
-        return clusters
-
-    async def _write_cluster(self, clusters: list[Run], k: int, data: memoryview) -> None:
-        """Write clusters[k]; after a device error, retry on fresh blocks (kept in clusters[k])."""
-        blk, n = clusters[k]
-        while True:
-            swdev, devpage = self.space.lookup(blk)
-            try:
-                await swdev.dev.awrite_pages(devpage, data, self._write_limiter)
-            except errors.DeviceIOError as exc:
-                bad_start, bad_n = getattr(exc, "pages", (devpage, n))
-                bad_blk = swdev.first + bad_start
-                log.warning("write of %d pages at %s page %d failed: %s; writing elsewhere",
-                            n, swdev.name, devpage, exc)
-                # Only the pages that failed go bad; the rest of the cluster was never mapped.
-                self.space.mark_bad(bad_blk, bad_n)
-                self.free_runs([r for r in ((blk, bad_blk - blk),
-                                            (bad_blk + bad_n, blk + n - bad_blk - bad_n))
-                                if r[1] > 0], now=True)
-                clusters[k] = (blk, 0)  # nothing of ours is left to free if we give up now
-                got = self.space.getswapspace(n, limit=n)
-                if got is None:
-                    raise errors.DeviceIOError("no device could take the data") from exc
                 blk, n = got
-                clusters[k] = got
-                continue
-            self._dirty.add(swdev)
-            self.counters["v_swapout"] += 1
-            self.counters["v_swappgsout"] += n
-            return
-
-    async def sync(self) -> None:
-        """fdatasync the devices written since their last sync, so data written so far
-        is on stable storage; a device nobody wrote to is not waited for."""
-        upto = self.write_seq
-        dirty, self._dirty = self._dirty, set()
-        try:
-            async with trio.open_nursery() as nursery:
-                for swdev in dirty:
-                    if not swdev.dev.closed:  # a device swapped off since is gone
-                        nursery.start_soon(swdev.dev.afsync)
-        except BaseExceptionGroup as group:
-            self._dirty |= dirty
-            raise errors.unwrap_group(group) from None
+                if n < count:
+                    todo.append((off + n, count - n))
+                placed.append((off, blk, n))
+                swdev, devpage = space.lookup(blk)
+                try:
+                    await swdev.dev.awrite_pages(
+                        devpage, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
+                        self._write_limiter)
+                except errors.DeviceIOError as exc:
+                    placed.pop()
+                    failure = exc
+                    self._write_failed(swdev, blk, n, exc)
+                    todo.append((off, n))
+                    continue
+                self._dirty[swdev] = None
+                self.counters["v_swapout"] += 1
+                self.counters["v_swappgsout"] += n
         except BaseException:
-            self._dirty |= dirty
+            # Never mapped, so no reader can hold them: free at once.
+            self.free_runs([(blk, n) for _off, blk, n in placed], now=True)
             raise
-        self.synced_seq = max(self.synced_seq, upto)
+        placed.sort()
+        return placed
+
+    def _write_failed(self, swdev: SwapDevice, blk: int, n: int,
+                      exc: errors.DeviceIOError) -> None:
+        """A write of blocks [blk, blk + n) failed: the pages the device names go bad,
+        the rest of the run is free again (none of it was mapped)."""
+        bad_start, bad_n = getattr(exc, "pages", (blk - swdev.first, n))
+        bad_blk = max(blk, swdev.first + bad_start)
+        bad_n = min(bad_n, blk + n - bad_blk)
+        log.warning("write of %d pages at %s page %d failed: %s; writing elsewhere",
+                    n, swdev.name, blk - swdev.first, exc)
+        self.space.mark_bad(bad_blk, bad_n)
+        self.free_runs([r for r in ((blk, bad_blk - blk),
+                                    (bad_blk + bad_n, blk + n - bad_blk - bad_n))
+                        if r[1] > 0], now=True)
+
+    async def sync(self, upto: int | None = None) -> None:
+        """Return once every write switched in up to ``upto`` (default: all so far) is
+        on stable storage (rule 8). A round of fdatasync already running that covers
+        ``upto`` is shared; one that does not is waited for, then a new one runs."""
+        if upto is None:
+            upto = self.write_seq
+        while self.synced_seq < upto:
+            rnd = self._round
+            if rnd is None:
+                await self._sync_round()
+                continue
+            await rnd.done.wait()
+            if rnd.error is not None and rnd.upto >= upto:
+                raise rnd.error
+
+    async def _sync_round(self) -> None:
+        rnd = self._round = _SyncRound(self.write_seq, trio.Event())
+        dirty, self._dirty = self._dirty, {}
+        try:
+            for swdev in dirty:
+                await swdev.dev.afsync()
+        except BaseException as exc:
+            for swdev in dirty:  # still owed a sync
+                self._dirty[swdev] = None
+            if isinstance(exc, errors.SwapfsError):
+                rnd.error = exc
+            raise
+        else:
+            self.synced_seq = max(self.synced_seq, rnd.upto)
+        finally:
+            self._round = None
+            rnd.done.set()
 
     # -- freeing -------------------------------------------------------------------
 
@@ -554,13 +610,28 @@ class Pager:
         for blk, n in runs:
             self.space.freeswapspace(blk, n)
         self.counters["free_completed"] += 1
+        self.changed()
 
-    def _pin(self) -> int:
+    def changed(self) -> None:
+        """Blocks were freed or a mapping switched: wake whoever waits for that."""
+        event, self._changed = self._changed, None
+        if event is not None:
+            event.set()
+
+    def next_change(self) -> trio.Event:
+        """An event set at the next free or switch from now on."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        return self._changed
+
+    def pin(self) -> int:
+        """Pin the current epoch: blocks freed from now on stay allocated until
+        ``unpin`` (rule 4). Returns the token for unpin."""
         epoch = self._epoch
         self._readers[epoch] = self._readers.get(epoch, 0) + 1
         return epoch
 
-    def _unpin(self, epoch: int) -> None:
+    def unpin(self, epoch: int) -> None:
         left = self._readers[epoch] - 1
         if left:
             self._readers[epoch] = left
@@ -577,26 +648,31 @@ class Pager:
     async def swapoff(self, swdev: SwapDevice) -> None:
         """Move every page off swdev and remove it (FreeBSD: swapoff_one, swap_pager_swapoff).
 
-        Reads and writes go on meanwhile. swapoff_begin raises (ENOMEM, EINVAL) before
-        anything changes. Pages that cannot be read are skipped while every other page
-        moves; if any are left, the device is put back in service holding only them and
-        DeviceIOError (EIO) says how many (also kept in ``swapoff_unreadable``). If a
-        move fails otherwise or is cancelled, the device is likewise put back with
-        whatever pages are still on it. No page is ever dropped.
+        Reads and writes go on meanwhile, and swapoff waits as long as readers pinned
+        before a move, or writes in flight, still hold blocks on swdev (rule 9).
+        swapoff_begin raises (ENOMEM, EINVAL) before anything changes. Pages that cannot
+        be read are skipped while every other page moves; if any are left, the device is
+        put back in service holding only them and DeviceIOError (EIO) says how many
+        (also kept in ``swapoff_unreadable``). If a move fails otherwise or is
+        cancelled, the device is likewise put back with whatever pages are still on it.
+        No page is ever dropped.
         """
         self.space.swapoff_begin(swdev)
         total = swdev.used
         self.swapoff_progress[swdev.name] = (0, total)
         self.swapoff_unreadable.pop(swdev.name, None)
         try:
-            for _attempt in range(100):
+            while True:
+                # Taken before the pass, so a change during the pass is not missed.
+                changed = self.next_change()
                 unreadable = 0
                 for obj in list(self.objects.values()):
                     unreadable += await self._swapoff_object(swdev, obj, total)
                 if swdev.used <= unreadable:
                     break
-                # Moved blocks may still wait for a reader before they are freed.
-                await trio.sleep(0.05)
+                # The rest is held by readers pinned before a move (deferred frees) or
+                # by writes not switched in yet: go on after the next free or switch.
+                await changed.wait()
             if unreadable:
                 self.swapoff_unreadable[swdev.name] = unreadable
                 log.error("swapoff %s: %d pages could not be read; the device stays in "
@@ -604,13 +680,17 @@ class Pager:
                 raise errors.DeviceIOError(
                     f"swapoff {swdev.name}: {unreadable} pages could not be read; "
                     f"the device stays in service holding them")
-            if swdev.used:
-                raise errors.Busy(f"swapoff: failed to locate {swdev.used} swap blocks")
+            # What moved is durable where it went before the device goes.
+            await self.sync()
+            while self._round is not None:
+                await self._round.done.wait()
         except BaseException:
             self.space.swapoff_cancel(swdev)
             raise
         finally:
             self.swapoff_progress.pop(swdev.name, None)
+        # No await from here: no sync round can start on the device before it closes.
+        self._dirty.pop(swdev, None)
         self.space.swapoff_finish(swdev)
 
     async def _swapoff_object(self, swdev: SwapDevice, obj: SwapObject, total: int) -> int:
@@ -618,8 +698,6 @@ class Pager:
         (FreeBSD: swap_pager_swapoff_object); return how many could not be read.
 
         The object is locked one batch at a time, so its writers wait at most one batch.
-        A run that fails to read is retried page by page, so one bad page keeps only
-        itself behind.
         """
         unreadable = 0
         for start, _blk, count in obj.meta.pages_on(swdev.first, swdev.end):
@@ -628,24 +706,37 @@ class Pager:
                     if obj.dead:
                         return unreadable
                     n = min(SWAPOFF_BATCH, start + count - lo)
-                    # Recheck under the lock: writes may have moved pages meanwhile.
-                    for p, blk, m in obj.meta.runs(lo, n):
-                        if not swdev.contains(blk):
-                            continue
-                        try:
-                            data = await self.read_blocks(blk, m)
-                        except errors.DeviceIOError:
-                            for i in range(m):
-                                try:
-                                    page = await self.read_blocks(blk + i, 1)
-                                except errors.DeviceIOError:
-                                    unreadable += 1
-                                    continue
-                                await obj.putpages(p + i, page)
-                            continue
-                        await obj.putpages(p, data)
+                    epoch = self.pin()
+                    try:
+                        # Under the lock and the pin: writes may have moved pages meanwhile.
+                        for p, blk, m in obj.meta.runs(lo, n):
+                            if swdev.contains(blk):
+                                unreadable += await self._move_run(obj, p, blk, m)
+                    finally:
+                        self.unpin(epoch)
                     self.swapoff_progress[swdev.name] = (total - swdev.used, total)
                 # Reads from the page cache and quick writes never yield: let the
                 # requests that wait meanwhile in between batches.
                 await trio.lowlevel.checkpoint()
         return unreadable
+
+    async def _move_run(self, obj: SwapObject, p: int, blk: int, m: int) -> int:
+        """Rewrite pages [p, p + m), mapped from blk on, to new blocks; return how
+        many could not be read (they stay where they are). A run that fails to read
+        is retried page by page, so one bad page keeps only itself behind."""
+        try:
+            data = await self.read_blocks(blk, m)
+        except errors.DeviceIOError:
+            if m == 1:
+                return 1
+            unreadable = 0
+            for i in range(m):
+                unreadable += await self._move_run(obj, p + i, blk + i, 1)
+            return unreadable
+        await obj.putpages(p, data)
+        return 0
+
+
+def pages(nbytes: int) -> int:
+    """Pages needed to hold nbytes."""
+    return -(-nbytes // PAGE_SIZE)

@@ -53,19 +53,59 @@ class Violation(AssertionError):
     """The oracle found a broken promise."""
 
 
-class ScheduledDevice(MemoryDevice):
-    """A memory device whose async calls yield a seeded number of times (and now and
-    then sleep, in virtual time) before and after the I/O, which happens at one
-    instant. ``synced`` is what an fdatasync has made durable."""
+class TimedDevice(MemoryDevice):
+    """A memory device whose async calls run on the loop, reads and fdatasync after
+    ``read_delay`` and ``sync_delay`` seconds (virtual under trio's MockClock).
+    ``synced`` is what an fdatasync has made durable."""
+
+    read_delay = 0.0
+    sync_delay = 0.0
+
+    def __init__(self, npages: int, name: str) -> None:
+        super().__init__(npages, name)
+        self.synced = bytearray(npages * PAGE_SIZE)
+
+    async def _before(self, what: str) -> None:
+        delay = self.read_delay if what == "read" else self.sync_delay if what == "sync" else 0
+        if delay:
+            await trio.sleep(delay)
+
+    async def _after(self, what: str) -> None:
+        pass
+
+    async def aread_pages(self, page, npages, limiter=None):
+        await self._before("read")
+        data = self.read_pages(page, npages)
+        await self._after("read")
+        return data
+
+    async def awrite_pages(self, page, data, limiter=None):
+        await self._before("write")
+        if limiter is None:
+            self.write_pages(page, data)
+        else:
+            async with limiter:
+                self.write_pages(page, data)
+        await self._after("write")
+
+    async def afsync(self, limiter=None):
+        await self._before("sync")
+        self.fsync()  # fails if the device was closed meanwhile
+        self.synced[:] = self._buf
+        await self._after("sync")
+
+
+class ScheduledDevice(TimedDevice):
+    """A TimedDevice whose calls yield a seeded number of times (and now and then
+    sleep, in virtual time) before and after the I/O, which happens at one instant."""
 
     def __init__(self, npages: int, name: str, rng: random.Random, slow_p: float) -> None:
         super().__init__(npages, name)
         self.rng = rng
         self.slow_p = slow_p
-        self.synced = bytearray(npages * PAGE_SIZE)
         self.faults._rng = random.Random(rng.random())
 
-    async def _jitter(self) -> None:
+    async def _before(self, what: str) -> None:
         r = self.rng.random()
         if r < 0.35:
             return
@@ -76,26 +116,7 @@ class ScheduledDevice(MemoryDevice):
         # A slow request: long enough to outlast any fixed wait in the pager.
         await trio.sleep(self.rng.choice((0.01, 0.3, 6.0, 30.0)))
 
-    async def aread_pages(self, page, npages, limiter=None):
-        await self._jitter()
-        data = self.read_pages(page, npages)
-        await self._jitter()
-        return data
-
-    async def awrite_pages(self, page, data, limiter=None):
-        await self._jitter()
-        if limiter is None:
-            self.write_pages(page, data)
-        else:
-            async with limiter:
-                self.write_pages(page, data)
-        await self._jitter()
-
-    async def afsync(self, limiter=None):
-        await self._jitter()
-        self.fsync()  # fails if the device was closed meanwhile
-        self.synced[:] = self._buf
-        await self._jitter()
+    _after = _before
 
 
 def cell_value(key: int, cell: int, version: int) -> bytes:
@@ -172,6 +193,7 @@ class Explorer:
         self.version = 0
         self.reads: list[tuple[Tracked, int, int, int, bytes]] = []
         self.problems: list[str] = []
+        self.hang_state = ""
         self.stats = {"reads": 0, "writes": 0, "fsyncs": 0, "swapoffs": 0,
                       "enospc": 0, "truncates": 0}
 
@@ -332,6 +354,19 @@ class Explorer:
             await trio.sleep(rng.choice((0.0, 0.01, 0.5)))
             dev.faults.clear()
 
+    async def watchdog(self) -> None:
+        """Just before a run counts as hung, note what holds swap, for the report."""
+        await trio.sleep(HANG_SECONDS - 1)
+        held = []
+        for sp in self.space.devices:
+            objs = {t.key: t.obj.meta.pages_on(sp.first, sp.end) for t in self.objects}
+            held.append(f"{sp.name} used={sp.used} closing={sp.closing} "
+                        f"pages={ {k: v for k, v in objs.items() if v} }")
+        self.hang_state = (f"readers={self.pager._readers} "
+                           f"deferred={len(self.pager._deferred)} "
+                           f"locked={[t.key for t in self.objects if t.obj.lock.locked()]} "
+                           + "; ".join(held))
+
     # -- oracle --------------------------------------------------------------
 
     def _mapping(self, t: Tracked) -> dict[int, tuple[ScheduledDevice, int]]:
@@ -403,6 +438,7 @@ class Explorer:
         done = trio.Event()
         with trio.fail_after(HANG_SECONDS):
             async with trio.open_nursery() as outer:
+                outer.start_soon(self.watchdog)
                 outer.start_soon(self.cycler, random.Random(rng.random()), done)
                 if rng.random() < 0.5:
                     outer.start_soon(self.faulter, random.Random(rng.random()), done)
@@ -415,6 +451,7 @@ class Explorer:
                     for _ in range(rng.randint(1, 2)):
                         work.start_soon(self.syncer, random.Random(rng.random()))
                 done.set()
+                outer.cancel_scope.cancel()  # the watchdog
             for sp in self.space.devices:
                 sp.dev.faults.clear()
             self.check_reads()
@@ -424,12 +461,15 @@ class Explorer:
 def explore(seed: int) -> Explorer:
     """Run one seed; its findings are in ``problems``."""
     ex = Explorer(seed)
-    trio._core._run._r.seed(seed)  # trio's choice among runnable tasks
+    # trio's choice among runnable tasks: shuffled by this seed (what trio does
+    # under hypothesis), so a seed replays the same in pytest and from the shell.
+    trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING = True
+    trio._core._run._r.seed(seed)
     logging.getLogger("swapfs").setLevel(logging.CRITICAL)
     try:
         trio.run(ex.main, clock=trio.testing.MockClock(autojump_threshold=0))
     except trio.TooSlowError:
-        ex.fail("hung (no progress in a virtual day)")
+        ex.fail(f"hung (no progress in a virtual day): {ex.hang_state}")
     except Exception as exc:  # a crash is a finding too
         ex.fail(f"crashed: {exc!r}")
     finally:

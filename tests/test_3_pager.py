@@ -247,12 +247,18 @@ async def test_writes_in_flight_bounded_by_swap_async_max():
 
     running = 0
     dev.write_pages = counting
-    obj = pager.alloc()
-    await obj.write(0, bytes(256 * PAGE_SIZE))  # 8 clusters
+    objs = [pager.alloc() for _ in range(4)]
+
+    async def write_all():
+        async with trio.open_nursery() as nursery:
+            for obj in objs:
+                nursery.start_soon(obj.write, 0, bytes(64 * PAGE_SIZE))  # 2 clusters
+
+    await write_all()
     assert peak == 2
     pager.swap_async_max = 1
     peak = 0
-    await obj.write(0, bytes(256 * PAGE_SIZE))
+    await write_all()
     assert peak == 1
     with pytest.raises(errors.InvalidArgument):
         pager.swap_async_max = 0

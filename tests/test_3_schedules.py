@@ -1,0 +1,155 @@
+"""The pager under many schedules: the explorer over a band of seeds, and one test for
+each interleaving that once lost or misplaced data.
+
+``SWAPFS_SEEDS=N`` runs N seeds (default 120); ``SWAPFS_SEED=S`` or ``S-T`` replays
+exactly those (see tests/explorer.py).
+"""
+
+import os
+
+import pytest
+import trio
+
+from explorer import TimedDevice, explore, parse_seeds
+from swapfs import errors
+from swapfs.pager import Pager
+from swapfs.params import PAGE_SIZE
+from swapfs.swapspace import SwapSpace
+
+if os.environ.get("SWAPFS_SEED"):
+    SEEDS = parse_seeds(os.environ["SWAPFS_SEED"])
+else:
+    SEEDS = range(int(os.environ.get("SWAPFS_SEEDS", "120")))
+CHUNK = 30
+
+
+@pytest.mark.parametrize("first", range(SEEDS.start, SEEDS.stop, CHUNK))
+def test_explorer_finds_nothing(first):
+    failures = []
+    for seed in range(first, min(first + CHUNK, SEEDS.stop)):
+        ex = explore(seed)
+        failures += [f"seed {seed}: {p} (replay: SWAPFS_SEED={seed})" for p in ex.problems[:1]]
+    assert not failures, "\n".join(failures)
+
+
+def timed_pager(*sizes: int) -> Pager:
+    space = SwapSpace()
+    for i, npages in enumerate(sizes):
+        space.swapon(TimedDevice(npages, f"t{i}"))
+    return Pager(space)
+
+
+def page(ch: bytes, n: int = 1) -> bytes:
+    return ch * (n * PAGE_SIZE)
+
+
+async def test_concurrent_fsyncs_both_wait_for_the_fdatasync(autojump_clock):
+    pager = timed_pager(2 + 64)
+    dev = pager.space.devices[0].dev
+    dev.sync_delay = 1.0
+    a, b = pager.alloc(), pager.alloc()
+    await a.write(0, page(b"a"))
+    await b.write(0, page(b"b"))
+    seen = {}
+
+    async def flush(name, obj):
+        await obj.flush()
+        seen[name] = bytes(dev.synced)  # what was durable when fsync returned
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flush, "a", a)
+        await trio.sleep(0.1)  # a's fdatasync is running; b's data is already written
+        nursery.start_soon(flush, "b", b)
+    assert page(b"b") in seen["b"] and page(b"a") in seen["a"]
+
+
+async def test_failed_write_is_retried_into_scattered_free_pages():
+    pager = timed_pager(2 + 64)
+    sp = pager.space.devices[0]
+    filler = pager.alloc()
+    await filler.write(0, page(b"f", 64))
+    # Free one run of 16 blocks and 24 single blocks apart from each other.
+    filler.freespace(0, 16)
+    for p in range(17, 64, 2):
+        filler.freespace(p, 1)
+    sp.dev.faults.add_write_error(2, 1)  # the first block of the run of 16
+    obj = pager.alloc()
+    await obj.write(0, page(b"w", 16))
+    assert await obj.read(0, 16 * PAGE_SIZE) == page(b"w", 16)
+    assert sp.bad == 1 and sp.used == 64 - 16 - 24 + 16
+
+
+async def test_shrinking_truncate_works_on_a_full_swap():
+    pager = timed_pager(2 + 16)
+    obj = pager.alloc()
+    data = bytes(range(256)) * (16 * PAGE_SIZE // 256)
+    await obj.write(0, data)
+    assert pager.space.swap_pager_avail == 0
+    cut = 10 * PAGE_SIZE + 100
+    await obj.truncate(cut)
+    assert obj.swapped == 11 and pager.space.swap_pager_avail == 5
+    # The old bytes past the cut never come back: not by growing, not by a write beyond.
+    await obj.truncate(12 * PAGE_SIZE)
+    await obj.write(14 * PAGE_SIZE, b"z")
+    got = await obj.read(0, 15 * PAGE_SIZE)
+    assert got[:cut] == data[:cut]
+    assert got[cut:14 * PAGE_SIZE] == bytes(14 * PAGE_SIZE - cut)
+    assert got[14 * PAGE_SIZE:14 * PAGE_SIZE + 1] == b"z"
+
+
+async def test_a_write_beyond_a_cut_page_zeroes_its_old_tail():
+    pager = timed_pager(2 + 32)
+    obj = pager.alloc()
+    await obj.write(0, page(b"x", 2))
+    await obj.truncate(100)
+    await obj.write(3 * PAGE_SIZE, b"y")
+    got = await obj.read(0, 4 * PAGE_SIZE)
+    assert got == b"x" * 100 + bytes(3 * PAGE_SIZE - 100) + b"y"
+
+
+async def test_swapoff_waits_for_a_slow_reader(autojump_clock):
+    pager = timed_pager(2 + 64, 2 + 256)
+    dev0 = pager.space.devices[0]
+    obj = pager.alloc()
+    await obj.write(0, page(b"o", 8))
+    assert dev0.used == 8  # everything went to the first device
+    got = {}
+
+    async def reader():
+        got["data"] = await obj.read(0, 8 * PAGE_SIZE)
+
+    async with trio.open_nursery() as nursery:
+        dev0.dev.read_delay = 60.0  # faults' largest latency
+        nursery.start_soon(reader)
+        await trio.sleep(1)
+        dev0.dev.read_delay = 0
+        await obj.write(0, page(b"n", 8))  # the old blocks wait for the reader
+        await pager.swapoff(dev0)
+    assert got["data"] == page(b"o", 8)
+    assert dev0 not in pager.space.devices
+    assert await obj.read(0, 8 * PAGE_SIZE) == page(b"n", 8)
+
+
+async def test_fsync_during_swapoff_is_not_an_error(autojump_clock):
+    pager = timed_pager(2 + 64, 2 + 256)
+    dev0 = pager.space.devices[0]
+    obj = pager.alloc()
+    await obj.write(0, page(b"s", 8))
+    dev0.dev.sync_delay = 1.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(obj.flush)  # its fdatasync of dev0 runs...
+        await trio.sleep(0.1)
+        await pager.swapoff(dev0)  # ...while swapoff moves every page away
+    assert dev0.dev.closed
+    await obj.flush()
+    assert page(b"s", 8) in pager.space.devices[0].dev.synced
+
+
+async def test_a_write_fails_for_space_only_when_no_block_is_free():
+    pager = timed_pager(2 + 20)
+    obj = pager.alloc()
+    await obj.write(0, page(b"1", 12))
+    with pytest.raises(errors.NoSpace):
+        await obj.write(0, page(b"2", 12))  # needs 12 new blocks; 8 are free
+    assert pager.space.swap_pager_avail == 8
+    assert await obj.read(0, 12 * PAGE_SIZE) == page(b"1", 12)
