@@ -12,9 +12,12 @@ consistent again.
 
 Decisions a user may notice:
 
-- mknod makes regular files, FIFOs and sockets. Character and block devices get
-  EPERM: libfuse mounts ``nodev`` unless asked otherwise, so a device node here
-  could never be opened anyway.
+- mknod makes every file type: regular files, FIFOs, sockets, and character and
+  block devices (mode and rdev kept). libfuse mounts ``nodev``, so a device node
+  here stays inert: opening it gives EACCES, as on any nodev mount.
+- setuid and setgid are cleared by the kernel: it sends a setattr for writers and
+  truncaters without CAP_FSETID, and the mode along with chown. The daemon never
+  clears them on its own, so root writing to a 04755 file keeps 04755, as on tmpfs.
 - The ``user.swapfs.*`` xattrs are read-only views; setting or removing one gives
   EPERM (the attribute exists, but nobody may change it). Other ``user.*``
   xattrs are kept in memory; other namespaces get ENOTSUP.
@@ -123,6 +126,15 @@ class Inode:
     @property
     def is_reg(self) -> bool:
         return stat.S_ISREG(self.mode)
+
+
+def _kill_priv(node: Inode) -> None:
+    """Clear setuid, and setgid with group-exec, as a truncate by a caller without
+    CAP_FSETID does. Only atomic O_TRUNC needs it: the kernel sends no setattr then.
+    setgid without group-exec means mandatory locking, not privilege, so it stays."""
+    node.mode &= ~stat.S_ISUID
+    if node.mode & stat.S_IXGRP:
+        node.mode &= ~stat.S_ISGID
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -391,7 +403,6 @@ class Operations(pyfuse3.Operations):
             if size != node.obj.size:
                 await node.obj.truncate(size)
             node.mtime_ns = node.ctime_ns = now
-            self._kill_priv(node)
         if fields.update_mode:
             node.mode = stat.S_IFMT(node.mode) | (attr.st_mode & 0o7777)
             node.ctime_ns = now
@@ -400,8 +411,6 @@ class Operations(pyfuse3.Operations):
                 node.uid = attr.st_uid
             if fields.update_gid:
                 node.gid = attr.st_gid
-            if not fields.update_mode:
-                self._kill_priv(node)
             node.ctime_ns = now
         if fields.update_atime:
             node.atime_ns = attr.st_atime_ns
@@ -412,16 +421,6 @@ class Operations(pyfuse3.Operations):
         if fields.update_ctime:
             node.ctime_ns = attr.st_ctime_ns
         return self._attr(node)
-
-    @staticmethod
-    def _kill_priv(node: Inode) -> None:
-        # libfuse asks the filesystem to clear setuid/setgid on write, truncate and
-        # chown (FUSE_CAP_HANDLE_KILLPRIV). setgid without group-exec means mandatory
-        # locking, not privilege, so it stays.
-        if node.is_reg and node.mode & (stat.S_ISUID | stat.S_ISGID):
-            node.mode &= ~stat.S_ISUID
-            if node.mode & stat.S_IXGRP:
-                node.mode &= ~stat.S_ISGID
 
     # ------------------------------------------------------------------ tree ops
 
@@ -437,11 +436,12 @@ class Operations(pyfuse3.Operations):
                     ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("mknod %d %r %o", parent_inode, name, mode)
         kind = stat.S_IFMT(mode) or stat.S_IFREG
-        if kind in (stat.S_IFCHR, stat.S_IFBLK):
-            raise FUSEError(errno.EPERM)
-        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
+                        stat.S_IFBLK):
             raise FUSEError(errno.EINVAL)
-        node = self._create_node(parent_inode, name, kind | self._mode(mode, ctx), ctx)
+        device = kind in (stat.S_IFCHR, stat.S_IFBLK)
+        node = self._create_node(parent_inode, name, kind | self._mode(mode, ctx), ctx,
+                                 rdev=rdev if device else 0)
         return self._attr(node)
 
     @_fuse_errors
@@ -665,7 +665,8 @@ class Operations(pyfuse3.Operations):
                 await self._release_handle(fh)
                 raise
             node.mtime_ns = node.ctime_ns = _now()
-            self._kill_priv(node)
+            if ctx.uid != 0:
+                _kill_priv(node)
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io)
 
     @_fuse_errors
@@ -694,7 +695,6 @@ class Operations(pyfuse3.Operations):
             return 0
         await node.obj.write(off, buf)
         node.mtime_ns = node.ctime_ns = _now()
-        self._kill_priv(node)
         return len(buf)
 
     @_fuse_errors
@@ -782,12 +782,12 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         log.debug("statfs")
-        total, used = self.space.status()
         s = pyfuse3.StatvfsData()
         s.f_bsize = PAGE_SIZE
         s.f_frsize = PAGE_SIZE
-        s.f_blocks = total
-        s.f_bfree = s.f_bavail = max(0, total - used)
+        s.f_blocks = self.space.swap_total
+        # Only what a write can take: the boot-block pages count as used.
+        s.f_bfree = s.f_bavail = self.space.swap_pager_avail
         s.f_files = MAX_INODES
         s.f_ffree = s.f_favail = MAX_INODES - len(self.inodes)
         s.f_namemax = NAME_MAX
@@ -807,11 +807,16 @@ class Operations(pyfuse3.Operations):
                            for p, dev, devpage, n in node.obj.map_runs()).encode()
         return None
 
+    def _check_xattrs(self) -> None:
+        # ENOSYS: the kernel remembers it per operation and stops asking, and every
+        # xattr call then fails as on a filesystem without xattrs (EOPNOTSUPP).
+        if not self.xattrs:
+            raise FUSEError(errno.ENOSYS)
+
     @_fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         log.debug("getxattr %d %r", inode, name)
-        if not self.xattrs:
-            raise FUSEError(errno.ENOSYS)
+        self._check_xattrs()
         if inode >= CTL_DIR_INO:
             raise FUSEError(pyfuse3.ENOATTR)
         node = self._inode(inode)
@@ -826,6 +831,7 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         log.debug("listxattr %d", inode)
+        self._check_xattrs()
         if inode >= CTL_DIR_INO:
             return []
         node = self._inode(inode)
@@ -846,6 +852,7 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
         log.debug("setxattr %d %r", inode, name)
+        self._check_xattrs()
         node = self._inode(inode)
         self._check_settable(node, name)
         node.xattrs[bytes(name)] = bytes(value)
@@ -854,6 +861,7 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
         log.debug("removexattr %d %r", inode, name)
+        self._check_xattrs()
         node = self._inode(inode)
         self._check_settable(node, name)
         try:
