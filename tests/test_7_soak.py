@@ -1,5 +1,6 @@
-"""scripts/soak, short: fio verify with swapoff/swapon cycles and injected faults on a
-mount of its own. Nothing may be lost: 0 mismatches, 0 errors the workload saw."""
+"""scripts/soak, short: fio verify and stamped-page readers with swapoff/swapon cycles
+and injected faults on a mount of its own. Nothing may be lost or misplaced: 0
+mismatches, 0 bad pages, 0 errors the workload saw."""
 
 from __future__ import annotations
 
@@ -33,3 +34,8 @@ def test_short_soak_loses_nothing(tmp_path: Path) -> None:
     assert ops > 1000, out
     faults = next(x for x in lines if x.startswith("faults injected: "))
     assert int(faults.split()[2]) > 0, out
+    # Readers of multi-page ranges saw only their own file's pages, while swapoff ran.
+    stamped = next(x for x in lines if x.startswith("stamped pages: ")).split()
+    assert int(stamped[2]) > 1000 and stamped[-2:] == ["0", "bad"], out
+    cycles = next(x for x in lines if x.startswith("soak: ")).split()
+    assert int(cycles[cycles.index("swapoff/swapon") - 1]) > 0, out
