@@ -19,7 +19,7 @@ device=PATH[:SIZE]`` adds more devices. Without any device, ``mount`` uses
 created sparse on first use with the size ``mount.DEFAULT_SIZE`` (4 GiB).
 
 swapon, swapoff, info and sysctl are clients of the control files in
-``MNT/.swapfs`` (see control.py). A control write's errno becomes the message
+``MNT/.swapfs`` (client.MountClient; README, "Control files"). A control write's errno becomes the message
 FreeBSD's swapon(8), swapoff(8) or sysctl(8) would print (``swapon: PATH: Device
 already in use``), except that EINVAL from swapon prints "Invalid argument" rather
 than FreeBSD's historical "NSWAPDEV limit reached", which would mislead here.
@@ -33,24 +33,16 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import subprocess
 import sys
 import time
 from typing import Callable, Sequence
 
 from . import __version__, errors
+from .client import MountClient
 
 # Words that can start a command line; anything else followed by a mountpoint is
 # the mount.fuse3 form.
 _GLOBAL_FLAGS = {"-h", "--help", "--version"}
-
-# How long `swapfs umount` waits for the daemon to exit after the unmount.
-UMOUNT_WAIT = 120.0
-
-
-def _fail(msg: str) -> None:
-    raise errors.SwapfsError(msg)
-
 
 # ---------------------------------------------------------------------- mount
 
@@ -96,114 +88,17 @@ def cmd_fstab_mount(argv: Sequence[str]) -> int:
 
 # ---------------------------------------------------------------------- umount
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \\ooo.
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def find_mount(path: str) -> tuple[str, str] | None:
-    """(fstype, source) of the mount at ``path`` (the last one stacked), or None."""
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            if _unescape_mountinfo(parts[4]) == path:
-                found = (parts[sep + 1], _unescape_mountinfo(parts[sep + 2]))
-    return found
-
-
-def _cmdline(pid: int) -> bytes | None:
-    """The process's command line, or None once it is gone (or a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            st = f.read()
-        if st[st.rindex(b")") + 2:][:1] in (b"Z", b"X"):
-            return None
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def _unmount_cmd(path: str, lazy: bool) -> list[str]:
-    if os.geteuid() == 0:
-        return ["umount", "-l", path] if lazy else ["umount", path]
-    return ["fusermount3", "-u", "-z", path] if lazy else ["fusermount3", "-u", path]
-
-
-def _run_unmount(path: str, lazy: bool) -> None:
-    try:
-        r = subprocess.run(_unmount_cmd(path, lazy), capture_output=True, text=True)
-    except FileNotFoundError as exc:
-        _fail(f"cannot unmount {path}: {exc.strerror}: {exc.filename}")
-    if r.returncode != 0:
-        msg = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
-        _fail(f"cannot unmount {path}: {msg}")
-
-
-def _daemon_pid(path: str) -> int | None:
-    """The daemon's pid, from its sysctl file (or, failing that, the root's xattr)."""
-    from .control import parse_sysctl_text
-
-    try:
-        with open(os.path.join(path, ".swapfs", "sysctl")) as f:
-            pid = parse_sysctl_text(f.read()).get("vm.swapfs.pid")
-        if pid is not None:
-            return int(pid)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-            raise
-    return int(os.getxattr(path, "user.swapfs.pid"))
-
-
-def umount(mountpoint: str, lazy: bool = False, wait: float = UMOUNT_WAIT) -> None:
-    """Unmount a swapfs mount and return once its daemon has exited. A dead mount
-    (daemon gone) is detached lazily. Raises SwapfsError with a one-line message."""
-    path = os.path.realpath(mountpoint)
-    found = find_mount(path)
-    if found is None:
-        _fail(f"{mountpoint}: not mounted")
-    fstype, _source = found  # type: ignore[misc]
-    if fstype != "fuse.swapfs":
-        _fail(f"{mountpoint}: not a swapfs mount ({fstype})")
-    try:
-        pid = _daemon_pid(path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-            # The daemon is gone: only the kernel's mount entry is left.
-            _run_unmount(path, lazy=True)
-            return
-        pid = None
-    cmdline = _cmdline(pid) if pid is not None else None
-    _run_unmount(path, lazy)
-    if cmdline is None:
-        return
-    deadline = time.monotonic() + wait
-    while _cmdline(pid) == cmdline:  # type: ignore[arg-type]
-        if time.monotonic() > deadline:
-            _fail(f"{mountpoint}: unmounted, but daemon {pid} has not exited")
-        time.sleep(0.02)
-
-
 def cmd_umount(args: argparse.Namespace) -> int:
-    umount(args.mountpoint, lazy=args.lazy)
+    from . import mount as m
+
+    m.umount(args.mountpoint, lazy=args.lazy)
     return 0
 
 
 # ---------------------------------------------------------------------- mkswap
 
 def cmd_mkswap(args: argparse.Namespace) -> int:
-    from .device import make_backing_file, parse_size
+    from .backing import make_backing_file, parse_size
 
     size = parse_size(args.size)
     make_backing_file(args.path, size)
@@ -212,31 +107,8 @@ def cmd_mkswap(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- control files
 
-def _control_dir(mountpoint: str) -> str:
-    ctl = os.path.join(mountpoint, ".swapfs")
-    if not os.path.isdir(ctl):
-        _fail(f"{mountpoint}: not a swapfs mount")
-    return ctl
-
-
-def _control_write(mountpoint: str, name: str, line: str) -> None:
-    """One write(2) of ``line`` to a control file; OSError carries the errno."""
-    fd = os.open(os.path.join(_control_dir(mountpoint), name), os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, os.fsencode(line) + b"\n")
-    finally:
-        os.close(fd)
-
-
-def _control_read(mountpoint: str, name: str) -> str:
-    with open(os.path.join(_control_dir(mountpoint), name), "rb") as f:
-        return os.fsdecode(f.read())
-
-
-def _sysctls(mountpoint: str) -> dict[str, str]:
-    from .control import parse_sysctl_text
-
-    return parse_sysctl_text(_control_read(mountpoint, "sysctl"))
+def _client(mountpoint: str) -> MountClient:
+    return MountClient(mountpoint)
 
 
 def _errno_text(err: int) -> str:
@@ -244,33 +116,15 @@ def _errno_text(err: int) -> str:
     return "Device already in use" if err == errno.EBUSY else os.strerror(err)
 
 
-def _devices(values: dict[str, str]) -> list[dict[str, str]]:
-    """The vm.swapfs.dev.N.* sysctls as one dict per device, in table order."""
-    devs: dict[int, dict[str, str]] = {}
-    for key, value in values.items():
-        parts = key.split(".")
-        if len(parts) == 5 and parts[:3] == ["vm", "swapfs", "dev"] and parts[3].isdigit():
-            devs.setdefault(int(parts[3]), {})[parts[4]] = value
-    return [devs[k] for k in sorted(devs)]
-
-
 def cmd_swapon(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path)
     line = path if args.size is None else f"{path} {args.size}"
     try:
-        _control_write(args.mountpoint, "swapon", line)
+        _client(args.mountpoint).write("swapon", line)
     except OSError as exc:
         print(f"swapon: {path}: {_errno_text(exc.errno or errno.EIO)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _find_dev(values: dict[str, str], path: str) -> dict[str, str] | None:
-    real = os.path.realpath(path)
-    for dev in _devices(values):
-        if dev.get("name") in (path, real):
-            return dev
-    return None
 
 
 class _Progress:
@@ -325,12 +179,12 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
 
     path = os.path.abspath(args.path)
     mnt = args.mountpoint
-    _control_dir(mnt)
+    client = _client(mnt)
     result: list[BaseException | None] = []
 
     def run() -> None:
         try:
-            _control_write(mnt, "swapoff", path)
+            client.write("swapoff", path)
             result.append(None)
         except BaseException as exc:  # reported by the main thread
             result.append(exc)
@@ -338,7 +192,7 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
     progress = _Progress(path)
     try:
         # What there is to move, should the swapoff end before the first poll.
-        dev = _find_dev(_sysctls(mnt), path)
+        dev = client.device_row(path)
         if dev is not None:
             progress.last = (0, int(dev["used"]))
     except OSError:
@@ -351,10 +205,9 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
             if not worker.is_alive():
                 break
             try:
-                values = _sysctls(mnt)
+                dev = client.device_row(path)
             except OSError:
                 continue
-            dev = _find_dev(values, path)
             if dev is not None and dev.get("closing") == "1":
                 progress.update(int(dev["swapoff_moved"]), int(dev["swapoff_total"]))
     except KeyboardInterrupt:
@@ -372,7 +225,7 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
         msg = os.strerror(exc.errno or errno.EIO)
         if exc.errno == errno.EIO:
             try:
-                dev = _find_dev(_sysctls(mnt), path)
+                dev = client.device_row(path)
             except OSError:
                 dev = None
             n = int(dev.get("unreadable", "0")) if dev is not None else 0
@@ -389,8 +242,7 @@ _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 3
 def cmd_info(args: argparse.Namespace) -> int:
     from .control import format_swapinfo
 
-    values = _sysctls(args.mountpoint)
-    devs = _devices(values)
+    devs = _client(args.mountpoint).device_rows()
     blocksize, header = _UNITS[args.unit or "k"]
     rows = [(d["name"], int(d["npages"]), int(d["used"]) + int(d["bad"])) for d in devs]
     extra = None
@@ -419,7 +271,8 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
     """FreeBSD sysctl(8)'s output: ``name: value``; ``name: old -> new`` on a set;
     a name that is a prefix prints everything under it."""
     status = 0
-    values = _sysctls(args.mountpoint)
+    client = _client(args.mountpoint)
+    values = client.sysctl()
     if not args.names:
         for k in sorted(values):
             print(f"{k}: {values[k]}")
@@ -437,7 +290,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
             continue
         old = values.get(name)
         try:
-            _control_write(args.mountpoint, "sysctl", f"{name}={value}")
+            client.write("sysctl", f"{name}={value}")
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
@@ -448,19 +301,20 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
                       file=sys.stderr)
             status = 1
             continue
-        values = _sysctls(args.mountpoint)
+        values = client.sysctl()
         print(f"{name}: {old} -> {values.get(name)}")
     return status
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
     """Print the active faults, or write each LINE to the faults file."""
+    client = _client(args.mountpoint)
     if not args.lines:
-        sys.stdout.write(_control_read(args.mountpoint, "faults"))
+        sys.stdout.write(client.read("faults"))
         return 0
     for line in args.lines:
         try:
-            _control_write(args.mountpoint, "faults", line)
+            client.write("faults", line)
         except OSError as exc:
             print(f"faults: {line}: {os.strerror(exc.errno or errno.EIO)}", file=sys.stderr)
             return 1

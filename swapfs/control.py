@@ -1,52 +1,23 @@
 """The ``MNT/.swapfs`` control files, as text in and text out.
 
-Every file is a name in :data:`FILES`. :meth:`Control.read` renders one as text;
-:meth:`Control.write` takes the bytes of one write(2) and either does what they ask
-or raises a :class:`~swapfs.errors.SwapfsError` having changed nothing. No pyfuse3
-here: ``fs.py`` hands requests in and turns the errors into errnos.
+What each file shows and takes is in the README ("Control files and swap commands");
+this module is that text's implementation. Every file is a name in :data:`FILES`.
+:meth:`Control.read` renders one as text; :meth:`Control.write` takes the bytes of one
+write(2) and either does what they ask or raises a
+:class:`~swapfs.errors.SwapfsError` having changed nothing. No pyfuse3 here:
+``ctlfs.py`` hands requests in and ``fs.py`` turns the errors into errnos.
 
-Files (FreeBSD counterparts in brackets):
+Decisions the README does not spell out:
 
-``swapon``  [swapon(2)]
-    Write ``PATH`` or ``PATH SIZE``. PATH is absolute; with SIZE (K, M, G, T: powers
-    of 1024) a sparse regular file is created or grown first. The text after the last
-    space is taken as SIZE when it reads as one, so a path that itself ends in
-    `` <digits>`` needs a SIZE after it. Errors: EINVAL (malformed line, relative
-    path, not a regular file or block device, a path on this mount), ENOENT, EBUSY
-    (already on, here or in another swapfs mount), ENXIO (no usable page), or the
-    errno of creating or opening the file. Read: the devices, one path a line.
-``swapoff``  [swapoff(2)]
-    Write ``PATH``. EINVAL unless PATH is on the table and not already closing;
-    ENOMEM when its used pages plus nswap_lowat do not fit in the free blocks of the
-    others. Otherwise blocks until every page has moved and the device is closed.
-    EIO when some pages could not be read: every readable page is moved first, then
-    the device goes back in service holding only the unreadable ones, and their
-    count is in ``vm.swapfs.dev.N.unreadable`` and the log. Nothing is dropped.
-    The last device can never go (ENOMEM, even when empty): with no RAM to page
-    into, the seed's test ``free RAM + avail < nblks + nswap_lowat`` leaves nowhere
-    for the margin. swapon a replacement first.
-``swap_info``  [swapinfo -k]
-    The swapinfo(8) table in 1K-blocks, byte for byte; Device is the path given at
-    swapon; Used counts bad blocks too (as ``df`` does). The closing state is not
-    shown here, so the columns stay what swapinfo users parse: see
-    ``vm.swapfs.dev.N.*`` in ``sysctl`` and ``swapfs info -v``.
-``faults``  [no FreeBSD counterpart]
-    Fault injection. Write ``PATH write-error [FIRST-LAST | p=P]``, ``PATH read-error
-    [FIRST-LAST | p=P]`` (device pages, inclusive; no argument: every page), ``PATH
-    latency MS`` (0..60000) or ``PATH clear``. PATH is a device as ``swapon`` lists it
-    (or another name for the same file or disk). Errors: EINVAL for a malformed line
-    or a PATH that is not a swap device (as swapoff answers). Injected errors are
-    raised in the device layer, exactly as real ones. Read: ``PATH FAULT`` lines,
-    including ``PATH gone FIRST-`` for a backing store found to have shrunk.
-``swap_fragmentation``  [vm.swap_fragmentation]
-    Per device ``\\nFree space on device PATH:\\n`` and its blist_stats. A closing
-    device shows no free range (the seed fills its blist).
-``sysctl``  [sysctl(8)]
-    Read: ``name: value`` lines, sorted. Write ``name=value``: ENOENT for an unknown
-    name, EPERM for a read-only one, EINVAL for a bad value.
-
-A write must be one line of at most :data:`MAX_LINE` bytes (a final newline is
-optional); anything else is EINVAL.
+- swapon: the text after the last space is taken as SIZE when it reads as one, so
+  a path that itself ends in `` <digits>`` needs a SIZE after it.
+- swapoff: the last device can never go (ENOMEM, even when empty): with no RAM to
+  page into, the seed's test ``free RAM + avail < nblks + nswap_lowat`` leaves
+  nowhere for the margin.
+- swap_info: Used counts bad blocks too (as ``df`` does); the closing state is not
+  shown, so the columns stay what swapinfo users parse.
+- swap_fragmentation: a closing device shows no free range (the seed fills its
+  blist).
 """
 
 from __future__ import annotations
@@ -54,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -62,10 +32,10 @@ from typing import Any, Callable, Sequence
 import trio
 
 from . import errors
+from .backing import SwapOn, parse_size
 from .blist import Blist
-from .device import identity, make_backing_file, open_device, parse_size
+from .pager import Pager
 from .params import (
-    BBPAGES,
     PAGE_SHIFT,
     PAGE_SIZE,
     SWAP_RESERVE_ALLOW_NONWIRED,
@@ -77,7 +47,7 @@ from .params import (
 
 __all__ = [
     "Control", "FILES", "WRITABLE", "MAX_LINE", "SYSCTLS", "humanize_number",
-    "format_swapinfo", "parse_line", "parse_sysctl_text",
+    "format_swapinfo", "parse_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,9 +56,6 @@ log = logging.getLogger(__name__)
 FILES: tuple[str, ...] = ("faults", "swap_fragmentation", "swap_info", "swapoff", "swapon",
                           "sysctl")
 WRITABLE = frozenset({"faults", "swapon", "swapoff", "sysctl"})
-
-# How often the backing stores are checked for having shrunk (seconds).
-WATCH_INTERVAL = 1.0
 
 # Longest control write accepted, newline included.
 MAX_LINE = 4096
@@ -179,16 +146,6 @@ def parse_line(data: bytes) -> str:
     return os.fsdecode(bytes(data))
 
 
-def parse_sysctl_text(text: str) -> dict[str, str]:
-    """``name: value`` lines (the ``sysctl`` file) as a dict."""
-    out = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(": ")
-        if sep:
-            out[name] = value
-    return out
-
-
 # ---------------------------------------------------------------------- sysctls
 
 @dataclass(frozen=True)
@@ -274,27 +231,13 @@ _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 # ---------------------------------------------------------------------- Control
 
 class Control:
-    """The control files of one mount.
+    """The control files of one mount: ``pager`` and its ``space``, and the
+    ``swapon_gate`` that brings devices online (backing.SwapOn)."""
 
-    ``mountpoint``: the mount's absolute path (backing paths under it are refused).
-    ``lock``/``unlock``: called with a device path after opening it and after it is
-    closed (mount.py's exclusive flock; None: no locking). ``mount_dev``: st_dev of
-    the mount, found on first use when None (a plain directory as mountpoint, in
-    tests, has none: only the path prefix is checked then).
-    """
-
-    def __init__(self, pager: Any, space: Any, mountpoint: str, *,
-                 lock: Callable[[str], None] | None = None,
-                 unlock: Callable[[str], None] | None = None,
-                 mount_dev: int | None = None) -> None:
+    def __init__(self, pager: Pager, swapon_gate: SwapOn) -> None:
         self.pager = pager
-        self.space = space
-        self.mountpoint = os.path.abspath(mountpoint)
-        self._lock = lock
-        self._unlock = unlock
-        self._mount_dev = mount_dev
-        # Backing files swapon created (never deleted once on the table).
-        self.created: set[str] = set()
+        self.space = pager.space
+        self.swapon_gate = swapon_gate
 
     # ------------------------------------------------------------------ reads
 
@@ -383,118 +326,10 @@ class Control:
         path, size = self._split_swapon(line)
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: not an absolute path")
-        if size is not None and size < 0:
-            raise errors.InvalidArgument(f"bad size: {size}")
         # Everything that touches the file system runs in a worker thread: a path
         # that leads into this mount needs the trio loop free to answer the lookup.
-        dev, created = await trio.to_thread.run_sync(self._open_for_swapon, path, size)
-        try:
-            self.space.swapon(dev)  # no await between the checks and the table change
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._abandon, dev, created)
-            raise
-        if created:
-            self.created.add(dev.path)
-        log.info("swapon %s (%d pages)", dev.path, dev.npages)
-
-    def _on_mount(self, real: str) -> bool:
-        mp = self.mountpoint.rstrip("/") + "/"
-        return real == self.mountpoint or real.startswith(mp)
-
-    def _mount_st_dev(self) -> int | None:
-        if self._mount_dev is None and os.path.ismount(self.mountpoint):
-            self._mount_dev = os.stat(self.mountpoint).st_dev
-        return self._mount_dev
-
-    def _open_for_swapon(self, path: str, size: int | None):
-        """Check, create/grow, open and lock (worker thread). Returns the open device
-        and whether this call created its file.
-
-        Everything that can refuse (path, type, busy here or in another mount, on
-        this mount, too small) is checked before a file is created or grown; after a
-        grow nothing is undone (a file swapfs did not create is never truncated)."""
-        try:
-            real = os.path.realpath(path)
-            if self._on_mount(real):
-                raise errors.InvalidArgument(f"{path}: on this swapfs mount")
-            mdev = self._mount_st_dev()
-            try:
-                st: os.stat_result | None = os.stat(real)
-            except FileNotFoundError:
-                if size is None:
-                    raise errors.NotFound(f"{path}: No such file or directory") from None
-                st = None
-                where = os.stat(os.path.dirname(real))  # ENOENT: no such directory
-                if mdev is not None and where.st_dev == mdev:
-                    raise errors.InvalidArgument(f"{path}: on this swapfs mount") from None
-        except OSError as exc:
-            raise errors.from_oserror(exc, path) from None
-        if st is not None:
-            if mdev is not None and st.st_dev == mdev:
-                raise errors.InvalidArgument(f"{path}: on this swapfs mount")
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-                raise errors.InvalidArgument(f"{path}: not a regular file or block device")
-            if size is not None and not stat.S_ISREG(st.st_mode):
-                raise errors.InvalidArgument(f"{path}: SIZE is for regular files only")
-            ident = identity(st)
-            if any(sp.dev.ident == ident for sp in self.space.devices):
-                raise errors.Busy(f"{path}: Device already in use")
-        apath = os.path.abspath(path)
-        if size is not None:
-            # Too small whatever happens: say so before creating or growing anything.
-            have = st.st_size if st is not None else 0
-            if max(size, have) // PAGE_SIZE <= BBPAGES:
-                raise errors.NoSuchDevice(f"{path}: too small for swap")
-        created = locked = False
-        try:
-            if st is not None and self._lock is not None:
-                # Busy in another mount: find out before the file is grown.
-                self._lock(apath)
-                locked = True
-            if size is not None:
-                created = st is None
-                make_backing_file(path, size)
-            dev = open_device(path)
-            try:
-                if mdev is not None and dev.st_dev == mdev:
-                    raise errors.InvalidArgument(f"{path}: on this swapfs mount")
-                if any(sp.dev.ident == dev.ident for sp in self.space.devices):
-                    raise errors.Busy(f"{path}: Device already in use")
-                if self._lock is not None and not locked:
-                    self._lock(dev.path)
-                    locked = True
-            except BaseException:
-                dev.close()
-                raise
-        except BaseException:
-            if locked and self._unlock is not None:
-                self._unlock(apath)
-            if created:
-                self._remove_created(path)
-            raise
-        return dev, created
-
-    def _abandon(self, dev: Any, created: bool) -> None:
-        if self._unlock is not None:
-            self._unlock(dev.path)
-        try:
-            dev.close()
-        except errors.SwapfsError:
-            pass
-        if created:
-            self._remove_created(dev.path)
-
-    @staticmethod
-    def _remove_created(path: str) -> None:
-        """Delete a backing file this swapon created itself (failed swapon). A file
-        that was there before is never deleted or truncated, only ever grown."""
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("swapon %s: could not remove the file it created: %s", path, exc)
+        opened = await trio.to_thread.run_sync(self.swapon_gate.open, path, size)
+        self.swapon_gate.commit(opened)  # no await between the checks and the table
 
     # -- swapoff -------------------------------------------------------------------
 
@@ -507,8 +342,7 @@ class Control:
             raise errors.InvalidArgument(f"{path}: not a swap device")
         log.info("swapoff %s: moving %d pages", sp.name, sp.used)
         await self.pager.swapoff(sp)
-        if self._unlock is not None:
-            self._unlock(sp.name)
+        self.swapon_gate.swapped_off(sp)
         log.info("swapoff %s: done", sp.name)
 
     # -- faults --------------------------------------------------------------------
@@ -538,27 +372,3 @@ class Control:
             fault = f"{fault} 0-{sp.nblks - 1}"
         sp.dev.faults.apply(fault)  # raises InvalidArgument, changing nothing
         log.warning("faults %s: %s", sp.name, fault)
-
-    # -- watching the backing stores -----------------------------------------------
-
-    async def check_devices(self) -> None:
-        """Notice backing stores that shrank behind our back (a truncated file, a
-        detached loop device): their pages past the new end fail from now on, reads
-        and writes alike, so the pager writes elsewhere and never reads zeros."""
-        for sp in list(self.space.devices):
-            dev = sp.dev
-            if dev.closed:
-                continue
-            lost = await trio.to_thread.run_sync(dev.check_gone)
-            if lost is not None:
-                log.error("swap device %s: the backing store shrank to %d pages; pages "
-                          "%d and up fail from now on", sp.name, lost, lost)
-
-    async def watch_devices(self, interval: float = WATCH_INTERVAL) -> None:
-        """Run :meth:`check_devices` every ``interval`` seconds, forever."""
-        while True:
-            await trio.sleep(interval)
-            try:
-                await self.check_devices()
-            except Exception:
-                log.exception("checking the swap devices failed")

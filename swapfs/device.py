@@ -5,9 +5,9 @@ page-granular I/O. The synchronous methods (``read_pages``, ``write_pages``,
 ``fsync``) block and are meant for worker threads; the ``a*`` wrappers run them
 there through ``trio.to_thread.run_sync``, or at once when the page cache has the
 data or the device has lately answered faster than a thread round trip. Every I/O
-failure, real or injected, is a :class:`~swapfs.errors.DeviceIOError` whose
-``pages`` attribute is the ``(start, count)`` device-relative page range known to
-have failed, so the layer above can mark exactly those blocks bad.
+failure, real or injected (``faults.py``), is a :class:`~swapfs.errors.DeviceIOError`
+whose ``pages`` attribute is the ``(start, count)`` device-relative page range known
+to have failed, so the layer above can mark exactly those blocks bad.
 
 (FreeBSD: the I/O side of ``struct swdevt``, ``swapdev_strategy``,
 ``swapgeom_strategy``, ``swapongeom``/``swaponvp``.)
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import random
-import re
 import stat
 import time
 from typing import Hashable
@@ -26,26 +24,8 @@ from typing import Hashable
 import trio
 
 from . import errors
+from .faults import Faults
 from .params import PAGE_SIZE
-
-__all__ = [
-    "Device",
-    "FileDevice",
-    "MemoryDevice",
-    "Faults",
-    "open_device",
-    "identity",
-    "parse_size",
-    "make_backing_file",
-]
-
-
-def _io_error(what: str, err: int, start: int, count: int) -> errors.DeviceIOError:
-    exc = errors.DeviceIOError(
-        f"{what} pages {start}+{count}: {os.strerror(err)}", err=err
-    )
-    exc.pages = (start, count)  # type: ignore[attr-defined]
-    return exc
 
 
 def identity(st: os.stat_result) -> Hashable:
@@ -58,176 +38,7 @@ def identity(st: os.stat_result) -> Hashable:
         return ("blk", st.st_rdev)
     return ("file", st.st_dev, st.st_ino)
 
-
-# --------------------------------------------------------------------------
-# Fault injection
-
-
-class Faults:
-    """Injected failures and latency for one device.
-
-    Checked before the real I/O, on every kind of device. An injected error
-    is indistinguishable from a real one: ``DeviceIOError`` with EIO and
-    ``pages`` set. Page ranges fail the overlap of the request with the first
-    faulty range; a probability fault fails the whole request.
-
-    Text form, one fault a line (what :meth:`describe` returns and
-    :meth:`apply` accepts): ``write-error FIRST-LAST`` (inclusive pages),
-    ``write-error p=P``, the same with ``read-error``, ``latency MS``.
-
-    ``lost_from`` is not injected but found: the backing file shrank behind
-    swapfs's back, so every page from there on fails reads and writes alike
-    (a write must not silently grow the file again, or pages in between would
-    read back as zeros instead of failing). Shown as ``gone FIRST-``; only
-    ``clear`` (after the file has been put back) forgets it.
-    """
-
-    def __init__(self, seed: int | None = None) -> None:
-        # Tuples replaced whole, never mutated: worker threads read them.
-        self.write_ranges: tuple[tuple[int, int], ...] = ()
-        self.read_ranges: tuple[tuple[int, int], ...] = ()
-        self.write_p = 0.0
-        self.read_p = 0.0
-        self.latency_ms = 0.0
-        self.lost_from: int | None = None
-        self._rng = random.Random(seed)
-
-    def add_write_error(self, start: int, count: int = 1) -> None:
-        self._check_room()
-        self.write_ranges += (_check_range(start, count),)
-
-    def add_read_error(self, start: int, count: int = 1) -> None:
-        self._check_room()
-        self.read_ranges += (_check_range(start, count),)
-
-    def _check_room(self) -> None:
-        if len(self.write_ranges) + len(self.read_ranges) >= MAX_FAULT_RANGES:
-            raise errors.InvalidArgument(f"more than {MAX_FAULT_RANGES} fault ranges")
-
-    def set_write_error_p(self, p: float) -> None:
-        self.write_p = _check_p(p)
-
-    def set_read_error_p(self, p: float) -> None:
-        self.read_p = _check_p(p)
-
-    def set_latency(self, ms: float) -> None:
-        if not 0 <= ms <= MAX_LATENCY_MS:
-            raise errors.InvalidArgument(f"bad latency: {ms!r}")
-        self.latency_ms = float(ms)
-
-    def set_lost(self, first_page: int) -> None:
-        """Pages from ``first_page`` on are gone (the backing file shrank)."""
-        if self.lost_from is None or first_page < self.lost_from:
-            self.lost_from = max(0, first_page)
-
-    def clear(self) -> None:
-        self.write_ranges = self.read_ranges = ()
-        self.write_p = self.read_p = self.latency_ms = 0.0
-        self.lost_from = None
-
-    @property
-    def active(self) -> bool:
-        return bool(
-            self.write_ranges or self.read_ranges
-            or self.write_p or self.read_p or self.latency_ms
-            or self.lost_from is not None
-        )
-
-    def describe(self) -> list[str]:
-        """The active faults, one text line each, in :meth:`apply` syntax."""
-        lines = []
-        for kind, ranges, p in (
-            ("write-error", self.write_ranges, self.write_p),
-            ("read-error", self.read_ranges, self.read_p),
-        ):
-            lines += [f"{kind} {s}-{s + n - 1}" for s, n in ranges]
-            if p:
-                lines.append(f"{kind} p={p:g}")
-        if self.latency_ms:
-            lines.append(f"latency {self.latency_ms:g}")
-        if self.lost_from is not None:
-            lines.append(f"gone {self.lost_from}-")
-        return lines
-
-    def apply(self, line: str) -> None:
-        """Add the fault one text line describes, or ``clear``.
-
-        Raises InvalidArgument for anything else, changing nothing.
-        """
-        words = line.split()
-        if words == ["clear"]:
-            self.clear()
-            return
-        if len(words) != 2:
-            raise errors.InvalidArgument(f"bad fault: {line!r}")
-
-        kind, arg = words
-        try:
-            if kind == "latency":
-                self.set_latency(float(arg))
-                return
-            if kind not in ("write-error", "read-error"):
-                raise ValueError
-            if arg.startswith("p="):
-                p = float(arg[2:])
-                if kind == "write-error":
-                    self.set_write_error_p(p)
-                else:
-                    self.set_read_error_p(p)
-                return
-            first, _, last = arg.partition("-")
-            lo = int(first)
-            hi = int(last) if last else lo
-            if hi < lo:
-                raise ValueError
-        except ValueError:
-            raise errors.InvalidArgument(f"bad fault: {line!r}") from None
-        if kind == "write-error":
-            self.add_write_error(lo, hi - lo + 1)
-        else:
-            self.add_read_error(lo, hi - lo + 1)
-
-    # Called from worker threads, before the real I/O.
-
-    def delay(self) -> None:
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000.0)
-
-    def check(self, what: str, start: int, count: int) -> None:
-        """Raise the injected error for a ``what`` ("read"/"write") request."""
-        if what == "write":
-            ranges, p = self.write_ranges, self.write_p
-        else:
-            ranges, p = self.read_ranges, self.read_p
-        end = start + count
-        lost = self.lost_from
-        if lost is not None and end > lost:
-            lo = max(start, lost)
-            raise _io_error(what, errno.EIO, lo, end - lo)
-        for s, n in ranges:
-            lo, hi = max(s, start), min(s + n, end)
-            if lo < hi:
-                raise _io_error(what, errno.EIO, lo, hi - lo)
-        if p and self._rng.random() < p:
-            raise _io_error(what, errno.EIO, start, count)
-
-
-# Bounds on what a fault line may ask for: a latency that never ends would stall
-# every request on the device, and an endless list of ranges every check.
-MAX_LATENCY_MS = 60_000.0
-MAX_FAULT_RANGES = 256
-
-
-def _check_range(start: int, count: int) -> tuple[int, int]:
-    if start < 0 or count < 1:
-        raise errors.InvalidArgument(f"bad page range: {start}+{count}")
-    return (start, count)
-
-
-def _check_p(p: float) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise errors.InvalidArgument(f"bad probability: {p!r}")
-    return float(p)
+__all__ = ["Device", "FileDevice", "MemoryDevice", "identity", "open_device"]
 
 
 # --------------------------------------------------------------------------
@@ -284,7 +95,7 @@ class Device:
         if page < 0 or npages < 0:
             raise errors.InvalidArgument(f"bad page range: {page}+{npages}")
         if page + npages > self.npages:
-            raise _io_error(what, errno.EIO, page, npages)
+            raise errors.DeviceIOError.at(what, errno.EIO, page, npages)
 
     def read_pages(self, page: int, npages: int) -> bytes:
         """Read ``npages`` whole pages from device page ``page``. Blocks."""
@@ -473,12 +284,12 @@ class FileDevice(Device):
                     # The file shrank: never let a write grow it back under
                     # pages that would then read as zeros.
                     self.faults.set_lost(p)
-                    raise _io_error("read", errno.EIO, p,
+                    raise errors.DeviceIOError.at("read", errno.EIO, p,
                                     first_page + size // PAGE_SIZE - p)
                 parts.append(chunk)
                 done += len(chunk)
         except OSError as exc:
-            raise _io_error("read", exc.errno or errno.EIO,
+            raise errors.DeviceIOError.at("read", exc.errno or errno.EIO,
                             first_page, size // PAGE_SIZE) from None
         return b"".join(parts)
 
@@ -496,7 +307,7 @@ class FileDevice(Device):
         except OSError as exc:
             # Whole pages before `done` are on the device; the rest is not.
             p = first_page + done // PAGE_SIZE
-            raise _io_error("write", exc.errno or errno.EIO, p,
+            raise errors.DeviceIOError.at("write", exc.errno or errno.EIO, p,
                             first_page + size // PAGE_SIZE - p) from None
         finally:
             # Average time of a small write (large ones take long for their size).
@@ -542,7 +353,7 @@ class FileDevice(Device):
         try:
             os.fdatasync(self.fd)
         except OSError as exc:
-            raise _io_error("fsync", exc.errno or errno.EIO, 0, self.npages) from None
+            raise errors.DeviceIOError.at("fsync", exc.errno or errno.EIO, 0, self.npages) from None
 
     def close(self) -> None:
         """Close the descriptor; further I/O fails. Idempotent."""
@@ -588,7 +399,7 @@ class MemoryDevice(Device):
     def _mem(self, what: str, first_page: int, npages: int) -> bytearray:
         buf = self._buf
         if buf is None:
-            raise _io_error(what, errno.EBADF, first_page, npages)
+            raise errors.DeviceIOError.at(what, errno.EBADF, first_page, npages)
         return buf
 
     def _pread(self, off: int, size: int, first_page: int) -> bytes:
@@ -606,54 +417,3 @@ class MemoryDevice(Device):
         self._buf = None
 
 
-# --------------------------------------------------------------------------
-# Sizes and backing files
-
-_SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]?)\s*", re.IGNORECASE)
-_SHIFT = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes in ``text``: a whole number with an optional K, M, G or T suffix
-    (powers of 1024, case-insensitive). Anything else: InvalidArgument."""
-    m = _SIZE_RE.fullmatch(text)
-    if m is None:
-        raise errors.InvalidArgument(f"bad size: {text!r}")
-    return int(m.group(1)) << _SHIFT[m.group(2).upper()]
-
-
-def make_backing_file(path: str, size: int) -> int:
-    """Create ``path`` as a sparse regular file of at least ``size`` bytes.
-
-    An existing regular file is grown to ``size`` if smaller and never
-    shrunk; anything else at ``path`` gives InvalidArgument. Returns the
-    resulting size in bytes.
-    """
-    if size < 0:
-        raise errors.InvalidArgument(f"bad size: {size}")
-    try:
-        try:
-            _check_regular(path, os.stat(path))
-        except FileNotFoundError:
-            pass
-        # O_NONBLOCK: a FIFO swapped in meanwhile must not hang the open.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise errors.from_oserror(exc, path) from None
-    try:
-        st = os.fstat(fd)
-        _check_regular(path, st)
-        if st.st_size < size:
-            os.ftruncate(fd, size)
-            return size
-        return st.st_size
-    except OSError as exc:
-        raise errors.from_oserror(exc, path) from None
-    finally:
-        os.close(fd)
-
-
-def _check_regular(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise errors.InvalidArgument(f"{path}: not a regular file")

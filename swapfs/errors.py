@@ -50,7 +50,20 @@ class NotPermitted(SwapfsError):
 
 
 class DeviceIOError(SwapfsError):
+    """A device failed. ``pages`` is the ``(start, count)`` device-relative page range
+    known to have failed, when the device layer knows it, so the pager can mark
+    exactly those blocks bad."""
+
     errno = errno.EIO
+    pages: tuple[int, int] | None = None
+
+    @classmethod
+    def at(cls, what: str, err: int, start: int, count: int) -> "DeviceIOError":
+        """The error for a failed ``what`` ("read", "write", "fsync") of pages
+        [start, start + count)."""
+        exc = cls(f"{what} pages {start}+{count}: {os.strerror(err)}", err=err)
+        exc.pages = (start, count)
+        return exc
 
 
 class FileTooBig(SwapfsError):

@@ -28,13 +28,8 @@ Decisions a user may notice:
   ctime, or more than a day old.
 - The name ``.swapfs`` is reserved in the root for the control directory: creating
   or renaming anything to it gives EPERM. Lookup finds it, readdir does not list it
-  (so find, du and rsync do not walk it). Its files (``control.py`` renders and
-  parses them) have fixed inode numbers above every object's, size 0 and direct
-  I/O: a read returns the text rendered at open, so several read() calls see one
-  snapshot. A write must be at offset 0 and hold one line; O_TRUNC is a no-op.
-  Writable files have mode 0666 so that the daemon, not the mode bits, answers:
-  only root and the mounting user may open them for writing, others get EPERM
-  (as swapon(2) answers the unprivileged).
+  (so find, du and rsync do not walk it). Requests on its inodes and handles go to
+  ``ctlfs.ControlDir`` (``_or_control``).
 """
 
 from __future__ import annotations
@@ -53,29 +48,20 @@ from pyfuse3 import FUSEError
 from sortedcontainers import SortedDict
 
 from . import errors
-from .params import MAXFILESIZE, NAME_MAX, PAGE_SIZE
+from .control import Control
+from .ctlfs import ATTR_TIMEOUT, CONTROL_NAME, CTL_BASE, ENTRY_TIMEOUT, ControlDir
+from .pager import Pager, SwapObject
+from .params import NAME_MAX, PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE: int = pyfuse3.ROOT_INODE
-CONTROL_NAME = b".swapfs"
-
-# Directory entries only change through the kernel, so it may cache them a while.
-ENTRY_TIMEOUT = 60.0
-# st_blocks of an object can change behind the kernel's back (swapoff migration):
-# keep attribute caching short.
-ATTR_TIMEOUT = 1.0
 
 # Cap on inodes, reported by statfs as f_files; creating more gives ENOSPC.
 MAX_INODES = 1 << 32
 
 # readdir offsets: 1 and 2 are "." and ".."; entry serials start after them.
 _FIRST_SERIAL = 3
-
-# The control directory and its files: fixed inode numbers and handle numbers far
-# above what the tree and its open files ever reach.
-CTL_DIR_INO = 1 << 62
-CTL_FH_BASE = 1 << 62
 
 XATTR_SWAPPED = b"user.swapfs.swapped"
 XATTR_MAP = b"user.swapfs.map"
@@ -110,7 +96,7 @@ class Inode:
     ctime_ns: int = 0
     lookups: int = 0
     opens: int = 0
-    obj: Any = None                      # SwapObject, regular files only
+    obj: SwapObject | None = None        # regular files only
     target: bytes = b""                  # symlinks only
     xattrs: dict[bytes, bytes] = field(default_factory=dict)
     # Directories only: name -> (serial, ino); serial -> name, in listing order.
@@ -160,6 +146,20 @@ def _fuse_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _or_control(fn: F) -> F:
+    """Requests whose inode or handle number (the first argument) belongs to the
+    ``.swapfs`` directory go to the ControlDir method of the same name."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(self: "Operations", first: int, *args: Any) -> Any:
+        if first >= CTL_BASE:
+            return await getattr(self.ctl, name)(first, *args)
+        return await fn(self, first, *args)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
@@ -186,15 +186,16 @@ class Operations(pyfuse3.Operations):
     direct_io = False
     enable_acl = False
 
-    def __init__(self, pager: Any, *, uid: int | None = None, gid: int | None = None,
-                 root_mode: int = 0o755, control: Any = None) -> None:
+    def __init__(self, pager: Pager, *, uid: int | None = None, gid: int | None = None,
+                 root_mode: int = 0o755, control: Control | None = None,
+                 writeback_cache: bool = False, direct_io: bool = False,
+                 xattrs: bool = True) -> None:
         super().__init__()
         self.pager = pager
         self.space = pager.space
-        # control.Control, or None: no .swapfs directory.
-        self.control = control
-        self._ctl_handles: dict[int, list[Any]] = {}   # fh -> [file name, text or None]
-        self._next_ctl_fh = CTL_FH_BASE
+        self.enable_writeback_cache = writeback_cache
+        self.direct_io = direct_io
+        self.xattrs = xattrs
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INODE + 1
         self._handles: dict[int, int] = {}   # fh -> ino, for files and directories
@@ -208,7 +209,8 @@ class Operations(pyfuse3.Operations):
         # The kernel holds the root without ever looking it up; it is never forgotten.
         root.lookups = 1
         self.inodes[ROOT_INODE] = root
-        self._ctl_uid, self._ctl_gid, self._ctl_time = root.uid, root.gid, now
+        # control None: no .swapfs directory.
+        self.ctl = ControlDir(control, lambda: self._attr(root), root.uid, root.gid, now)
 
     # ------------------------------------------------------------------ helpers
 
@@ -217,7 +219,7 @@ class Operations(pyfuse3.Operations):
             return self.inodes[ino]
         except KeyError:
             # The control directory and files take no tree operation.
-            raise FUSEError(errno.EPERM if ino >= CTL_DIR_INO else errno.ENOENT) from None
+            raise FUSEError(errno.EPERM if ino >= CTL_BASE else errno.ENOENT) from None
 
     def _dir(self, ino: int) -> Inode:
         node = self._inode(ino)
@@ -347,9 +349,9 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("lookup %d %r", parent_inode, name)
         _check_name(name)
-        if parent_inode >= CTL_DIR_INO or (parent_inode == ROOT_INODE and name == CONTROL_NAME
-                                           and self.control is not None):
-            return self._ctl_lookup(parent_inode, name)
+        if parent_inode >= CTL_BASE or (parent_inode == ROOT_INODE and name == CONTROL_NAME
+                                        and self.ctl.exists()):
+            return await self.ctl.lookup(parent_inode, name, ctx)
         parent = self._dir(parent_inode)
         if name == b".":
             node = parent
@@ -376,26 +378,22 @@ class Operations(pyfuse3.Operations):
                 log.exception("forget of inode %d failed", ino)
 
     @_fuse_errors
+    @_or_control
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("getattr %d", inode)
-        if inode >= CTL_DIR_INO:
-            return self._ctl_attr(inode)
         return self._attr(self._inode(inode))
 
     @_fuse_errors
+    @_or_control
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any,
                       fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("setattr %d", inode)
-        if inode >= CTL_DIR_INO:
-            return self._ctl_setattr(inode, fields)
         node = self._inode(inode)
         now = _now()
         if fields.update_size:
             size = attr.st_size
             if size < 0:
                 raise FUSEError(errno.EINVAL)
-            if size > MAXFILESIZE:
-                raise FUSEError(errno.EFBIG)
             if node.is_dir:
                 raise FUSEError(errno.EISDIR)
             if not node.is_reg:
@@ -645,10 +643,9 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io), self._attr(node)
 
     @_fuse_errors
+    @_or_control
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         log.debug("open %d %#o", inode, flags)
-        if inode >= CTL_DIR_INO:
-            return self._ctl_open(inode, flags, ctx)
         node = self._inode(inode)
         if node.is_dir:
             raise FUSEError(errno.EISDIR)
@@ -670,10 +667,9 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io)
 
     @_fuse_errors
+    @_or_control
     async def read(self, fh: int, off: int, size: int) -> bytes:
         log.debug("read fh=%d %d+%d", fh, off, size)
-        if fh >= CTL_FH_BASE:
-            return self._ctl_read(fh, off, size)
         node = self._handle(fh)
         data = await node.obj.read(off, size)
         now = _now()
@@ -683,14 +679,10 @@ class Operations(pyfuse3.Operations):
         return data
 
     @_fuse_errors
+    @_or_control
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         log.debug("write fh=%d %d+%d", fh, off, len(buf))
-        if fh >= CTL_FH_BASE:
-            return await self._ctl_write(fh, off, buf)
         node = self._handle(fh)
-        end = off + len(buf)
-        if end > MAXFILESIZE:
-            raise FUSEError(errno.EFBIG)
         if not buf:
             return 0
         await node.obj.write(off, buf)
@@ -698,6 +690,7 @@ class Operations(pyfuse3.Operations):
         return len(buf)
 
     @_fuse_errors
+    @_or_control
     async def flush(self, fh: int) -> None:
         # Called on every close(): data this file wrote since the last sync reaches
         # the devices; a file with nothing new costs no fdatasync.
@@ -705,8 +698,6 @@ class Operations(pyfuse3.Operations):
         await self._flush_handle(fh)
 
     async def _flush_handle(self, fh: int) -> None:
-        if fh >= CTL_FH_BASE:
-            return              # control files keep nothing to flush
         node = self._handle(fh)
         if node.obj is not None:
             await node.obj.flush()
@@ -719,14 +710,13 @@ class Operations(pyfuse3.Operations):
             await self._maybe_destroy(node)
 
     @_fuse_errors
+    @_or_control
     async def release(self, fh: int) -> None:
         log.debug("release fh=%d", fh)
-        if fh >= CTL_FH_BASE:
-            self._ctl_handles.pop(fh, None)
-            return
         await self._release_handle(fh)
 
     @_fuse_errors
+    @_or_control
     async def fsync(self, fh: int, datasync: bool) -> None:
         log.debug("fsync fh=%d", fh)
         await self._flush_handle(fh)
@@ -734,18 +724,16 @@ class Operations(pyfuse3.Operations):
     # ------------------------------------------------------------------ directories
 
     @_fuse_errors
+    @_or_control
     async def opendir(self, inode: int, ctx: Any) -> int:
         log.debug("opendir %d", inode)
-        if inode >= CTL_DIR_INO:
-            return self._ctl_opendir(inode)
         node = self._dir(inode)
         return self._new_handle(node)
 
     @_fuse_errors
+    @_or_control
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         log.debug("readdir fh=%d from %d", fh, start_id)
-        if fh >= CTL_FH_BASE:
-            return self._ctl_readdir(fh, start_id, token)
         node = self._handle(fh)
         if node.entries is None:
             raise FUSEError(errno.ENOTDIR)
@@ -768,14 +756,15 @@ class Operations(pyfuse3.Operations):
                 return
             child.lookups += 1
 
+    @_or_control
     async def releasedir(self, fh: int) -> None:
         await self.release(fh)      # directory and file handles share one table
 
     @_fuse_errors
+    @_or_control
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         # Directories live in memory only: nothing to flush.
-        if fh < CTL_FH_BASE:
-            self._handle(fh)
+        self._handle(fh)
 
     # ------------------------------------------------------------------ statfs
 
@@ -814,11 +803,10 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.ENOSYS)
 
     @_fuse_errors
+    @_or_control
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         log.debug("getxattr %d %r", inode, name)
         self._check_xattrs()
-        if inode >= CTL_DIR_INO:
-            raise FUSEError(pyfuse3.ENOATTR)
         node = self._inode(inode)
         value = self._swapfs_xattr(node, name)
         if value is not None:
@@ -829,11 +817,10 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(pyfuse3.ENOATTR) from None
 
     @_fuse_errors
+    @_or_control
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         log.debug("listxattr %d", inode)
         self._check_xattrs()
-        if inode >= CTL_DIR_INO:
-            return []
         node = self._inode(inode)
         names = list(_READONLY_XATTRS) if node.obj is not None else []
         names.extend(node.xattrs)
@@ -850,6 +837,7 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.EPERM)
 
     @_fuse_errors
+    @_or_control
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
         log.debug("setxattr %d %r", inode, name)
         self._check_xattrs()
@@ -859,6 +847,7 @@ class Operations(pyfuse3.Operations):
         node.ctime_ns = _now()
 
     @_fuse_errors
+    @_or_control
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
         log.debug("removexattr %d %r", inode, name)
         self._check_xattrs()
@@ -869,123 +858,6 @@ class Operations(pyfuse3.Operations):
         except KeyError:
             raise FUSEError(pyfuse3.ENOATTR) from None
         node.ctime_ns = _now()
-
-    # ------------------------------------------------------------------ control files
-
-    def _ctl_name(self, ino: int) -> str:
-        from .control import FILES
-        k = ino - CTL_DIR_INO - 1
-        if self.control is None or not 0 <= k < len(FILES):
-            raise FUSEError(errno.ENOENT)
-        return FILES[k]
-
-    def _ctl_attr(self, ino: int) -> pyfuse3.EntryAttributes:
-        from .control import WRITABLE
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = ino
-        a.generation = 0
-        a.entry_timeout = ENTRY_TIMEOUT
-        a.attr_timeout = ATTR_TIMEOUT
-        if ino == CTL_DIR_INO:
-            if self.control is None:
-                raise FUSEError(errno.ENOENT)
-            a.st_mode = stat.S_IFDIR | 0o555
-            a.st_nlink = 2
-        else:
-            a.st_mode = stat.S_IFREG | (0o666 if self._ctl_name(ino) in WRITABLE else 0o444)
-            a.st_nlink = 1
-        a.st_uid = self._ctl_uid
-        a.st_gid = self._ctl_gid
-        a.st_size = 0
-        a.st_blksize = PAGE_SIZE
-        a.st_blocks = 0
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._ctl_time
-        return a
-
-    def _ctl_lookup(self, parent_ino: int, name: bytes) -> pyfuse3.EntryAttributes:
-        from .control import FILES
-        if parent_ino == ROOT_INODE or name == b".":
-            return self._ctl_attr(CTL_DIR_INO if parent_ino == ROOT_INODE else parent_ino)
-        if parent_ino != CTL_DIR_INO:
-            raise FUSEError(errno.ENOTDIR)
-        if name == b"..":
-            return self._attr(self.inodes[ROOT_INODE])
-        try:
-            k = FILES.index(os.fsdecode(name))
-        except ValueError:
-            raise FUSEError(errno.ENOENT) from None
-        return self._ctl_attr(CTL_DIR_INO + 1 + k)
-
-    def _ctl_setattr(self, ino: int, fields: Any) -> pyfuse3.EntryAttributes:
-        # Only a truncation (``echo >`` without atomic O_TRUNC) is taken, as a no-op.
-        if ino == CTL_DIR_INO or any(getattr(fields, f) for f in (
-                "update_mode", "update_uid", "update_gid", "update_atime",
-                "update_mtime", "update_ctime")):
-            raise FUSEError(errno.EPERM)
-        return self._ctl_attr(ino)
-
-    def _ctl_new_fh(self, state: list[Any]) -> int:
-        fh = self._next_ctl_fh
-        self._next_ctl_fh += 1
-        self._ctl_handles[fh] = state
-        return fh
-
-    def _ctl_open(self, ino: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        from .control import WRITABLE
-        if ino == CTL_DIR_INO:
-            raise FUSEError(errno.EISDIR)
-        name = self._ctl_name(ino)
-        mode = flags & os.O_ACCMODE
-        if mode != os.O_RDONLY:
-            if name not in WRITABLE or ctx.uid not in (0, self._ctl_uid):
-                raise FUSEError(errno.EPERM)
-        # Rendered now: readers see one snapshot however they split their reads.
-        text = self.control.read(name).encode() if mode != os.O_WRONLY else None
-        return pyfuse3.FileInfo(fh=self._ctl_new_fh([name, text]), direct_io=True,
-                                keep_cache=False)
-
-    def _ctl_state(self, fh: int) -> list[Any]:
-        try:
-            return self._ctl_handles[fh]
-        except KeyError:
-            raise FUSEError(errno.EBADF) from None
-
-    def _ctl_read(self, fh: int, off: int, size: int) -> bytes:
-        state = self._ctl_state(fh)
-        if state[1] is None:
-            state[1] = self.control.read(state[0]).encode()
-        return state[1][off:off + size]
-
-    async def _ctl_write(self, fh: int, off: int, buf: bytes) -> int:
-        from .control import MAX_LINE
-        name = self._ctl_state(fh)[0]
-        # One whole line per write(2): a continuation (offset > 0) or an oversized
-        # write is not one, whatever it holds.
-        if off != 0 or len(buf) > MAX_LINE:
-            raise FUSEError(errno.EINVAL)
-        try:
-            await self.control.write(name, bytes(buf))
-        except errors.SwapfsError as exc:
-            log.info("%s: %r: %s", name, bytes(buf[:200]), exc)
-            raise
-        return len(buf)
-
-    def _ctl_opendir(self, ino: int) -> int:
-        if ino != CTL_DIR_INO:
-            raise FUSEError(errno.ENOTDIR)
-        self._ctl_attr(ino)
-        return self._ctl_new_fh([None, None])
-
-    def _ctl_readdir(self, fh: int, start_id: int, token: Any) -> None:
-        from .control import FILES
-        self._ctl_state(fh)
-        entries = [(b".", CTL_DIR_INO), (b"..", ROOT_INODE)]
-        entries += [(n.encode(), CTL_DIR_INO + 1 + k) for k, n in enumerate(FILES)]
-        for k in range(start_id, len(entries)):
-            name, ino = entries[k]
-            attr = self._attr(self.inodes[ino]) if ino == ROOT_INODE else self._ctl_attr(ino)
-            if not pyfuse3.readdir_reply(token, name, attr, k + 1):
-                return
 
     # ------------------------------------------------------------------ teardown
 

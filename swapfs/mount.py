@@ -14,21 +14,24 @@ Order (nothing is mounted until every input checked out):
 5. after ``pyfuse3.main`` returns: sync the devices, ``pyfuse3.close(unmount=True)``,
    free all objects, close the devices.
 
-``swapfs umount`` finds the process to wait for in ``MNT/.swapfs/sysctl``
-(``vm.swapfs.pid``), or failing that ``getxattr(MNT, "user.swapfs.pid")``.
+While serving, ``watch_devices`` notices backing stores that shrank behind swapfs's
+back. ``umount`` (``swapfs umount``) unmounts and waits for the daemon, which it
+finds through ``MNT/.swapfs/sysctl`` (``vm.swapfs.pid``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
 import faulthandler
 import hashlib
 import logging
 import os
 import signal
 import stat
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import IO, Callable
 
@@ -36,8 +39,9 @@ import pyfuse3
 import trio
 
 from . import errors
+from .backing import DeviceLocks, SwapOn, parse_size
+from .client import MountClient, dead_mount
 from .control import Control
-from .device import make_backing_file, open_device, parse_size
 from .fs import Operations
 from .pager import Pager
 from .swapspace import SwapSpace
@@ -51,6 +55,12 @@ DEFAULT_DEVICE_NAME = "default.swap"
 
 # Requests served at once (pyfuse3 starts worker tasks up to this many).
 MAX_TASKS = 128
+
+# How often the backing stores are checked for having shrunk (seconds).
+WATCH_INTERVAL = 1.0
+
+# How long `swapfs umount` waits for the daemon to exit after the unmount.
+UMOUNT_WAIT = 120.0
 
 # Options passed straight to libfuse.
 _FUSE_FLAGS = {"allow_other", "allow_root", "auto_unmount", "debug"}
@@ -191,66 +201,13 @@ def check_mountpoint(path: str) -> str:
     return apath
 
 
-class _Locks:
-    """Exclusive flock()s on the backing files: two mounts on one device would
-    overwrite each other's pages. Held while the device is on the table: from
-    mount or swapon to swapoff or unmount."""
-
-    def __init__(self) -> None:
-        self.fds: dict[str, int] = {}
-
-    def lock(self, path: str) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            raise errors.from_oserror(exc, path) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise errors.Busy(f"{path}: in use by another swapfs mount") from None
-            raise errors.from_oserror(exc, path) from None
-        old = self.fds.pop(path, None)
-        if old is not None:
-            os.close(old)
-        self.fds[path] = fd
-
-    def unlock(self, path: str) -> None:
-        fd = self.fds.pop(path, None)
-        if fd is not None:
-            os.close(fd)
-
-    def release(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
-def open_space(specs: list[DeviceSpec], locks: _Locks) -> SwapSpace:
-    """Create/grow, lock, open and swapon every device; on any error close what
-    was opened and raise."""
-    space = SwapSpace()
-    try:
-        for spec in specs:
-            if spec.size is not None:
-                parent = os.path.dirname(os.path.abspath(spec.path))
-                if spec.path == default_device():
-                    os.makedirs(parent, mode=0o700, exist_ok=True)
-                make_backing_file(spec.path, spec.size)
-            dev = open_device(spec.path)
-            try:
-                # swapon first: it names a device given twice more precisely.
-                space.swapon(dev)
-                locks.lock(dev.path)
-            except BaseException:
-                dev.close()
-                raise
-    except BaseException:
-        space.close_all()
-        locks.release()
-        raise
-    return space
+def open_space(specs: list[DeviceSpec], gate: SwapOn) -> None:
+    """Bring every device online, in order; on any error raise (the caller's
+    cleanup closes what was opened)."""
+    for spec in specs:
+        if spec.size is not None and spec.path == default_device():
+            os.makedirs(os.path.dirname(spec.path), mode=0o700, exist_ok=True)
+        gate.bring_online(os.path.abspath(spec.path), spec.size)
 
 
 def _setup_logging(stream: IO[str], debug: bool) -> None:
@@ -282,9 +239,8 @@ async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None]) -> No
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            if ops.control is not None:
-                # A truncated backing file or a detached loop device is noticed here.
-                nursery.start_soon(ops.control.watch_devices)
+            # A truncated backing file or a detached loop device is noticed here.
+            nursery.start_soon(watch_devices, pager.space)
             ready()
             # A swapoff holds its control write (one task) until it is done.
             await pyfuse3.main(max_tasks=MAX_TASKS)
@@ -295,6 +251,31 @@ async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None]) -> No
         except errors.SwapfsError as exc:
             log.error("final sync: %s", exc)
         await ops.destroy()
+
+
+def check_devices(space: SwapSpace) -> None:
+    """Notice backing stores that shrank behind our back (a truncated file, a
+    detached loop device): their pages past the new end fail from now on, reads
+    and writes alike, so the pager writes elsewhere and never reads zeros.
+
+    On the loop (one fstat or lseek a device): a device cannot be closed meanwhile."""
+    for sp in space.devices:
+        if sp.dev.closed:
+            continue
+        lost = sp.dev.check_gone()
+        if lost is not None:
+            log.error("swap device %s: the backing store shrank to %d pages; pages "
+                      "%d and up fail from now on", sp.name, lost, lost)
+
+
+async def watch_devices(space: SwapSpace, interval: float = WATCH_INTERVAL) -> None:
+    """Run :func:`check_devices` every ``interval`` seconds, forever."""
+    while True:
+        await trio.sleep(interval)
+        try:
+            check_devices(space)
+        except Exception:
+            log.exception("checking the swap devices failed")
 
 
 class _Notifier:
@@ -370,52 +351,139 @@ def mount(cfg: MountConfig) -> int:
         logfile = log_path(mountpoint)
     _setup_logging(sys.stderr, cfg.debug)
 
-    locks = _Locks()
-    space = open_space(specs, locks)
-    pager = Pager(space)
-    control = Control(pager, space, mountpoint, lock=locks.lock, unlock=locks.unlock)
-    ops = Operations(pager, control=control)
-    ops.enable_writeback_cache = cfg.writeback_cache
-    ops.direct_io = cfg.direct_io
-    ops.xattrs = cfg.xattr
+    with contextlib.ExitStack() as cleanup:
+        locks = DeviceLocks()
+        cleanup.callback(locks.release)
+        space = SwapSpace()
+        cleanup.callback(space.close_all)
+        gate = SwapOn(space, mountpoint, locks)
+        open_space(specs, gate)
+        pager = Pager(space)
+        ops = Operations(pager, control=Control(pager, gate),
+                         writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
+                         xattrs=cfg.xattr)
 
-    # No SIGINT/SIGTERM from here until trio listens for them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        pyfuse3.init(ops, mountpoint, opts)
-    except BaseException as exc:
-        space.close_all()
-        locks.release()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-        if isinstance(exc, RuntimeError):
-            raise errors.SwapfsError(f"{cfg.mountpoint}: mount failed: {exc}") from None
-        raise
-
-    notifier = _Notifier()
-    if logfile is not None:
-        notifier = _daemonize(logfile)
-        # stderr is the log file now.
-        _setup_logging(sys.stderr, cfg.debug)
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-    log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
-             mountpoint, ",".join(sorted(opts)), os.getpid())
-
-    status = 0
-    clean = False
-    try:
-        trio.run(_serve, ops, pager, notifier.ok)
-        clean = True
-    except BaseException:
-        log.exception("the filesystem failed")
-        notifier.fail(f"the filesystem failed to start (see {logfile})")
-        status = 1
-    finally:
+        # No SIGINT/SIGTERM from here until trio listens for them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            pyfuse3.close(unmount=True)
-        except Exception:
-            log.exception("unmount failed")
-            status = 1
-        space.close_all()
-        locks.release()
+            pyfuse3.init(ops, mountpoint, opts)
+        except BaseException as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            if isinstance(exc, RuntimeError):
+                raise errors.SwapfsError(f"{cfg.mountpoint}: mount failed: {exc}") from None
+            raise
+        unmount_failed: list[Exception] = []
+
+        def close_session() -> None:
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception as exc:
+                log.exception("unmount failed")
+                unmount_failed.append(exc)
+
+        cleanup.callback(close_session)
+
+        notifier = _Notifier()
+        if logfile is not None:
+            notifier = _daemonize(logfile)
+            # stderr is the log file now.
+            _setup_logging(sys.stderr, cfg.debug)
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+        log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
+                 mountpoint, ",".join(sorted(opts)), os.getpid())
+        try:
+            trio.run(_serve, ops, pager, notifier.ok)
+            clean = True
+        except BaseException:
+            log.exception("the filesystem failed")
+            notifier.fail(f"the filesystem failed to start (see {logfile})")
+            clean = False
     log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
-    return status
+    return 0 if clean and not unmount_failed else 1
+
+
+# ---------------------------------------------------------------------- umount
+
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \\ooo.
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def find_mount(path: str) -> tuple[str, str] | None:
+    """(fstype, source) of the mount at ``path`` (the last one stacked), or None."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            if _unescape_mountinfo(parts[4]) == path:
+                found = (parts[sep + 1], _unescape_mountinfo(parts[sep + 2]))
+    return found
+
+
+def _cmdline(pid: int) -> bytes | None:
+    """The process's command line, or None once it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+        if st[st.rindex(b")") + 2:][:1] in (b"Z", b"X"):
+            return None
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _unmount_cmd(path: str, lazy: bool) -> list[str]:
+    if os.geteuid() == 0:
+        return ["umount", "-l", path] if lazy else ["umount", path]
+    return ["fusermount3", "-u", "-z", path] if lazy else ["fusermount3", "-u", path]
+
+
+def _run_unmount(path: str, lazy: bool) -> None:
+    try:
+        r = subprocess.run(_unmount_cmd(path, lazy), capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise errors.SwapfsError(
+            f"cannot unmount {path}: {exc.strerror}: {exc.filename}") from None
+    if r.returncode != 0:
+        msg = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        raise errors.SwapfsError(f"cannot unmount {path}: {msg}")
+
+
+def umount(mountpoint: str, lazy: bool = False, wait: float = UMOUNT_WAIT) -> None:
+    """Unmount a swapfs mount and return once its daemon has exited. A dead mount
+    (daemon gone) is detached lazily. Raises SwapfsError with a one-line message."""
+    path = os.path.realpath(mountpoint)
+    found = find_mount(path)
+    if found is None:
+        raise errors.SwapfsError(f"{mountpoint}: not mounted")
+    fstype, _source = found  # type: ignore[misc]
+    if fstype != "fuse.swapfs":
+        raise errors.SwapfsError(f"{mountpoint}: not a swapfs mount ({fstype})")
+    if dead_mount(path):
+        # The daemon is gone: only the kernel's mount entry is left.
+        _run_unmount(path, lazy=True)
+        return
+    try:
+        pid: int | None = MountClient(path).daemon_pid()
+    except (OSError, errors.SwapfsError, KeyError, ValueError):
+        pid = None
+    cmdline = _cmdline(pid) if pid is not None else None
+    _run_unmount(path, lazy)
+    if cmdline is None:
+        return
+    deadline = time.monotonic() + wait
+    while _cmdline(pid) == cmdline:  # type: ignore[arg-type]
+        if time.monotonic() > deadline:
+            raise errors.SwapfsError(f"{mountpoint}: unmounted, but daemon {pid} has not exited")
+        time.sleep(0.02)

@@ -159,7 +159,7 @@ class SwapSpace:
         """
         for sp in self._devs:
             if sp.dev is dev or sp.dev.ident == dev.ident:
-                raise errors.Busy(f"{dev.path}: device already in use")
+                raise errors.Busy(f"{dev.path}: Device already in use")
         nblks = dev.npages
         if nblks <= BBPAGES:
             raise errors.NoSuchDevice(f"{dev.path}: too small for swap ({nblks} pages)")

@@ -25,7 +25,6 @@ The oracle (what a user of the pager may rely on):
 
 from __future__ import annotations
 
-import errno
 import logging
 import random
 import struct

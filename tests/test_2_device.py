@@ -11,14 +11,9 @@ import pytest
 import trio
 
 from swapfs import errors
-from swapfs.device import (
-    Faults,
-    FileDevice,
-    MemoryDevice,
-    make_backing_file,
-    open_device,
-    parse_size,
-)
+from swapfs.backing import make_backing_file, parse_size
+from swapfs.device import FileDevice, MemoryDevice, open_device
+from swapfs.faults import Faults
 from swapfs.params import PAGE_SIZE
 
 

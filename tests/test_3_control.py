@@ -7,7 +7,6 @@ import errno
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import trio
@@ -22,12 +21,15 @@ from swapfs.control import (
     format_swapinfo,
     humanize_number,
     parse_line,
-    parse_sysctl_text,
 )
+from swapfs.backing import SwapOn
+from swapfs.client import parse_sysctl_text
 from swapfs.device import MemoryDevice
 from swapfs.pager import Pager
 from swapfs.params import BBPAGES, PAGE_SIZE, nswap_lowat, nswbuf
 from swapfs.swapspace import SwapSpace
+
+from helpers import control_for, expect, snapshot
 
 
 class HugeDevice(MemoryDevice):
@@ -36,32 +38,6 @@ class HugeDevice(MemoryDevice):
     def __init__(self, npages: int, name: str) -> None:
         super().__init__(0, name=name)
         self.npages = npages
-
-
-def control_for(tmp_path: Path, *sizes: int, names=None) -> Control:
-    space = SwapSpace()
-    for i, n in enumerate(sizes):
-        space.swapon(MemoryDevice(n, name=(names or [f"/mem{k}" for k in range(len(sizes))])[i]))
-    pager = Pager(space)
-    (tmp_path / "mnt").mkdir(exist_ok=True)
-    return Control(pager, space, str(tmp_path / "mnt"))
-
-
-def snapshot(c: Control, tmp_path: Path | None = None) -> tuple:
-    files = sorted(os.listdir(tmp_path)) if tmp_path is not None else None
-    sizes = ({f: os.stat(tmp_path / f).st_size for f in files if (tmp_path / f).is_file()}
-             if tmp_path is not None else None)
-    return (c.read("sysctl"), c.read("swap_info"), c.read("swapon"),
-            c.read("swap_fragmentation"), files, sizes)
-
-
-async def expect(c: Control, name: str, line: bytes, err: int,
-                 tmp_path: Path | None = None) -> None:
-    before = snapshot(c, tmp_path)
-    with pytest.raises(errors.SwapfsError) as ei:
-        await c.write(name, line)
-    assert ei.value.errno == err, (name, line, ei.value)
-    assert snapshot(c, tmp_path) == before
 
 
 # ---------------------------------------------------------------------- formats
@@ -120,7 +96,7 @@ async def test_control_swap_info_matches_freebsd_example(tmp_path):
         _blk, n = space.getswapspace(min(left, 32))
         left -= n
     space.swapon(HugeDevice(262144, "/dev/md0"))
-    c = Control(Pager(space), space, str(tmp_path))
+    c = Control(Pager(space), SwapOn(space, str(tmp_path)))
     assert ada.used == 131075
     assert c.read("swap_info") == format_swapinfo(FREEBSD_ROWS)
     values = parse_sysctl_text(c.read("sysctl"))
@@ -214,7 +190,7 @@ async def test_lowering_swap_async_max_keeps_writes_in_flight(tmp_path):
     dev = SlowDevice(4096, "/slow")
     space.swapon(dev)
     pager = Pager(space, swap_async_max=16)
-    c = Control(pager, space, str(tmp_path))
+    c = Control(pager, SwapOn(space, str(tmp_path)))
     objs = [pager.alloc() for _ in range(8)]
     payload = [bytes([i + 1]) * (64 * PAGE_SIZE) for i in range(8)]
 
@@ -273,7 +249,7 @@ async def test_swapon_errors_change_nothing(tmp_path):
     ok = files / "dev"
     await c.write("swapon", b"%s 1M\n" % bytes(ok))
     assert c.read("swapon") == f"/mem0\n{ok}\n"
-    assert str(ok) in c.created
+    assert str(ok) in c.swapon_gate.created
     await expect(c, "swapon", bytes(ok), errno.EBUSY, files)
     await expect(c, "swapon", b"%s 2M" % bytes(ok), errno.EBUSY, files)  # not grown
     os.symlink(ok, files / "alias")
@@ -287,7 +263,7 @@ async def test_swapon_grows_and_swapoff_moves(tmp_path):
     f.write_bytes(bytes(PAGE_SIZE))
     await c.write("swapon", b"%s 2M" % bytes(f))
     assert f.stat().st_size == 2 << 20
-    assert str(f) not in c.created
+    assert str(f) not in c.swapon_gate.created
     obj = pager.alloc()
     data = os.urandom(300 * PAGE_SIZE)
     await obj.write(0, data)

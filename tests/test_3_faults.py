@@ -10,13 +10,16 @@ import os
 import pytest
 
 from swapfs import errors
-from swapfs.control import Control, parse_sysctl_text
-from swapfs.device import FileDevice, MemoryDevice
+from swapfs.client import parse_sysctl_text
+from swapfs.backing import SwapOn
+from swapfs.control import Control
+from swapfs.mount import check_devices
+from swapfs.device import FileDevice
 from swapfs.pager import Pager
 from swapfs.params import PAGE_SIZE, SWAP_RESERVE_FORCE_ON
 from swapfs.swapspace import SwapSpace
 
-from test_3_control import control_for, expect, snapshot
+from helpers import control_for, expect, make_pager, snapshot
 
 
 def sysctl(c: Control) -> dict[str, str]:
@@ -78,10 +81,8 @@ async def test_injected_write_error_goes_elsewhere_and_is_counted(tmp_path):
 # ---------------------------------------------------------------------- read errors
 
 async def test_read_error_is_eio_and_the_page_stays_mapped():
-    space = SwapSpace()
-    dev = MemoryDevice(400)
-    space.swapon(dev)
-    pager = Pager(space)
+    pager = make_pager(400)
+    dev = pager.space.devices[0].dev
     obj = pager.alloc()
     data = os.urandom(200 * PAGE_SIZE)
     await obj.write(0, data)
@@ -98,7 +99,7 @@ async def test_read_error_is_eio_and_the_page_stays_mapped():
     assert not pager._deferred
     dev.faults.clear()
     assert await obj.read(0, len(data)) == b"x" * PAGE_SIZE + data[PAGE_SIZE:]
-    total, used = space.status()
+    total, used = pager.space.status()
     assert used == obj.swapped
 
 
@@ -146,13 +147,12 @@ async def test_truncated_backing_file_fails_its_lost_pages_and_never_regrows(tmp
             f.truncate(2 << 20)
         space.swapon(FileDevice.open(str(p)))
     pager = Pager(space)
-    (tmp_path / "mnt").mkdir()
-    c = Control(pager, space, str(tmp_path / "mnt"))
+    c = Control(pager, SwapOn(space, str(tmp_path / "mnt")))
     obj = pager.alloc()
     data = os.urandom(300 * PAGE_SIZE)
     await obj.write(0, data)
     os.truncate(paths[0], 64 * PAGE_SIZE)
-    await c.check_devices()
+    check_devices(space)
     assert c.read("faults") == f"{paths[0]} gone 64-\n"
     # Pages that were past the new end: EIO; those before it and on b: intact.
     lost = ok = 0
@@ -180,9 +180,8 @@ async def test_truncated_backing_file_fails_its_lost_pages_and_never_regrows(tmp
 # ---------------------------------------------------------------------- reservation
 
 async def test_reservation_follows_the_size_and_force_refuses_past_total():
-    space = SwapSpace()
-    space.swapon(MemoryDevice(300))
-    pager = Pager(space)
+    pager = make_pager(300)
+    space = pager.space
     obj = pager.alloc()
     await obj.truncate(10 * PAGE_SIZE + 1)
     assert space.swap_reserved == 11 and obj.swapped == 0
@@ -211,20 +210,18 @@ async def test_reservation_follows_the_size_and_force_refuses_past_total():
 
 
 async def test_a_failed_write_gives_its_reservation_back():
-    space = SwapSpace()
-    dev = MemoryDevice(300)
-    space.swapon(dev)
-    pager = Pager(space)
+    pager = make_pager(300)
+    dev = pager.space.devices[0].dev
     obj = pager.alloc()
     await obj.write(0, b"a" * PAGE_SIZE)
     dev.faults.set_write_error_p(1.0)
     with pytest.raises(errors.DeviceIOError):
         await obj.write(0, os.urandom(50 * PAGE_SIZE))
-    assert obj.size == PAGE_SIZE and space.swap_reserved == 1
+    assert obj.size == PAGE_SIZE and pager.space.swap_reserved == 1
     dev.faults.clear()
     with pytest.raises(errors.NoSpace):
         await obj.write(0, os.urandom(400 * PAGE_SIZE))
-    assert obj.size == PAGE_SIZE and space.swap_reserved == 1
+    assert obj.size == PAGE_SIZE and pager.space.swap_reserved == 1
     assert await obj.read(0, PAGE_SIZE) == b"a" * PAGE_SIZE
 
 
@@ -241,10 +238,14 @@ async def test_swapon_never_shrinks_or_creates_what_it_refuses(tmp_path):
     await expect(c, "swapon", b"%s 8K" % bytes(small), errno.ENXIO, files)
 
     # Busy in another mount (its flock): found before the file is grown.
-    def busy(path: str) -> None:
-        raise errors.Busy(f"{path}: in use by another swapfs mount")
+    class BusyLocks:
+        def lock(self, path: str) -> None:
+            raise errors.Busy(f"{path}: in use by another swapfs mount")
 
-    c2 = Control(c.pager, c.space, c.mountpoint, lock=busy, unlock=lambda p: None)
+        def unlock(self, path: str) -> None:
+            pass
+
+    c2 = Control(c.pager, SwapOn(c.space, str(tmp_path / "mnt"), BusyLocks()))
     before = snapshot(c2, files)
     with pytest.raises(errors.SwapfsError) as ei:
         await c2.write("swapon", b"%s 4M" % bytes(small))

@@ -10,17 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swapfs import errors
-from swapfs.device import MemoryDevice
-from swapfs.pager import Pager
 from swapfs.params import BBPAGES, PAGE_SIZE
-from swapfs.swapspace import SwapSpace
 
-
-def make_pager(*sizes, async_max=4):
-    space = SwapSpace()
-    for i, npages in enumerate(sizes):
-        space.swapon(MemoryDevice(npages, name=f"mem{i}"))
-    return Pager(space, swap_async_max=async_max)
+from helpers import make_pager
 
 
 def check_accounting(pager):

@@ -15,12 +15,9 @@ import pyfuse3
 import pytest
 from pyfuse3 import FUSEError
 
-from swapfs import fs as fsmod
-from swapfs.device import MemoryDevice
+from helpers import make_pager
 from swapfs.fs import Operations, ROOT_INODE
-from swapfs.pager import Pager
 from swapfs.params import MAXFILESIZE, PAGE_SIZE
-from swapfs.swapspace import SwapSpace
 
 NPAGES = 1024
 
@@ -44,9 +41,7 @@ CTX = Ctx()
 
 @pytest.fixture
 def ops() -> Operations:
-    space = SwapSpace()
-    space.swapon(MemoryDevice(NPAGES, name="mem-a"))
-    return Operations(Pager(space), uid=1000, gid=1000)
+    return Operations(make_pager(NPAGES, names=["mem-a"]), uid=1000, gid=1000)
 
 
 def used(ops: Operations) -> int:
@@ -490,7 +485,3 @@ async def test_destroy_frees_everything(ops: Operations) -> None:
     assert used(ops) == 0
     assert list(ops.inodes) == [ROOT_INODE]
 
-
-def test_writeback_cache_default_off() -> None:
-    assert Operations.enable_writeback_cache is False
-    assert fsmod.NAME_MAX == 255

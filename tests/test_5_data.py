@@ -2,36 +2,16 @@
 several devices and a loop device."""
 
 import errno
-import mmap
 import os
 import random
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.timeout(300)
 
-PAGE = 4096
-
-
-def device_names(path: Path) -> set[str]:
-    """Backing devices holding the file's pages, from user.swapfs.map."""
-    lines = os.getxattr(path, "user.swapfs.map").decode().splitlines()
-    return {line.split()[1] for line in lines}
-
-
-def read_direct(path: Path, size: int) -> bytes:
-    """The whole file read with O_DIRECT: straight from the daemon, no page cache."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    try:
-        length = -(-size // PAGE) * PAGE or PAGE
-        buf = mmap.mmap(-1, length)
-        got = os.preadv(fd, [buf], 0)
-        return bytes(buf[:got])
-    finally:
-        os.close(fd)
+from helpers import FUSE_SKIP, PAGE, device_names, read_direct, run_swapfs
 
 
 def test_random_io_matches_model_across_three_devices(mount_factory, tmp_path):
@@ -177,9 +157,8 @@ def test_loop_device_as_backing_device(mount_factory, tmp_path):
 def test_noxattr_mount_serves_data_and_umounts(tmp_path):
     """-o noxattr: no getxattr round trip before each write; `swapfs umount` still
     finds the daemon (through .swapfs/sysctl) and waits for it."""
-    from conftest import _FUSE_SKIP, run_swapfs
-    if _FUSE_SKIP:
-        pytest.skip(_FUSE_SKIP)
+    if FUSE_SKIP:
+        pytest.skip(FUSE_SKIP)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     res = run_swapfs("mount", "-o", "noxattr", "--device", f"{tmp_path / 'd.swap'}:64M",

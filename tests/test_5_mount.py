@@ -9,24 +9,23 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import force_unmount, requires_fuse, run_swapfs, swapfs_env, wait_for_mount
+from helpers import (
+    PAGE,
+    force_unmount,
+    fresh_dir,
+    requires_fuse,
+    run_swapfs,
+    swapfs_env,
+    sysctls,
+)
+from swapfs.client import MountClient, MountProcess
 
 pytestmark = [requires_fuse, pytest.mark.timeout(60)]
-
-PAGE = 4096
-
-
-def fresh_dir(mnt: Path, name: str) -> Path:
-    d = mnt / name
-    d.mkdir()
-    return d
-
 
 def mounts_of(path: Path) -> list[str]:
     real = os.path.realpath(path)
@@ -317,7 +316,7 @@ def test_other_users_get_mode_bits(module_mnt: Path) -> None:
 # ---------------------------------------------------------------------- command line
 
 def _daemon_pid(mnt: Path) -> int:
-    return int(os.getxattr(mnt, "user.swapfs.pid"))
+    return MountClient(mnt).daemon_pid()
 
 
 def _alive(pid: int) -> bool:
@@ -400,26 +399,21 @@ def test_usage_error_exit_2(tmp_path: Path) -> None:
 def test_sigterm_unmounts_cleanly(tmp_path: Path, cli_mnt: Path) -> None:
     err = tmp_path / "err"
     with open(err, "w") as ef:
-        proc = subprocess.Popen([sys.executable, "-m", "swapfs", "mount", "-f", "--device",
-                                 f"{tmp_path}/dev:32M", str(cli_mnt)], stdout=ef, stderr=ef,
-                                env=swapfs_env(tmp_path / "state"))
-    try:
-        wait_for_mount(cli_mnt, proc, err)
-        (cli_mnt / "f").write_bytes(b"x" * 100000)
-        proc.send_signal(signal.SIGUSR1)      # stack dump, and keeps serving
-        deadline = time.monotonic() + 10
-        while "Current thread" not in err.read_text() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert "Current thread" in err.read_text()
-        assert (cli_mnt / "f").stat().st_size == 100000
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0, err.read_text()
-        assert not os.path.ismount(cli_mnt)
-        assert "SIGTERM" in err.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        daemon = MountProcess(cli_mnt, [f"{tmp_path}/dev:32M"],
+                              env=swapfs_env(tmp_path / "state"), stderr=ef)
+        with daemon:
+            proc = daemon.proc
+            (cli_mnt / "f").write_bytes(b"x" * 100000)
+            proc.send_signal(signal.SIGUSR1)      # stack dump, and keeps serving
+            deadline = time.monotonic() + 10
+            while "Current thread" not in err.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "Current thread" in err.read_text()
+            assert (cli_mnt / "f").stat().st_size == 100000
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0, err.read_text()
+            assert not os.path.ismount(cli_mnt)
+            assert "SIGTERM" in err.read_text()
 
 
 def test_dead_mount_is_cleared_by_umount(tmp_path: Path, cli_mnt: Path) -> None:
@@ -485,9 +479,7 @@ def test_two_devices_and_writeback_cache(mount_factory, tmp_path: Path) -> None:
 
 
 def _pgsin(mnt: Path) -> int:
-    from swapfs.control import parse_sysctl_text
-    text = (mnt / ".swapfs" / "sysctl").read_text()
-    return int(parse_sysctl_text(text)["vm.stats.vm.v_swappgsin"])
+    return int(sysctls(mnt)["vm.stats.vm.v_swappgsin"])
 
 
 def test_shared_mmap_on_the_default_mount(mnt: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PAGE = 4096
+from helpers import PAGE
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None,

@@ -12,79 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_fuse, run_swapfs
-from swapfs.control import FILES, parse_sysctl_text
+from helpers import (
+    check_swap_info,
+    ctl,
+    expect_errno,
+    read,
+    requires_fuse,
+    run_swapfs,
+    state,
+    sysctls,
+    write,
+)
+from swapfs.control import FILES
 
 pytestmark = [requires_fuse, pytest.mark.timeout(120)]
-
-PAGE = 4096
-
-
-def ctl(mnt: Path, name: str) -> Path:
-    return mnt / ".swapfs" / name
-
-
-def read(mnt: Path, name: str) -> str:
-    return ctl(mnt, name).read_text()
-
-
-def write(mnt: Path, name: str, data: bytes) -> None:
-    fd = os.open(ctl(mnt, name), os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def sysctls(mnt: Path) -> dict[str, str]:
-    return parse_sysctl_text(read(mnt, "sysctl"))
-
-
-def state(mnt: Path) -> tuple[str, str, str]:
-    return read(mnt, "sysctl"), read(mnt, "swap_info"), read(mnt, "swapon")
-
-
-def parse_swap_info(text: str) -> tuple[list[tuple[str, int, int, int]], tuple | None]:
-    """Rows (name, 1K-blocks, used, avail) and the Total row (or None)."""
-    lines = text.splitlines()
-    assert lines[0] == "Device          1K-blocks     Used    Avail Capacity"
-    rows, total = [], None
-    for line in lines[1:]:
-        name, blocks, used, avail, cap = line.rsplit(None, 4)
-        assert cap.endswith("%")
-        row = (name, int(blocks), int(used), int(avail))
-        if name == "Total":
-            total = row
-        else:
-            rows.append(row)
-    return rows, total
-
-
-def check_swap_info(mnt: Path, compare_used: bool = True) -> list[tuple[str, int, int, int]]:
-    rows, total = parse_swap_info(read(mnt, "swap_info"))
-    for _n, blocks, used, avail in rows:
-        assert blocks == used + avail
-    if len(rows) > 1:
-        assert total == ("Total", sum(r[1] for r in rows), sum(r[2] for r in rows),
-                         sum(r[3] for r in rows))
-    else:
-        assert total is None
-    sv = os.statvfs(mnt)
-    assert sum(r[1] for r in rows) == sv.f_blocks * sv.f_frsize // 1024
-    if compare_used:
-        # df counts each device's two boot-block pages (8 KiB) as used; swapinfo does not.
-        assert sum(r[2] for r in rows) + 8 * len(rows) \
-            == (sv.f_blocks - sv.f_bfree) * sv.f_frsize // 1024
-    return rows
-
-
-def expect_errno(mnt: Path, name: str, data: bytes, err: int) -> None:
-    before = state(mnt)
-    with pytest.raises(OSError) as ei:
-        write(mnt, name, data)
-    assert ei.value.errno == err, (name, data[:80], ei.value)
-    assert state(mnt) == before
-
 
 # ---------------------------------------------------------------------- the directory
 

@@ -18,39 +18,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import requires_fuse, run_swapfs
-from test_6_control_mount import check_swap_info, ctl, read, state, sysctls, write
+from helpers import (
+    PAGE,
+    check_swap_info,
+    ctl,
+    page_devices,
+    pread_direct,
+    read,
+    requires_fuse,
+    run_swapfs,
+    state,
+    sysctls,
+    write,
+)
 
 pytestmark = [requires_fuse, pytest.mark.timeout(120)]
 
-PAGE = 4096
 OUT_OF_SWAP = "swap_pager: out of swap space"
-
-
-def pread_direct(path: Path, off: int, size: int) -> bytes:
-    """Bytes [off, off + size) read with O_DIRECT: from the daemon, not the page cache."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    try:
-        buf = mmap.mmap(-1, -(-size // PAGE) * PAGE or PAGE)
-        got = os.preadv(fd, [buf], off)
-        return bytes(buf[:min(got, size)])
-    finally:
-        os.close(fd)
 
 
 def fault(mnt: Path, line: str) -> None:
     write(mnt, "faults", line.encode() + b"\n")
-
-
-def page_devices(mnt: Path, path: Path) -> dict[int, tuple[str, int]]:
-    """Page index -> (device, device page), from user.swapfs.map."""
-    out = {}
-    for line in os.getxattr(path, "user.swapfs.map").decode().splitlines():
-        p, rest = line.split(None, 1)
-        dev, devpage, n = rest.rsplit(None, 2)
-        for i in range(int(n)):
-            out[int(p) + i] = (dev, int(devpage) + i)
-    return out
 
 
 # ---------------------------------------------------------------------- write errors
@@ -67,7 +55,7 @@ def test_write_error_marks_bad_writes_elsewhere_then_eio_keeps_old_data(
         v = sysctls(mnt)
         bad = int(v["vm.swapfs.bad_blocks"])
         assert bad > 0 and v["vm.swapfs.dev.0.bad"] == str(bad) and v["vm.swapfs.dev.1.bad"] == "0"
-        assert {d for d, _p in page_devices(mnt, mnt / "f").values()} == {b}
+        assert {d for d, _p in page_devices(mnt / "f").values()} == {b}
         check_swap_info(mnt)           # still swapinfo's table; bad blocks count as used
         r = run_swapfs("info", str(mnt), "-v", state_home=tmp_path / "state")
         assert f"bad {bad}" in r.stdout and "faults 1" in r.stdout, r.stdout
@@ -101,7 +89,7 @@ def test_read_error_is_eio_for_that_read_only(mount_factory, tmp_path: Path) -> 
         data = os.urandom(1 << 20)
         (mnt / "f").write_bytes(data)
         (mnt / "g").write_bytes(b"g" * 100)
-        where = page_devices(mnt, mnt / "f")
+        where = page_devices(mnt / "f")
         _dev, devpage = where[10]
         fault(mnt, f"{a} read-error {devpage}-{devpage}")
         with pytest.raises(OSError) as ei:
@@ -112,7 +100,7 @@ def test_read_error_is_eio_for_that_read_only(mount_factory, tmp_path: Path) -> 
         assert pread_direct(mnt / "f", 11 * PAGE, 100 * PAGE) == data[11 * PAGE:111 * PAGE]
         assert pread_direct(mnt / "g", 0, 100) == b"g" * 100
         (mnt / "h").write_bytes(b"h" * 5000)
-        assert page_devices(mnt, mnt / "f") == where       # still mapped
+        assert page_devices(mnt / "f") == where       # still mapped
         fault(mnt, f"{a} clear")
         assert pread_direct(mnt / "f", 0, len(data)) == data
 
@@ -126,7 +114,7 @@ def test_latency_on_one_device_does_not_hold_up_another(mount_factory, tmp_path:
         for i in range(8):
             f = mnt / f"f{i}"
             f.write_bytes(bytes([i]) * PAGE)
-            on.setdefault(page_devices(mnt, f)[0][0], f)
+            on.setdefault(page_devices(f)[0][0], f)
         assert set(on) == {a, b}
         # Reads only: a write may be given blocks on a (allocation is round robin),
         # and a close after a write syncs every device, a included.
@@ -165,7 +153,7 @@ def test_truncated_backing_file_and_swapoff_of_it(mount_factory, tmp_path: Path)
     with mount_factory(devices=[f"{a}:16M", f"{b}:64M"]) as mnt:
         data = os.urandom(8 << 20)
         (mnt / "f").write_bytes(data)
-        where = page_devices(mnt, mnt / "f")
+        where = page_devices(mnt / "f")
         cut = 1024  # device pages kept
         os.truncate(a, cut * PAGE)
         deadline = time.monotonic() + 10
@@ -193,7 +181,7 @@ def test_truncated_backing_file_and_swapoff_of_it(mount_factory, tmp_path: Path)
         v = sysctls(mnt)
         assert v["vm.swapfs.dev.0.unreadable"] == str(len(lost))
         assert v["vm.swapfs.dev.0.used"] == str(len(lost)) and v["vm.swapfs.dev.0.closing"] == "0"
-        after = page_devices(mnt, mnt / "f")
+        after = page_devices(mnt / "f")
         assert {p for p, (dev, _dp) in after.items() if dev == a} == lost
         for p in sorted(kept_on_a)[::7]:
             assert pread_direct(mnt / "f", p * PAGE, PAGE) == data[p * PAGE:(p + 1) * PAGE]

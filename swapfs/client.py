@@ -1,0 +1,171 @@
+"""A swapfs mount seen from outside: its control files, and a mount run as a child
+process. The command line, the scripts and the tests all drive mounts through here.
+
+No pyfuse3 and no trio: plain files and processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from typing import IO
+
+from . import errors
+
+__all__ = ["MountClient", "MountProcess", "parse_sysctl_text"]
+
+CONTROL_DIR = ".swapfs"
+
+
+def parse_sysctl_text(text: str) -> dict[str, str]:
+    """``name: value`` lines (the ``sysctl`` file) as a dict."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep:
+            out[name] = value
+    return out
+
+
+class MountClient:
+    """The control files of the mount at ``path`` (README, "Control files").
+
+    Construction fails (SwapfsError) unless ``path`` has a control directory.
+    ``read`` and ``write`` raise OSError with the errno the daemon answered.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self.ctl = os.path.join(self.path, CONTROL_DIR)
+        if not os.path.isdir(self.ctl):
+            raise errors.SwapfsError(f"{self.path}: not a swapfs mount")
+
+    def read(self, name: str) -> str:
+        with open(os.path.join(self.ctl, name), "rb") as f:
+            return os.fsdecode(f.read())
+
+    def write(self, name: str, line: str) -> None:
+        """One write(2) of ``line`` and a newline, as the control files want."""
+        fd = os.open(os.path.join(self.ctl, name), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, os.fsencode(line) + b"\n")
+        finally:
+            os.close(fd)
+
+    def sysctl(self) -> dict[str, str]:
+        return parse_sysctl_text(self.read("sysctl"))
+
+    def devices(self) -> list[str]:
+        """The devices on the swap table, in table order."""
+        return self.read("swapon").splitlines()
+
+    def device_rows(self, values: dict[str, str] | None = None) -> list[dict[str, str]]:
+        """The ``vm.swapfs.dev.N.*`` sysctls as one dict per device, in table order."""
+        values = self.sysctl() if values is None else values
+        devs: dict[int, dict[str, str]] = {}
+        for key, value in values.items():
+            parts = key.split(".")
+            if len(parts) == 5 and parts[:3] == ["vm", "swapfs", "dev"] and parts[3].isdigit():
+                devs.setdefault(int(parts[3]), {})[parts[4]] = value
+        return [devs[k] for k in sorted(devs)]
+
+    def device_row(self, path: str, values: dict[str, str] | None = None
+                   ) -> dict[str, str] | None:
+        """The row of the device named ``path`` (or its real path), or None."""
+        real = os.path.realpath(path)
+        for dev in self.device_rows(values):
+            if dev.get("name") in (path, real):
+                return dev
+        return None
+
+    def daemon_pid(self) -> int:
+        return int(self.sysctl()["vm.swapfs.pid"])
+
+
+class MountError(errors.SwapfsError):
+    """A mount run as a child process did not come up."""
+
+
+class MountProcess:
+    """``swapfs mount -f`` in a child process, as a context manager that yields a
+    MountClient once the mount is live, and on exit unmounts and reaps the child.
+
+    ``devices``: ``--device`` values; ``opts``: the ``-o`` string; ``env``: the
+    child's environment (where its state directory is, say); ``stderr``: where the
+    daemon's log goes (a file: its text is in MountError if the mount fails).
+    ``returncode`` is the daemon's exit status after exit (None if it had to be
+    killed).
+    """
+
+    def __init__(self, mnt: str | os.PathLike, devices: list[str], opts: str | None = None,
+                 *, env: dict[str, str] | None = None, stderr: IO[str] | None = None,
+                 extra: list[str] | None = None, timeout: float = 20.0) -> None:
+        self.mnt = os.fspath(mnt)
+        self.cmd = [sys.executable, "-m", "swapfs", "mount", "-f"]
+        for d in devices:
+            self.cmd += ["--device", d]
+        if opts:
+            self.cmd += ["-o", opts]
+        self.cmd += list(extra or []) + [self.mnt]
+        self.env = env
+        self.stderr = stderr
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    def __enter__(self) -> MountClient:
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.stderr,
+                                     stderr=self.stderr, env=self.env)
+        deadline = time.monotonic() + self.timeout
+        while not os.path.ismount(self.mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                raise MountError(f"{self.mnt}: swapfs did not mount "
+                                 f"(exit status {self.returncode}){self._log()}")
+            time.sleep(0.02)
+        return MountClient(self.mnt)
+
+    def _log(self) -> str:
+        name = getattr(self.stderr, "name", None)
+        if isinstance(name, str) and os.path.exists(name):
+            with open(name) as f:
+                return ":\n" + f.read()
+        return ""
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self.proc
+        assert proc is not None
+        try:
+            force_unmount(self.mnt)
+            try:
+                self.returncode = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            force_unmount(self.mnt)
+
+
+def force_unmount(mnt: str | os.PathLike) -> None:
+    """Best effort: fusermount3 -u, then a lazy one, until nothing is mounted."""
+    for cmd in (["fusermount3", "-u", os.fspath(mnt)],
+                ["fusermount3", "-u", "-z", os.fspath(mnt)]):
+        if not os.path.ismount(mnt) and not dead_mount(mnt):
+            return
+        subprocess.run(cmd, capture_output=True)
+
+
+def dead_mount(mnt: str | os.PathLike) -> bool:
+    """Whether ``mnt`` is a mount whose daemon is gone (ENOTCONN)."""
+    try:
+        os.stat(mnt)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
