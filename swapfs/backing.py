@@ -16,13 +16,14 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from typing import Hashable
 
 from . import errors
 from .device import FileDevice, identity, open_device
 from .params import BBPAGES, PAGE_SIZE
 from .swapspace import SwapDevice, SwapSpace
 
-__all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn"]
+__all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn", "locate"]
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,18 @@ class SwapOn:
     def _check_free(self, path: str, ident: object) -> None:
         if any(sp.dev.ident == ident for sp in self.space.devices):
             raise errors.Busy(f"{path}: Device already in use")
+
+
+def locate(path: str) -> tuple[tuple[str, str], Hashable | None]:
+    """The names a device opened from ``path`` may be on the table under (the
+    absolute and the resolved path) and the identity of what ``path`` names now
+    (None if nothing), for ``SwapSpace.find``. Blocking: a worker thread's job."""
+    apath = os.path.abspath(path)
+    try:
+        ident = identity(os.stat(apath))
+    except OSError:
+        ident = None
+    return (apath, os.path.realpath(apath)), ident
 
 
 def _remove_created(path: str) -> None:

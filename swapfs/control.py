@@ -32,9 +32,10 @@ from typing import Any, Callable, Sequence
 import trio
 
 from . import errors
-from .backing import SwapOn, parse_size
+from .backing import SwapOn, locate, parse_size
 from .blist import Blist
 from .pager import Pager
+from .swapspace import SwapDevice
 from .params import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -337,13 +338,20 @@ class Control:
         path = line
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: Invalid argument")
-        sp = await trio.to_thread.run_sync(self.space.find_by_path, path)
-        if sp is None:
-            raise errors.InvalidArgument(f"{path}: not a swap device")
+        sp = await self._find(path)
         log.info("swapoff %s: moving %d pages", sp.name, sp.used)
         await self.pager.swapoff(sp)
         self.swapon_gate.swapped_off(sp)
         log.info("swapoff %s: done", sp.name)
+
+    async def _find(self, path: str) -> SwapDevice:
+        """The device ``path`` names; EINVAL if it is not on the table (as swapoff(2)
+        answers). The path is looked at in a worker thread, the table on the loop."""
+        names, ident = await trio.to_thread.run_sync(locate, path)
+        sp = self.space.find(names, ident)
+        if sp is None:
+            raise errors.InvalidArgument(f"{path}: not a swap device")
+        return sp
 
     # -- faults --------------------------------------------------------------------
 
@@ -363,11 +371,7 @@ class Control:
             path, fault = path.rstrip(" "), f"{kind} {last}"
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: not an absolute path")
-        sp = next((d for d in self.space.devices if d.name == path), None)
-        if sp is None:
-            sp = await trio.to_thread.run_sync(self.space.find_by_path, path)
-        if sp is None:
-            raise errors.InvalidArgument(f"{path}: not a swap device")
+        sp = await self._find(path)
         if fault in ("write-error", "read-error"):
             fault = f"{fault} 0-{sp.nblks - 1}"
         sp.dev.faults.apply(fault)  # raises InvalidArgument, changing nothing

@@ -306,7 +306,7 @@ class Operations(pyfuse3.Operations):
             if stat.S_ISDIR(mode):
                 node.mode |= stat.S_ISGID
         if stat.S_ISREG(mode):
-            node.obj = self.pager.alloc(node.ino)
+            node.obj = self.pager.alloc()
         self.inodes[node.ino] = node
         self._add_entry(parent, name, node)
         self._touch_dir(parent, node.ctime_ns)

@@ -62,9 +62,6 @@ Run = tuple[int, int]  # (first global block, number of blocks)
 # How far ahead of a sequential reader the devices are asked to read.
 READ_AHEAD_PAGES = 256
 
-# Pages reserve() writes per putpages.
-RESERVE_STEP = 1024
-
 # Pages moved per lock hold during swapoff: writers to the object wait at most this long.
 SWAPOFF_BATCH = 4 * nsw_cluster_max
 
@@ -116,9 +113,8 @@ class SwapObject:
 
     _ids = itertools.count(1)
 
-    def __init__(self, pager: Pager, handle: object = None) -> None:
+    def __init__(self, pager: Pager) -> None:
         self.pager = pager
-        self.handle = handle
         self.id = next(self._ids)
         self.meta = SwapMeta()
         self.lock = ObjectLock()
@@ -357,18 +353,6 @@ class SwapObject:
         self.gen += 1
         self.pager.free_runs(self.meta.free(pindex, npages))
 
-    async def reserve(self, pindex: int, npages: int) -> None:
-        """Give pages [pindex, pindex + npages) blocks now (FreeBSD: swap_pager_reserve).
-
-        Unlike the kernel, the blocks are zeroed: a file must never show another
-        object's old data. Raises NoSpace, leaving the object as it was.
-        """
-        async with self.lock:
-            self._check_alive()
-            for lo in range(pindex, pindex + npages, RESERVE_STEP):
-                n = min(pindex + npages - lo, RESERVE_STEP)
-                await self.putpages(lo, bytes(n * PAGE_SIZE))
-
     # -- reservation -----------------------------------------------------------------
 
     def _reserve_size(self, new_size: int) -> None:
@@ -438,9 +422,9 @@ class Pager:
 
     # -- objects -------------------------------------------------------------------
 
-    def alloc(self, handle: object = None) -> SwapObject:
+    def alloc(self) -> SwapObject:
         """A new, empty object (FreeBSD: swap_pager_alloc)."""
-        obj = SwapObject(self, handle)
+        obj = SwapObject(self)
         self.objects[obj.id] = obj
         return obj
 
@@ -454,25 +438,6 @@ class Pager:
                 self.space.release(obj.resv)
                 obj.resv = 0
             self.free_runs(obj.meta.free_all())
-
-    async def copy(self, src: SwapObject, dst: SwapObject, offset: int = 0,
-                   destroysource: bool = True) -> None:
-        """Move src's blocks into dst, page p going to p - offset (FreeBSD: swap_pager_copy).
-
-        Source pages [offset, offset + dst's size in pages) move; where both have a block
-        the destination keeps its own. With destroysource the source is deallocated
-        afterwards. dst's size does not change.
-        """
-        first, second = sorted((src, dst), key=lambda o: o.id)
-        async with first.lock, second.lock:
-            src._check_alive()
-            dst._check_alive()
-            # As in the seed, only what fits in the destination's size moves.
-            self.free_runs(src.meta.transfer(dst.meta, offset, pages(dst.size), offset))
-            src.gen += 1
-            dst.gen += 1
-        if destroysource:
-            await self.dealloc(src)
 
     # -- tunables ------------------------------------------------------------------
 

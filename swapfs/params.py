@@ -1,4 +1,7 @@
-"""Constants with the seed's names, and the table of tunables.
+"""Constants with the seed's names, and converting bytes to pages.
+
+The tunables a mount exposes (vm.swap_async_max, vm.overcommit, ...) are in
+``control.SYSCTLS``.
 
 Values follow FreeBSD on amd64 (sys/vm/swap_pager.c, sys/sys/blist.h).
 """

@@ -7,7 +7,8 @@ devices. Allocation visits the devices round robin; freeing finds the device
 by block number. Totals are kept in pages, as the kernel keeps them.
 
 Not thread-safe: call from the trio loop thread only (device I/O is the
-part that runs in worker threads). Nothing here awaits.
+part that runs in worker threads). Nothing here awaits, and nothing here does
+I/O, so nothing here blocks the loop.
 
 (FreeBSD: ``swtailq``, ``swp_pager_getswapspace``,
 ``swp_pager_freeswapspace``, ``swaponsomething``, ``swapoff_one``,
@@ -48,13 +49,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import time
 from dataclasses import dataclass, field
+from typing import Hashable, Iterable
 
 from . import errors
 from .blist import Blist
-from .device import Device, identity
+from .device import Device
 from .params import (
     BBPAGES,
     BLIST_MAX_ALLOC,
@@ -189,21 +190,13 @@ class SwapSpace:
                 return sp, blk - sp.first
         raise errors.InvalidArgument(f"swap block {blk} is on no device")
 
-    def find_by_path(self, path: str) -> SwapDevice | None:
-        """The device on the table opened from ``path``, or None.
-
-        Matches the resolved path, or the identity of what ``path`` names
-        now (same inode, or same disk for a block device).
-        """
-        real = os.path.realpath(path)
-        try:
-            ident = identity(os.stat(path))
-        except OSError:
-            ident = None
+    def find(self, names: Iterable[str], ident: Hashable | None) -> SwapDevice | None:
+        """The device on the table named one of ``names``, or whose backing store
+        has identity ``ident`` (same inode, or same disk), or None. Does no I/O:
+        ``backing.locate`` finds the names and identity of a path."""
+        names = set(names)
         for sp in self._devs:
-            if sp.name == path or os.path.realpath(sp.name) == real:
-                return sp
-            if ident is not None and sp.dev.ident == ident:
+            if sp.name in names or (ident is not None and sp.dev.ident == ident):
                 return sp
         return None
 
@@ -425,12 +418,6 @@ class SwapSpace:
             return False
         self.swap_reserved = r
         return True
-
-    def reserve_force(self, npages: int) -> None:
-        """Account ``npages`` whatever the limits (FreeBSD: ``swap_reserve_force``)."""
-        if npages < 0:
-            raise errors.InvalidArgument(f"reserve_force({npages})")
-        self.swap_reserved += npages
 
     def release(self, npages: int) -> None:
         """Return a reservation (FreeBSD: ``swap_release``)."""

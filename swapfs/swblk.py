@@ -215,7 +215,8 @@ class SwapMeta:
 
     def pop(self, pindex: int) -> int:
         """Clear page pindex without freeing its block and return that block (or
-        SWAPBLK_NONE): the caller now owns it. (FreeBSD: swp_pager_meta_ctl, SWM_POP)"""
+        SWAPBLK_NONE): the caller now owns it. (FreeBSD: swp_pager_meta_build with
+        SWAPBLK_NONE, which hands the old block back)"""
         key = pindex & _KEY
         c = self._chunks.get(key)
         if c is None:
@@ -230,44 +231,10 @@ class SwapMeta:
             self._drop_chunk(key)
         return old + i
 
-    def haspage(self, pindex: int) -> tuple[bool, int, int]:
-        """(has a block, before, after) for page pindex. (FreeBSD: swap_pager_haspage)
-
-        before/after count the pages just below/above pindex whose blocks continue
-        blk - i / blk + i, i.e. what one read around pindex could bring in. As in the
-        seed each side is capped on its own at SWB_NPAGES - 1 = 31 pages, so the whole
-        window is at most 63 pages; the caller trims it to its cluster size. Without a
-        block the answer is (False, 0, 0)."""
-        chunks = self._chunks
-        key = pindex & _KEY
-        c = chunks.get(key)
-        if c is None or c[pindex & _SLOT] == _NONE:
-            return (False, 0, 0)
-        # Neighbours on contiguous blocks hold the same value in this chunk, and that
-        # value plus or minus 16 per chunk away.
-        v = c[pindex & _SLOT]
-        cap = SWB_NPAGES - 1
-        want = min(cap, pindex)
-        before = 0
-        k, hi, vk = key, pindex - key, v
-        while before < want:
-            lo = hi - (want - before) if hi > want - before else 0
-            if hi > lo:
-                got = _lead(c[lo:hi][::-1], vk)
-                before += got
-                if got < hi - lo:
-                    break
-            k -= _NPG
-            vk -= _NPG
-            hi = _NPG
-            c = chunks.get(k)
-            if c is None:
-                break
-        return (True, before, self._after(pindex, v))
-
     def contig_after(self, pindex: int) -> int:
-        """haspage's ``after`` alone: the pages above pindex whose blocks continue its
-        block (at most SWB_NPAGES - 1); 0 when pindex has no block."""
+        """The pages above pindex whose blocks continue its block, what one read from
+        pindex on could bring in (FreeBSD: swap_pager_haspage's ``after``). As in the
+        seed it is capped at SWB_NPAGES - 1 = 31 pages; 0 when pindex has no block."""
         c = self._chunks.get(pindex & _KEY)
         if c is None or c[pindex & _SLOT] == _NONE:
             return 0
@@ -398,72 +365,6 @@ class SwapMeta:
         self._keys.clear()
         self._swapped = 0
         return [(b, n) for b, n in freed]
-
-    def transfer(self, dst: SwapMeta, pindex: int, count: int,
-                 offset: int = 0) -> list[tuple[int, int]]:
-        """Move the blocks of pages [pindex, pindex+count) of this object to page
-        p - offset of dst. Where dst already has a block for that page, dst keeps its
-        own and this object's block is returned for freeing (coalesced runs, page
-        order). All source slots in the range end up clear.
-        (FreeBSD: swp_pager_meta_transfer)
-
-        The seed's swap_pager_copy(src, dst, offset) moves source pages
-        [offset, offset + dst.size) to dst page p - offset, i.e.
-        ``src.transfer(dst, offset, dst_size, offset)``; offset=0 keeps page indices.
-        pindex - offset must be >= 0 so that no page lands below 0. Work is per page
-        (this is the rare path: object collapse and copy)."""
-        _check_range(pindex, count)
-        if dst is self:
-            raise ValueError("transfer to the same object")
-        if pindex - offset < 0:
-            raise ValueError(f"pages would move below 0: pindex={pindex} offset={offset}")
-        if count == 0:
-            return []
-        end = pindex + count
-        chunks = self._chunks
-        freed: list[list[int]] = []
-        moved = 0
-        for key in self._keys_in(pindex, end):
-            c = chunks[key]
-            lo = pindex - key if pindex > key else 0
-            hi = end - key if end - key < _NPG else _NPG
-            for i in range(lo, hi):
-                v = c[i]
-                if v == _NONE:
-                    continue
-                moved += 1
-                dp = key + i - offset
-                if dst.lookup(dp) != _NONE:
-                    _push(freed, v + i, 1)
-                else:
-                    dst.build(dp, v + i)
-            self._clear(key, c, lo, hi)
-        self._swapped -= moved
-        return [(b, n) for b, n in freed]
-
-    def find_least(self, pindex: int, size: int) -> int:
-        """Lowest page index >= pindex that has a block, or size if there is none.
-        (FreeBSD: swap_pager_find_least; as there, a block beyond size is still
-        reported, so callers keep the map within the object's size)"""
-        keys = self._keys
-        i = keys.bisect_left(pindex & _KEY)
-        if i == len(keys):
-            return size
-        key = keys[i]
-        c = self._chunks[key]
-        if key < pindex:
-            for j in range(pindex - key, _NPG):
-                if c[j] != _NONE:
-                    return key + j
-            i += 1
-            if i == len(keys):
-                return size
-            key = keys[i]
-            c = self._chunks[key]
-        for j in range(_NPG):
-            if c[j] != _NONE:
-                return key + j
-        raise AssertionError(f"empty chunk at {key}")
 
     # -- whole-object views --------------------------------------------------------
 

@@ -62,18 +62,14 @@ def model_map_runs(model: dict[int, int]) -> list[tuple[int, int, int]]:
     return out
 
 
-def model_haspage(model: dict[int, int], pindex: int) -> tuple[bool, int, int]:
+def model_contig_after(model: dict[int, int], pindex: int) -> int:
     if pindex not in model:
-        return (False, 0, 0)
+        return 0
     b0 = model[pindex]
-    before = 0
-    while (before + 1 < SWB_NPAGES and before + 1 <= pindex
-           and model.get(pindex - before - 1) == b0 - before - 1):
-        before += 1
     after = 0
     while after + 1 < SWB_NPAGES and model.get(pindex + after + 1) == b0 + after + 1:
         after += 1
-    return (True, before, after)
+    return after
 
 
 def check_structure(meta: SwapMeta, model: dict[int, int]) -> None:
@@ -94,7 +90,7 @@ SPAN = 6 * M  # pages in play: a handful of chunks, so runs cross chunk edges
 
 
 class SwblkMachine(RuleBasedStateMachine):
-    """Two objects (so transfer has somewhere to go), each beside its dict model.
+    """Two objects, each beside its dict model.
     Pages live in [base, base + SPAN) with base chosen per run, up to 2**50."""
 
     @initialize(base=st.sampled_from([0, 5, 2**20 - 3 * M, 2**32 + 7, 2**50 - SPAN]))
@@ -156,25 +152,6 @@ class SwblkMachine(RuleBasedStateMachine):
         p = self.page(off)
         assert self.meta[o].pop(p) == self.model[o].pop(p, NONE)
 
-    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1), n=st.integers(0, SPAN),
-          shift=st.integers(-2 * M, 2 * M))
-    def transfer(self, o: int, off: int, n: int, shift: int) -> None:
-        p0 = self.page(off)
-        offset = min(shift, p0)          # keep p - offset >= 0
-        src, dst = self.model[o], self.model[1 - o]
-        freed = []
-        for p in range(p0, p0 + n):
-            if p not in src:
-                continue
-            b = src.pop(p)
-            if p - offset in dst:
-                freed.append(b)          # the destination keeps its own block
-            else:
-                dst[p - offset] = b
-        got = self.meta[o].transfer(self.meta[1 - o], p0, n, offset)
-        assert_coalesced(got)
-        assert expand(got) == freed
-
     @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
     def lookup(self, o: int, off: int) -> None:
         p = self.page(off)
@@ -186,17 +163,9 @@ class SwblkMachine(RuleBasedStateMachine):
         assert self.meta[o].runs(p0, n) == model_runs(self.model[o], p0, n)
 
     @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
-    def find_least(self, o: int, off: int) -> None:
+    def contig_after(self, o: int, off: int) -> None:
         p = self.page(off)
-        size = self.base + SPAN + 1000
-        expect = min((q for q in self.model[o] if q >= p), default=size)
-        assert self.meta[o].find_least(p, size) == expect
-
-    @rule(o=st.integers(0, 1), off=st.integers(0, SPAN - 1))
-    def haspage(self, o: int, off: int) -> None:
-        p = self.page(off)
-        assert self.meta[o].haspage(p) == model_haspage(self.model[o], p)
-        assert self.meta[o].contig_after(p) == model_haspage(self.model[o], p)[2]
+        assert self.meta[o].contig_after(p) == model_contig_after(self.model[o], p)
 
     @rule(o=st.integers(0, 1), lo=st.integers(0, 300), width=st.integers(0, 100))
     def pages_on(self, o: int, lo: int, width: int) -> None:
@@ -223,8 +192,6 @@ def test_chunk_boundaries(p: int) -> None:
     assert m.nchunks == 1 and m.swapped == 1
     assert m.lookup(p) == 7
     assert m.lookup(p - 1) == NONE and m.lookup(p + 1) == NONE
-    assert m.find_least(0, 99) == p
-    assert m.find_least(p + 1, 99) == 99
     assert m.build(p, NONE) == 7
     assert m.nchunks == 0 and m.swapped == 0
 
@@ -234,7 +201,7 @@ def test_run_across_boundary() -> None:
     assert m.build_run(15, 100, 3) == []          # pages 15, 16, 17
     assert m.nchunks == 2 and m.swapped == 3
     assert m.runs(14, 5) == [(14, NONE, 1), (15, 100, 3), (18, NONE, 1)]
-    assert m.haspage(16) == (True, 1, 1)
+    assert m.contig_after(15) == 2 and m.contig_after(16) == 1
     # Overwrite 16..17 plus 18: the old blocks come back as one run.
     assert m.build_run(16, 500, 3) == [(101, 2)]
     assert m.runs(15, 4) == [(15, 100, 1), (16, 500, 3)]
@@ -275,9 +242,8 @@ def test_huge_page_indices(base: int) -> None:
     assert m.lookup(base + 39) == 1039
     assert m.runs(base - 2, 44) == [(base - 2, NONE, 2), (base, 1000, 40),
                                     (base + 40, NONE, 2)]
-    assert m.find_least(4, 2**51) == base
     assert m.map_runs() == [(3, 1, 1), (base, 1000, 40)]
-    assert m.haspage(base + 20) == (True, 20, 19)
+    assert m.contig_after(base + 20) == 19
     # A long hole between the chunks is one run, found without walking it page by page.
     assert m.runs(0, base + 40) == [(0, NONE, 3), (3, 1, 1), (4, NONE, base - 4),
                                     (base, 1000, 40)]
@@ -286,43 +252,16 @@ def test_huge_page_indices(base: int) -> None:
     assert m.nchunks == 0
 
 
-def test_haspage_cap_follows_seed() -> None:
+def test_contig_after_cap_follows_seed() -> None:
     m = SwapMeta()
     m.build_run(0, 0, 200)
-    # Each side is capped at SWB_NPAGES - 1 on its own (window up to 63 pages).
+    # Capped at SWB_NPAGES - 1, as the seed's haspage caps each side.
     assert SWB_NPAGES == 32
-    assert m.haspage(100) == (True, 31, 31)
-    assert m.haspage(5) == (True, 5, 31)          # cannot look below page 0
-    assert m.haspage(199) == (True, 31, 0)
-    assert m.haspage(200) == (False, 0, 0)
-    m.build(90, 7)                                # breaks the backward run
-    assert m.haspage(100) == (True, 9, 31)
-
-
-def test_find_least_size_when_empty() -> None:
-    m = SwapMeta()
-    assert m.find_least(0, 77) == 77
-    m.build(20, 1)
-    assert m.find_least(21, 77) == 77
-    m.build(50, 2)
-    assert m.find_least(21, 77) == 50             # next chunk after a partial one
-
-
-def test_transfer_keeps_destination_and_offset() -> None:
-    src, dst = SwapMeta(), SwapMeta()
-    src.build_run(10, 100, 6)                     # pages 10..15 -> 100..105
-    dst.build(2, 900)                             # dst page 2 <- src page 12
-    dst.build(3, 901)                             # dst page 3 <- src page 13
-    # swap_pager_copy(src, dst, offset=10): src [10, 10 + size) to dst p - 10.
-    freed = src.transfer(dst, 10, 64, 10)
-    assert freed == [(102, 2)]
-    assert src.swapped == 0 and src.nchunks == 0
-    assert dst.map_runs() == [(0, 100, 2), (2, 900, 2), (4, 104, 2)]
-    assert dst.swapped == 6
-    with pytest.raises(ValueError):
-        src.transfer(dst, 3, 5, 4)                # page 3 would land on page -1
-    with pytest.raises(ValueError):
-        dst.transfer(dst, 0, 5)
+    assert m.contig_after(100) == 31
+    assert m.contig_after(199) == 0
+    assert m.contig_after(200) == 0
+    m.build(110, 7)                               # breaks the run
+    assert m.contig_after(100) == 9
 
 
 def test_pages_on_clips_to_device() -> None:

@@ -22,7 +22,7 @@ from swapfs.control import (
     humanize_number,
     parse_line,
 )
-from swapfs.backing import SwapOn
+from swapfs.backing import SwapOn, locate
 from swapfs.client import parse_sysctl_text
 from swapfs.device import MemoryDevice
 from swapfs.pager import Pager
@@ -267,7 +267,7 @@ async def test_swapon_grows_and_swapoff_moves(tmp_path):
     obj = pager.alloc()
     data = os.urandom(300 * PAGE_SIZE)
     await obj.write(0, data)
-    sp = c.space.find_by_path(str(f))
+    sp = c.space.find(*locate(str(f)))
     assert sp.used > 0
     await c.write("swapoff", bytes(f) + b"\n")
     assert c.read("swapon") == "/mem0\n"

@@ -148,28 +148,6 @@ async def test_truncate_zeroes_tail_and_frees_pages():
     assert data == b"q" * (PAGE_SIZE + 100) + bytes(2 * PAGE_SIZE - 100)
 
 
-async def test_reserve_maps_zeroed_pages_and_copy_keeps_destination():
-    pager = make_pager(300)
-    junk = pager.alloc()
-    await junk.write(0, b"\xff" * 50 * PAGE_SIZE)
-    await pager.dealloc(junk)  # leaves old bytes on the device
-    src, dst = pager.alloc(), pager.alloc()
-    await src.truncate(8 * PAGE_SIZE)
-    await dst.truncate(8 * PAGE_SIZE)
-    await src.reserve(0, 8)
-    assert src.swapped == 8
-    assert await src.read(0, 8 * PAGE_SIZE) == bytes(8 * PAGE_SIZE)
-    await src.write(0, b"s" * 8 * PAGE_SIZE)
-    await dst.write(2 * PAGE_SIZE, b"d" * PAGE_SIZE)
-    await pager.copy(src, dst)
-    data = await dst.read(0, 8 * PAGE_SIZE)
-    assert data[:2 * PAGE_SIZE] == b"s" * 2 * PAGE_SIZE
-    assert data[2 * PAGE_SIZE:3 * PAGE_SIZE] == b"d" * PAGE_SIZE
-    assert data[3 * PAGE_SIZE:] == b"s" * 5 * PAGE_SIZE
-    assert src.dead
-    check_accounting(pager)
-
-
 async def test_block_freed_under_a_reader_is_not_reused_until_it_finishes():
     pager = make_pager(2 + 8)
     dev = pager.space.devices[0].dev
