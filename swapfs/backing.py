@@ -20,7 +20,7 @@ from typing import Hashable
 
 from . import errors
 from .device import FileDevice, identity, open_device
-from .params import BBPAGES, PAGE_SIZE
+from .params import BBPAGES, off_to_idx
 from .swapspace import SwapDevice, SwapSpace
 
 __all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn", "locate"]
@@ -159,7 +159,7 @@ class SwapOn:
         if size is not None:
             # Too small whatever happens: say so before creating or growing anything.
             have = st.st_size if st is not None else 0
-            if max(size, have) // PAGE_SIZE <= BBPAGES:
+            if off_to_idx(max(size, have)) <= BBPAGES:
                 raise errors.NoSuchDevice(f"{path}: too small for swap")
         created = locked = False
         try:

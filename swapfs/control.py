@@ -39,11 +39,11 @@ from .swapspace import SwapDevice
 from .params import (
     PAGE_SHIFT,
     PAGE_SIZE,
+    SWAP_ASYNC_MAX_LIMIT,
     SWAP_RESERVE_ALLOW_NONWIRED,
     SWAP_RESERVE_FORCE_ON,
     SWAP_RESERVE_RLIMIT_ON,
     nsw_cluster_max,
-    nswbuf,
 )
 
 __all__ = [
@@ -170,7 +170,7 @@ def _int_value(text: str, lo: int, hi: int, name: str) -> int:
 
 def _set_async_max(c: "Control", text: str) -> None:
     # The pager lowers its limiter's tokens: writes holding one finish, new ones wait.
-    c.pager.swap_async_max = _int_value(text, 1, nswbuf // 2, "vm.swap_async_max")
+    c.pager.swap_async_max = _int_value(text, 1, SWAP_ASYNC_MAX_LIMIT, "vm.swap_async_max")
 
 
 def _set_overcommit(c: "Control", text: str) -> None:
@@ -211,6 +211,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Blocks retired after a failed write"),
     Sysctl("vm.swapfs.debug", lambda c: int(logging.getLogger().level <= logging.DEBUG),
            _set_debug, "Debug logging (0 or 1)"),
+    Sysctl("vm.swapfs.fdatasyncs", lambda c: c.pager.fdatasyncs, None,
+           "fdatasync calls made on the devices (fsync, close after a write, swapoff)"),
     Sysctl("vm.swapfs.objects", lambda c: len(c.pager.objects), None, "Swap objects"),
     Sysctl("vm.swapfs.pid", lambda c: os.getpid(), None, "Process id of the daemon"),
     Sysctl("vm.swapfs.swap_pager_avail", lambda c: c.space.swap_pager_avail, None,

@@ -25,7 +25,7 @@ import trio
 
 from . import errors
 from .faults import Faults
-from .params import PAGE_SIZE
+from .params import PAGE_SIZE, off_to_idx
 
 
 def identity(st: os.stat_result) -> Hashable:
@@ -54,6 +54,9 @@ QUICK_IO_MAX = 128 * 1024
 QUICK_SMALL = 16 * 1024
 QUICK_WRITE_SLOW = (0.0003, 0.001)
 QUICK_READ_SLOW = 0.001
+# The moving averages weigh a new sample 1/AVERAGE_OVER: they follow the last few
+# requests, so a stall shows within a handful of them.
+AVERAGE_OVER = 8
 
 
 class Device:
@@ -117,7 +120,7 @@ class Device:
         mv = memoryview(data).cast("B")
         if len(mv) % PAGE_SIZE:
             raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
-        npages = len(mv) // PAGE_SIZE
+        npages = off_to_idx(len(mv))
         self._check("write", page, npages)
         f = self.faults
         if f.active:
@@ -221,7 +224,7 @@ class FileDevice(Device):
         self.st_dev = st.st_dev
         self.st_ino = st.st_ino
         self.ident = identity(st)
-        self.npages = size // PAGE_SIZE
+        self.npages = off_to_idx(size)
         self._write_time = [0.0, 0.0]  # moving averages per size class, in seconds
         self._read_time = 0.0          # moving average of uncached small reads
 
@@ -261,8 +264,8 @@ class FileDevice(Device):
         if fd < 0:
             return self.npages
         if self.is_block:
-            return os.lseek(fd, 0, os.SEEK_END) // PAGE_SIZE
-        return os.fstat(fd).st_size // PAGE_SIZE
+            return off_to_idx(os.lseek(fd, 0, os.SEEK_END))
+        return off_to_idx(os.fstat(fd).st_size)
 
     def _pread(self, off: int, size: int, first_page: int) -> bytes:
         fd = self.fd
@@ -271,7 +274,7 @@ class FileDevice(Device):
             data = os.pread(fd, size, off)
             if size <= QUICK_IO_MAX:
                 avg = self._read_time
-                self._read_time = avg + (time.monotonic() - start - avg) / 8
+                self._read_time = avg + (time.monotonic() - start - avg) / AVERAGE_OVER
             if len(data) == size:
                 return data
             parts = [data]
@@ -280,17 +283,17 @@ class FileDevice(Device):
                 chunk = os.pread(fd, size - done, off + done)
                 if not chunk:
                     # Past the end of the file or device: fail, never invent zeros.
-                    p = first_page + done // PAGE_SIZE
+                    p = first_page + off_to_idx(done)
                     # The file shrank: never let a write grow it back under
                     # pages that would then read as zeros.
                     self.faults.set_lost(p)
                     raise errors.DeviceIOError.at("read", errno.EIO, p,
-                                    first_page + size // PAGE_SIZE - p)
+                                    first_page + off_to_idx(size) - p)
                 parts.append(chunk)
                 done += len(chunk)
         except OSError as exc:
             raise errors.DeviceIOError.at("read", exc.errno or errno.EIO,
-                            first_page, size // PAGE_SIZE) from None
+                            first_page, off_to_idx(size)) from None
         return b"".join(parts)
 
     def _pwrite(self, off: int, data: memoryview, first_page: int) -> None:
@@ -306,15 +309,15 @@ class FileDevice(Device):
                 done += n
         except OSError as exc:
             # Whole pages before `done` are on the device; the rest is not.
-            p = first_page + done // PAGE_SIZE
+            p = first_page + off_to_idx(done)
             raise errors.DeviceIOError.at("write", exc.errno or errno.EIO, p,
-                            first_page + size // PAGE_SIZE - p) from None
+                            first_page + off_to_idx(size) - p) from None
         finally:
             # Average time of a small write (large ones take long for their size).
             if size <= QUICK_IO_MAX:
                 cls = size > QUICK_SMALL
                 avg = self._write_time[cls]
-                self._write_time[cls] = avg + (time.monotonic() - start - avg) / 8
+                self._write_time[cls] = avg + (time.monotonic() - start - avg) / AVERAGE_OVER
 
     def read_cached(self, page: int, npages: int) -> bytes | bytearray | None:
         # RWF_NOWAIT fails at once (EAGAIN) instead of waiting for the device.
@@ -403,11 +406,11 @@ class MemoryDevice(Device):
         return buf
 
     def _pread(self, off: int, size: int, first_page: int) -> bytes:
-        buf = self._mem("read", first_page, size // PAGE_SIZE)
+        buf = self._mem("read", first_page, off_to_idx(size))
         return bytes(buf[off:off + size])
 
     def _pwrite(self, off: int, data: memoryview, first_page: int) -> None:
-        buf = self._mem("write", first_page, len(data) // PAGE_SIZE)
+        buf = self._mem("write", first_page, off_to_idx(len(data)))
         buf[off:off + len(data)] = data
 
     def _sync(self) -> None:

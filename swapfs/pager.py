@@ -48,9 +48,11 @@ from .params import (
     MAXFILESIZE,
     PAGE_SIZE,
     SWAP_ASYNC_MAX_DEFAULT,
+    SWAP_ASYNC_MAX_LIMIT,
     SWAPBLK_NONE,
     nsw_cluster_max,
-    nswbuf,
+    off_to_idx,
+    pages_for,
 )
 from .swapspace import SwapDevice, SwapSpace
 from .swblk import SwapMeta
@@ -59,8 +61,12 @@ log = logging.getLogger(__name__)
 
 Run = tuple[int, int]  # (first global block, number of blocks)
 
-# How far ahead of a sequential reader the devices are asked to read.
+# How far ahead of a sequential reader the devices are asked to read, renewed once
+# the reader is within half of it of the end.
 READ_AHEAD_PAGES = 256
+# Most pages one read of a sequential reader brings in, request and read-ahead
+# together: the seed's read-around of one cluster on either side.
+READ_AROUND_MAX = 2 * nsw_cluster_max
 
 # Pages moved per lock hold during swapoff: writers to the object wait at most this long.
 SWAPOFF_BATCH = 4 * nsw_cluster_max
@@ -144,8 +150,8 @@ class SwapObject:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
-        p0 = offset // PAGE_SIZE
-        p1 = pages(end)
+        p0 = off_to_idx(offset)
+        p1 = pages_for(end)
         data = await self.getpages(p0, p1 - p0)
         lo = offset - p0 * PAGE_SIZE
         if lo == 0 and len(data) == end - offset:
@@ -205,7 +211,7 @@ class SwapObject:
         if sequential and n <= nsw_cluster_max and self.gen == gen:
             # Read ahead what is contiguous on swap after the run (haspage's "after"),
             # while the mapping is still the one the run came from.
-            extra = min(self.meta.contig_after(start + n - 1), 2 * nsw_cluster_max - n)
+            extra = min(self.meta.contig_after(start + n - 1), READ_AROUND_MAX - n)
         try:
             data = await self.pager.read_blocks(blk, n + extra)
         except errors.DeviceIOError:
@@ -262,9 +268,9 @@ class SwapObject:
             if grows:
                 self._reserve_size(end)
             try:
-                p0 = offset // PAGE_SIZE
-                p1 = pages(end)
-                if grows and self.size // PAGE_SIZE < p0:
+                p0 = off_to_idx(offset)
+                p1 = pages_for(end)
+                if grows and off_to_idx(self.size) < p0:
                     await self._zero_tail()
                 head = offset - p0 * PAGE_SIZE
                 tail = p1 * PAGE_SIZE - end
@@ -291,7 +297,7 @@ class SwapObject:
         cut = self.size % PAGE_SIZE
         if not cut:
             return
-        last = self.size // PAGE_SIZE
+        last = off_to_idx(self.size)
         epoch = self.pager.pin()
         try:
             blk = self.meta.lookup(last)
@@ -332,8 +338,8 @@ class SwapObject:
         async with self.lock:
             self._check_alive()
             if new_size < self.size:
-                keep = pages(new_size)
-                self.freespace(keep, pages(self.size) - keep)
+                keep = pages_for(new_size)
+                self.freespace(keep, pages_for(self.size) - keep)
             elif new_size > self.size:
                 self._reserve_size(new_size)
                 try:
@@ -359,7 +365,7 @@ class SwapObject:
         """Reserve swap for growing to new_size bytes (FreeBSD: swap_reserve_by_cred
         from tmpfs_reg_resize). With vm.overcommit's SWAP_RESERVE_FORCE_ON a total past
         swap_total is refused: NoSpace, nothing changed. The caller holds the lock."""
-        want = pages(new_size)
+        want = pages_for(new_size)
         if want > self.resv:
             if not self.pager.space.reserve(want - self.resv):
                 raise errors.NoSpace("swap reservation refused (vm.overcommit)")
@@ -367,7 +373,7 @@ class SwapObject:
 
     def _trim_reserve(self) -> None:
         """Give back what is reserved beyond the size (FreeBSD: swap_release)."""
-        keep = pages(self.size)
+        keep = pages_for(self.size)
         if self.resv > keep:
             self.pager.space.release(self.resv - keep)
             self.resv = keep
@@ -419,6 +425,7 @@ class Pager:
         # Devices written since their last fdatasync began (a dict: ordered).
         self._dirty: dict[SwapDevice, None] = {}
         self._round: _SyncRound | None = None
+        self.fdatasyncs = 0  # fdatasync calls made on the devices
 
     # -- objects -------------------------------------------------------------------
 
@@ -447,9 +454,10 @@ class Pager:
 
     @swap_async_max.setter
     def swap_async_max(self, value: int) -> None:
-        """vm.swap_async_max: 1 .. nswbuf/2, as sysctl_swap_async_max allows."""
-        if not 1 <= value <= nswbuf // 2:
-            raise errors.InvalidArgument(f"vm.swap_async_max must be within 1..{nswbuf // 2}")
+        """vm.swap_async_max: 1 .. SWAP_ASYNC_MAX_LIMIT, as sysctl_swap_async_max allows."""
+        if not 1 <= value <= SWAP_ASYNC_MAX_LIMIT:
+            raise errors.InvalidArgument(
+                f"vm.swap_async_max must be within 1..{SWAP_ASYNC_MAX_LIMIT}")
         self._write_limiter.total_tokens = value
 
     # -- device I/O ----------------------------------------------------------------
@@ -473,7 +481,7 @@ class Pager:
         is freed and NoSpace (or DeviceIOError, after a write error) raised.
         """
         space = self.space
-        todo = [(0, len(view) // PAGE_SIZE)]  # (page offset, count) still to place
+        todo = [(0, off_to_idx(len(view)))]  # (page offset, count) still to place
         placed: list[tuple[int, int, int]] = []
         failure: errors.DeviceIOError | None = None
         try:
@@ -545,6 +553,7 @@ class Pager:
         try:
             for swdev in dirty:
                 await swdev.dev.afsync()
+                self.fdatasyncs += 1
         except BaseException as exc:
             for swdev in dirty:  # still owed a sync
                 self._dirty[swdev] = None
@@ -700,8 +709,3 @@ class Pager:
             return unreadable
         await obj.putpages(p, data)
         return 0
-
-
-def pages(nbytes: int) -> int:
-    """Pages needed to hold nbytes."""
-    return -(-nbytes // PAGE_SIZE)

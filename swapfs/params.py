@@ -10,6 +10,17 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
 
+
+def off_to_idx(offset: int) -> int:
+    """The page holding byte ``offset``; for a size, the whole pages in it
+    (FreeBSD: OFF_TO_IDX)."""
+    return offset >> PAGE_SHIFT
+
+
+def pages_for(nbytes: int) -> int:
+    """Pages needed to hold ``nbytes`` (rounded up; FreeBSD: howmany)."""
+    return -(-nbytes >> PAGE_SHIFT)
+
 # One swblk covers PCTRIE_COUNT pages (16 on LP64).
 SWAP_META_PAGES = 16
 
@@ -26,7 +37,7 @@ nsw_cluster_max = MAX_PAGEOUT_CLUSTER
 
 # The first BBSIZE bytes of every device hold a label or boot block: never handed out.
 BBSIZE = 8192
-BBPAGES = BBSIZE // PAGE_SIZE
+BBPAGES = off_to_idx(BBSIZE)
 
 # Below nswap_lowat free pages "out of swap space" is reported; above nswap_hiwat cleared.
 nswap_lowat = 128
@@ -35,9 +46,11 @@ nswap_hiwat = 512
 # swdevt.sw_flags
 SW_CLOSING = 0x04
 
-# Asynchronous write buffers (nsw_wcount_async) and the pool they come from.
+# Asynchronous write buffers (nsw_wcount_async) and the pool they come from;
+# sysctl_swap_async_max allows at most half the pool.
 nswbuf = 256
 SWAP_ASYNC_MAX_DEFAULT = 4
+SWAP_ASYNC_MAX_LIMIT = nswbuf // 2
 
 # vm.overcommit bits (sys/vm/vm_param.h / swap_pager.h).
 SWAP_RESERVE_FORCE_ON = 1 << 0

@@ -264,20 +264,48 @@ def test_readdir_while_deleting(module_mnt: Path) -> None:
     assert len(os.listdir(d)) == 600 - len(range(0, 600, 3))
 
 
-def test_fsync(module_mnt: Path) -> None:
-    d = fresh_dir(module_mnt, "sync")
-    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
+def test_fsync_and_close_sync_the_device_once_per_write(mount_factory) -> None:
+    with mount_factory() as mnt:
+        def syncs() -> int:
+            return int(sysctls(mnt)["vm.swapfs.fdatasyncs"])
+
+        fd = os.open(mnt / "f", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            before = syncs()
+            os.write(fd, b"durable" * 1000)
+            os.fsync(fd)
+            assert syncs() == before + 1          # the device holding the write
+            os.fdatasync(fd)
+            os.fsync(fd)
+            assert syncs() == before + 1          # nothing new: no device to sync
+            os.pwrite(fd, b"again", 0)
+        finally:
+            os.close(fd)                          # close after a write syncs
+        assert syncs() == before + 2
+        with open(mnt / "f", "rb") as f:          # a reader's close syncs nothing
+            assert f.read(7) == b"againle"
+        assert syncs() == before + 2
+        dfd = os.open(mnt, os.O_RDONLY)
+        try:
+            os.fsync(dfd)                         # directories live in memory
+        finally:
+            os.close(dfd)
+        assert syncs() == before + 2
+
+
+def test_writes_reach_the_pager_as_issued_without_writeback_cache(mnt: Path) -> None:
+    def pages_out() -> int:
+        return int(sysctls(mnt)["vm.stats.vm.v_swappgsout"])
+
+    fd = os.open(mnt / "f", os.O_CREAT | os.O_WRONLY, 0o644)
     try:
-        os.write(fd, b"durable" * 1000)
-        os.fsync(fd)
-        os.fdatasync(fd)
+        before = pages_out()
+        for k in range(3):
+            os.pwrite(fd, bytes([k + 1]) * PAGE, k * PAGE)
+            # No writeback cache in front: each write(2) is on swap when it returns.
+            assert pages_out() == before + k + 1
     finally:
         os.close(fd)
-    dfd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _as_nobody(*cmd: str) -> subprocess.CompletedProcess:
