@@ -2,8 +2,12 @@
 
 ``Operations`` behaves like tmpfs: directories, hard links, symlinks, FIFOs and
 sockets live only in memory; the pages of every regular file live on swap through
-the pager. This is the one module (with ``mount.py``) that imports pyfuse3, and the
-one place where a ``SwapfsError`` becomes a ``FUSEError``.
+the pager. This is the one module (with ``ctlfs.py`` and ``mount.py``) that imports
+pyfuse3, and the one place where a ``SwapfsError`` becomes a ``FUSEError``.
+
+It is longer than the other modules because it is one table: ``Operations``, whose
+methods are the FUSE requests. Splitting it would scatter that table, and each
+handler needs the inode table the others keep.
 
 Concurrency: handlers run as trio tasks. Plain Python between two awaits is
 atomic, so every check of the inode table and the update it guards happen with no

@@ -1,5 +1,8 @@
 """Swap objects and their data path (FreeBSD: swap_pager_*).
 
+One module on purpose: every await on the data path sits next to the rules below,
+so each can be read against them.
+
 Every object maps its 4 KiB pages onto swap blocks through a ``SwapMeta``; the
 blocks come from the ``SwapSpace`` device table. Each device call is an ``await``,
 and another request may run at every one. The rules below are what keeps data
