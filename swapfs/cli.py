@@ -346,7 +346,7 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
                    "is created or grown sparse first (repeatable)")
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="mount options: allow_other, allow_root, auto_unmount, debug, "
-                   "writeback_cache, direct_io, noxattr, device=PATH[:SIZE]; generic words "
+                   "writeback_cache, direct_io, xattr, device=PATH[:SIZE]; generic words "
                    "(rw, noatime, ...) are ignored")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground, logging to stderr")

@@ -22,9 +22,12 @@ Decisions a user may notice:
 - setuid and setgid are cleared by the kernel: it sends a setattr for writers and
   truncaters without CAP_FSETID, and the mode along with chown. The daemon never
   clears them on its own, so root writing to a 04755 file keeps 04755, as on tmpfs.
-- The ``user.swapfs.*`` xattrs are read-only views; setting or removing one gives
-  EPERM (the attribute exists, but nobody may change it). Other ``user.*``
-  xattrs are kept in memory; other namespaces get ENOTSUP.
+- Extended attributes are off unless the mount asks for them (``xattrs``): every
+  xattr request then answers ENOSYS, which the kernel remembers, so a buffered write
+  is not preceded by a getxattr("security.capability") round trip. With them on,
+  the ``user.swapfs.*`` xattrs are read-only views; setting or removing one gives
+  EPERM (the attribute exists, but nobody may change it). Other ``user.*`` xattrs
+  are kept in memory; other namespaces get ENOTSUP.
 - With ``default_permissions`` the kernel checks mode bits and the sticky bit
   (``may_delete`` in the VFS runs for every filesystem), so the handlers do not
   check permissions again.
@@ -179,10 +182,6 @@ class Operations(pyfuse3.Operations):
 
     supports_dot_lookup = True
     enable_writeback_cache = False
-    # With xattrs on, the kernel asks getxattr("security.capability") before every
-    # write (FUSE mounts are never SB_NOSEC): one more round trip per write. Off
-    # (mount option noxattr), getxattr answers ENOSYS once and the kernel stops asking.
-    xattrs = True
     # direct_io (mount option): object files bypass the kernel's page cache, so every
     # read and write reaches the pager, and writes skip the security.capability probe
     # (the kernel's direct write path has none).  Shared writable mmap then fails
@@ -193,7 +192,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, pager: Pager, *, uid: int | None = None, gid: int | None = None,
                  root_mode: int = 0o755, control: Control | None = None,
                  writeback_cache: bool = False, direct_io: bool = False,
-                 xattrs: bool = True) -> None:
+                 xattrs: bool = False) -> None:
         super().__init__()
         self.pager = pager
         self.space = pager.space

@@ -125,7 +125,7 @@ class MountConfig:
     fuse_options: set[str] = field(default_factory=set)
     writeback_cache: bool = False
     direct_io: bool = False
-    xattr: bool = True
+    xattr: bool = False
     debug: bool = False
 
 
@@ -133,7 +133,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
     """Fold ``-o`` option lists (comma-separated) into ``cfg``.
 
     Understood: allow_other, allow_root, auto_unmount, debug (libfuse's protocol
-    trace), writeback_cache, direct_io, noxattr, device=PATH[:SIZE] (repeatable),
+    trace), writeback_cache, direct_io, xattr, noxattr (the default), device=PATH[:SIZE]
+    (repeatable),
     fsname=NAME, subtype=... (ignored: always swapfs); generic
     mount words (rw, defaults, noatime, x-*, ...) are ignored; ``ro`` and anything
     unknown are InvalidArgument.
@@ -153,8 +154,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
                 cfg.writeback_cache = True
             elif key == "direct_io" and not value:
                 cfg.direct_io = True
-            elif key == "noxattr" and not value:
-                cfg.xattr = False
+            elif key in ("xattr", "noxattr") and not value:
+                cfg.xattr = key == "xattr"
             elif key == "device" and value:
                 cfg.devices.append(parse_device_spec(value))
             elif key == "fsname" and value:

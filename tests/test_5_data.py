@@ -17,7 +17,7 @@ from helpers import FUSE_SKIP, PAGE, device_names, read_direct, run_swapfs
 def test_random_io_matches_model_across_three_devices(mount_factory, tmp_path):
     devs = [f"{tmp_path / f'dev{i}.swap'}:64M" for i in range(3)]
     rng = random.Random(2024)
-    with mount_factory(devices=devs) as mnt:
+    with mount_factory(devices=devs, opts="xattr") as mnt:
         names = [mnt / f"f{i}" for i in range(3)]
         model = {p: bytearray() for p in names}
         fds = {p: os.open(p, os.O_RDWR | os.O_CREAT, 0o644) for p in names}
@@ -144,7 +144,7 @@ def test_loop_device_as_backing_device(mount_factory, tmp_path):
         pytest.skip(f"losetup could not attach a loop device: {res.stderr.strip()}")
     loop = res.stdout.strip()
     try:
-        with mount_factory(devices=[loop]) as mnt:
+        with mount_factory(devices=[loop], opts="xattr") as mnt:
             assert os.statvfs(mnt).f_blocks == (64 << 20) // PAGE
             data = random.Random(9).randbytes(5 << 20)
             (mnt / "on-loop").write_bytes(data)
@@ -154,14 +154,14 @@ def test_loop_device_as_backing_device(mount_factory, tmp_path):
         subprocess.run(["losetup", "-d", loop], check=False)
 
 
-def test_noxattr_mount_serves_data_and_umounts(tmp_path):
-    """-o noxattr: no getxattr round trip before each write; `swapfs umount` still
-    finds the daemon (through .swapfs/sysctl) and waits for it."""
+def test_default_mount_without_xattrs_serves_data_and_umounts(tmp_path):
+    """The default (as -o noxattr): no getxattr round trip before each write;
+    `swapfs umount` finds the daemon through .swapfs/sysctl and waits for it."""
     if FUSE_SKIP:
         pytest.skip(FUSE_SKIP)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    res = run_swapfs("mount", "-o", "noxattr", "--device", f"{tmp_path / 'd.swap'}:64M",
+    res = run_swapfs("mount", "--device", f"{tmp_path / 'd.swap'}:64M",
                      str(mnt), state_home=tmp_path / "state")
     assert res.returncode == 0, res.stderr
     try:

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import (
     PAGE,
+    device_names,
     force_unmount,
     fresh_dir,
     requires_fuse,
@@ -223,29 +224,29 @@ def test_du_df(module_mnt: Path) -> None:
     assert os.statvfs(module_mnt).f_bfree == before.f_bfree
 
 
-def test_xattrs(module_mnt: Path) -> None:
-    d = fresh_dir(module_mnt, "xattr")
-    f = d / "f"
-    with open(f, "wb") as fh:
-        fh.write(b"x" * (3 * PAGE))
-        fh.seek(10 * PAGE)
-        fh.write(b"y")
-    names = os.listxattr(f)
-    assert "user.swapfs.swapped" in names and "user.swapfs.map" in names
-    assert os.getxattr(f, "user.swapfs.swapped") == b"4"
-    runs = [line.split() for line in os.getxattr(f, "user.swapfs.map").decode().splitlines()]
-    assert runs[0][0] == "0" and runs[-1][0] == "10"
-    assert sum(int(r[3]) for r in runs) == 4
-    assert all(r[1].endswith(".swap") for r in runs)
-    with pytest.raises(OSError) as ei:
-        os.setxattr(f, "user.swapfs.swapped", b"0")
-    assert ei.value.errno == errno.EPERM
-    os.setxattr(f, "user.note", b"kept")
-    assert os.getxattr(f, "user.note") == b"kept"
-    if shutil.which("getfattr"):
-        out = subprocess.run(["getfattr", "-n", "user.swapfs.swapped", "--only-values",
-                              str(f)], capture_output=True, text=True).stdout
-        assert out == "4"
+def test_xattrs_with_the_xattr_option(mount_factory) -> None:
+    with mount_factory(opts="xattr") as mnt:
+        f = mnt / "f"
+        with open(f, "wb") as fh:
+            fh.write(b"x" * (3 * PAGE))
+            fh.seek(10 * PAGE)
+            fh.write(b"y")
+        names = os.listxattr(f)
+        assert "user.swapfs.swapped" in names and "user.swapfs.map" in names
+        assert os.getxattr(f, "user.swapfs.swapped") == b"4"
+        runs = [line.split() for line in os.getxattr(f, "user.swapfs.map").decode().splitlines()]
+        assert runs[0][0] == "0" and runs[-1][0] == "10"
+        assert sum(int(r[3]) for r in runs) == 4
+        assert all(r[1].endswith(".swap") for r in runs)
+        with pytest.raises(OSError) as ei:
+            os.setxattr(f, "user.swapfs.swapped", b"0")
+        assert ei.value.errno == errno.EPERM
+        os.setxattr(f, "user.note", b"kept")
+        assert os.getxattr(f, "user.note") == b"kept"
+        if shutil.which("getfattr"):
+            out = subprocess.run(["getfattr", "-n", "user.swapfs.swapped", "--only-values",
+                                  str(f)], capture_output=True, text=True).stdout
+            assert out == "4"
 
 
 def test_readdir_while_deleting(module_mnt: Path) -> None:
@@ -494,16 +495,14 @@ def test_device_in_use_by_another_mount(tmp_path: Path, mount_factory) -> None:
 
 def test_two_devices_and_writeback_cache(mount_factory, tmp_path: Path) -> None:
     with mount_factory(devices=[f"{tmp_path}/a.swap:8M"],
-                       opts=f"device={tmp_path}/b.swap:8M,writeback_cache") as mnt:
+                       opts=f"device={tmp_path}/b.swap:8M,writeback_cache,xattr") as mnt:
         assert os.statvfs(mnt).f_blocks * PAGE == 16 << 20
         data = os.urandom(12 << 20)
         with open(mnt / "f", "wb") as fh:
             fh.write(data)
             os.fsync(fh.fileno())     # writeback cache: push the dirty pages to swapfs
         assert (mnt / "f").read_bytes() == data
-        devs = {line.split()[1] for line in
-                os.getxattr(mnt / "f", "user.swapfs.map").decode().splitlines()}
-        assert len(devs) == 2
+        assert len(device_names(mnt / "f")) == 2
 
 
 def _pgsin(mnt: Path) -> int:

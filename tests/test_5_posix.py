@@ -68,8 +68,9 @@ def _public_dir(tmp_path: Path) -> Path:
     return top / "mnt"
 
 
-def test_noxattr_turns_every_xattr_call_off(mount_factory) -> None:
-    with mount_factory(opts="noxattr") as mnt:
+@pytest.mark.parametrize("opts", [None, "noxattr", "xattr,noxattr"])
+def test_without_xattr_every_xattr_call_is_unsupported(mount_factory, opts) -> None:
+    with mount_factory(opts=opts) as mnt:
         f = mnt / "f"
         f.write_bytes(b"x" * PAGE)
         for call in (lambda: os.getxattr(f, "user.a"),

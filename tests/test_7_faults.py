@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from swapfs.client import MountClient
 from helpers import (
     PAGE,
     check_swap_info,
@@ -46,7 +47,7 @@ def fault(mnt: Path, line: str) -> None:
 def test_write_error_marks_bad_writes_elsewhere_then_eio_keeps_old_data(
         mount_factory, tmp_path: Path) -> None:
     a, b = f"{tmp_path}/a.swap", f"{tmp_path}/b.swap"
-    with mount_factory(devices=[f"{a}:32M", f"{b}:32M"]) as mnt:
+    with mount_factory(devices=[f"{a}:32M", f"{b}:32M"], opts="xattr") as mnt:
         fault(mnt, f"{a} write-error")
         assert read(mnt, "faults") == f"{a} write-error 0-8191\n"
         data = os.urandom(4 << 20)
@@ -85,7 +86,7 @@ def test_write_error_marks_bad_writes_elsewhere_then_eio_keeps_old_data(
 
 def test_read_error_is_eio_for_that_read_only(mount_factory, tmp_path: Path) -> None:
     a = f"{tmp_path}/a.swap"
-    with mount_factory(devices=[f"{a}:32M"]) as mnt:
+    with mount_factory(devices=[f"{a}:32M"], opts="xattr") as mnt:
         data = os.urandom(1 << 20)
         (mnt / "f").write_bytes(data)
         (mnt / "g").write_bytes(b"g" * 100)
@@ -109,7 +110,7 @@ def test_read_error_is_eio_for_that_read_only(mount_factory, tmp_path: Path) -> 
 
 def test_latency_on_one_device_does_not_hold_up_another(mount_factory, tmp_path: Path) -> None:
     a, b = f"{tmp_path}/a.swap", f"{tmp_path}/b.swap"
-    with mount_factory(devices=[f"{a}:32M", f"{b}:32M"]) as mnt:
+    with mount_factory(devices=[f"{a}:32M", f"{b}:32M"], opts="xattr") as mnt:
         on: dict[str, Path] = {}
         for i in range(8):
             f = mnt / f"f{i}"
@@ -150,7 +151,7 @@ def test_latency_on_one_device_does_not_hold_up_another(mount_factory, tmp_path:
 
 def test_truncated_backing_file_and_swapoff_of_it(mount_factory, tmp_path: Path) -> None:
     a, b = f"{tmp_path}/a.swap", f"{tmp_path}/b.swap"
-    with mount_factory(devices=[f"{a}:16M", f"{b}:64M"]) as mnt:
+    with mount_factory(devices=[f"{a}:16M", f"{b}:64M"], opts="xattr") as mnt:
         data = os.urandom(8 << 20)
         (mnt / "f").write_bytes(data)
         where = page_devices(mnt / "f")
@@ -369,7 +370,7 @@ def test_sigkill_then_umount_clears_and_backing_files_stay(tmp_path: Path) -> No
                        str(mnt), state_home=stateh)
         assert r.returncode == 0, r.stderr
         (mnt / "f").write_bytes(os.urandom(8 << 20))
-        pid = int(os.getxattr(mnt, "user.swapfs.pid"))
+        pid = MountClient(mnt).daemon_pid()
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
