@@ -78,13 +78,20 @@ class Faults:
         self.write_p = self.read_p = self.latency_ms = 0.0
         self.lost_from = None
 
-    @property
-    def active(self) -> bool:
-        return bool(
-            self.write_ranges or self.read_ranges
-            or self.write_p or self.read_p or self.latency_ms
-            or self.lost_from is not None
-        )
+    # Whether any fault is set: asked on every I/O, so kept up to date on every change
+    # of a fault field rather than computed each time.
+    active = False
+    _FIELDS = frozenset({"write_ranges", "read_ranges", "write_p", "read_p",
+                         "latency_ms", "lost_from"})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in self._FIELDS:
+            d = self.__dict__
+            object.__setattr__(self, "active", bool(
+                d.get("write_ranges") or d.get("read_ranges") or d.get("write_p")
+                or d.get("read_p") or d.get("latency_ms")
+                or d.get("lost_from") is not None))
 
     def describe(self) -> list[str]:
         """The active faults, one text line each, in :meth:`apply` syntax."""

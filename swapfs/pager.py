@@ -76,28 +76,47 @@ SWAPOFF_BATCH = 4 * nsw_cluster_max
 
 
 class ObjectLock:
-    """A trio.Lock whose uncontended acquire does not yield to the scheduler.
+    """A first-come first-served lock whose uncontended acquire and release neither
+    yield to the scheduler nor touch a parking lot: a yield costs a pass through
+    trio's run loop, and trio.Lock's bookkeeping a tenth of a 4 KiB write.
 
-    A yield costs a pass through trio's run loop, about as much as the rest of a 4 KiB
-    write; waiters are still served in order.
+    Release hands the lock straight to the oldest waiter, so it is never free while
+    anyone waits. A waiter cancelled before its turn leaves the queue; one cancelled
+    just after the lock was handed to it passes it on.
     """
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_held", "_waiters")
 
     def __init__(self) -> None:
-        self._lock = trio.Lock()
+        self._held = False
+        self._waiters: collections.deque[trio.Event] = collections.deque()
 
     async def __aenter__(self) -> None:
+        if not self._held:
+            self._held = True
+            return
+        turn = trio.Event()
+        self._waiters.append(turn)
         try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                self._release()  # it was ours already: pass it on
+            else:
+                self._waiters.remove(turn)
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
+        self._release()
+
+    def _release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # still held: now by the next in line
+        else:
+            self._held = False
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return self._held
 
 
 class Counters(dict):

@@ -153,3 +153,40 @@ async def test_a_write_fails_for_space_only_when_no_block_is_free():
         await obj.write(0, page(b"2", 12))  # needs 12 new blocks; 8 are free
     assert pager.space.swap_pager_avail == 8
     assert await obj.read(0, 12 * PAGE_SIZE) == page(b"1", 12)
+
+
+async def test_object_lock_is_fifo_and_survives_cancelled_waiters():
+    from swapfs.pager import ObjectLock
+
+    lock = ObjectLock()
+    order = []
+
+    async def take(name, hold=0.0):
+        async with lock:
+            order.append(name)
+            await trio.sleep(hold)
+
+    async with trio.open_nursery() as nursery:
+        await lock.__aenter__()
+        nursery.start_soon(take, "a")
+        await trio.sleep(0.01)
+        with trio.CancelScope() as doomed:
+            doomed.cancel()  # a waiter cancelled before its turn leaves the queue
+            await take("never")
+        nursery.start_soon(take, "b")
+        await trio.sleep(0.01)
+        cancel_c = trio.CancelScope()
+
+        async def c():
+            with cancel_c:
+                await take("c")
+
+        nursery.start_soon(c)
+        nursery.start_soon(take, "d")
+        await trio.sleep(0.01)
+        await lock.__aexit__(None, None, None)  # a's turn
+        cancel_c.cancel()
+    assert order == ["a", "b", "d"]
+    assert not lock.locked()
+    async with lock:  # free again, at once
+        assert lock.locked()
