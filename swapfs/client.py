@@ -96,27 +96,34 @@ class MountProcess:
     ``devices``: ``--device`` values; ``opts``: the ``-o`` string; ``env``: the
     child's environment (where its state directory is, say); ``stderr``: where the
     daemon's log goes (a file: its text is in MountError if the mount fails).
-    ``returncode`` is the daemon's exit status after exit (None if it had to be
+    ``command``: another FUSE daemon's whole command line instead (a peer in a
+    benchmark), which must mount on ``mnt`` and stay in front; entering then yields
+    None. ``returncode`` is the daemon's exit status after exit (None if it had to be
     killed).
     """
 
-    def __init__(self, mnt: str | os.PathLike, devices: list[str], opts: str | None = None,
-                 *, env: dict[str, str] | None = None, stderr: IO[str] | None = None,
-                 extra: list[str] | None = None, timeout: float = 20.0) -> None:
+    def __init__(self, mnt: str | os.PathLike, devices: list[str] = (), opts: str | None = None,
+                 *, command: list[str] | None = None, env: dict[str, str] | None = None,
+                 stderr: IO[str] | None = None, extra: list[str] | None = None,
+                 timeout: float = 20.0) -> None:
         self.mnt = os.fspath(mnt)
-        self.cmd = [sys.executable, "-m", "swapfs", "mount", "-f"]
-        for d in devices:
-            self.cmd += ["--device", d]
-        if opts:
-            self.cmd += ["-o", opts]
-        self.cmd += list(extra or []) + [self.mnt]
+        self.swapfs = command is None
+        if command is not None:
+            self.cmd = list(command)
+        else:
+            self.cmd = [sys.executable, "-m", "swapfs", "mount", "-f"]
+            for d in devices:
+                self.cmd += ["--device", d]
+            if opts:
+                self.cmd += ["-o", opts]
+            self.cmd += list(extra or []) + [self.mnt]
         self.env = env
         self.stderr = stderr
         self.timeout = timeout
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
 
-    def __enter__(self) -> MountClient:
+    def __enter__(self) -> MountClient | None:
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.stderr,
                                      stderr=self.stderr, env=self.env)
         deadline = time.monotonic() + self.timeout
@@ -126,7 +133,7 @@ class MountProcess:
                 raise MountError(f"{self.mnt}: swapfs did not mount "
                                  f"(exit status {self.returncode}){self._log()}")
             time.sleep(0.02)
-        return MountClient(self.mnt)
+        return MountClient(self.mnt) if self.swapfs else None
 
     def _log(self) -> str:
         name = getattr(self.stderr, "name", None)

@@ -11,13 +11,11 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
+from swapfs import blist_reference as ref
 from swapfs.blist import BLIST_MAX_ALLOC, Blist, BlistError, PyBlist
 
 IMPLS = [pytest.param(Blist, id="compiled"), pytest.param(PyBlist, id="python")]
 both = pytest.mark.parametrize("impl", IMPLS)
-
-M64 = (1 << 64) - 1
-P = 1099511628211
 
 
 class Model:
@@ -179,73 +177,45 @@ def test_run_crossing_chunks_and_wrap(impl):
     assert bl.alloc(5, 5) is None and bl.avail() == 6
 
 
-def xorshift(seed: int):
-    s = seed
-    while True:
-        s ^= (s << 13) & M64
-        s ^= s >> 7
-        s ^= (s << 17) & M64
-        yield s
-
-
-def run_workload(impl, variant: str, ops: int, trace: list | None = None):
-    bl = impl(1 << 20)
-    bl.free(0, 1 << 20)
-    rng = xorshift(42)
-    live: list[tuple[int, int]] = []
-    h = 1469598103934665603
-    failures = 0
-    for op in range(ops):
-        r1 = next(rng)
-        if not live or r1 % 100 < 55:
-            count = 1 + next(rng) % 32
-            got = bl.alloc(count, count if variant == "A" else 32)
-            if trace is not None:
-                trace.append(("alloc", count, got))
-            if got is None:
-                failures += 1
-                h = ((h ^ 0xFFFFFFFF) * P) & M64
-            else:
-                live.append(got)
-                h = ((h ^ got[0]) * P) & M64
-                h = ((h ^ got[1]) * P) & M64
-        else:
-            i = next(rng) % len(live)
-            if trace is not None:
-                trace.append(("free", i))
-            bl.free(*live[i])
-            live[i] = live[-1]
-            live.pop()
-    return bl, live, failures, h
-
-
 def test_xorshift_reference_outputs():
-    rng = xorshift(42)
-    assert [next(rng) for _ in range(5)] == [
-        45454805674, 11532217803599905471, 10021416941527320954,
-        2899061411254629736, 5661411637479084162]
+    s, out = ref.SEED, []
+    for _ in range(len(ref.XORSHIFT_FIRST)):
+        s = ref.xorshift64(s)
+        out.append(s)
+    assert tuple(out) == ref.XORSHIFT_FIRST
 
 
+class Recording:
+    """A blist that records the calls made on it."""
+
+    def __init__(self, bl, calls: list) -> None:
+        self.bl = bl
+        self.calls = calls
+
+    def alloc(self, count: int, maxcount: int):
+        got = self.bl.alloc(count, maxcount)
+        self.calls.append(("alloc", count, maxcount, got))
+        return got
+
+    def free(self, blk: int, count: int) -> None:
+        self.calls.append(("free", blk, count))
+        self.bl.free(blk, count)
+
+
+@pytest.mark.parametrize("variant", ["A", "B"])
 @both
-def test_first_operations(impl):
-    trace: list = []
-    run_workload(impl, "A", 6, trace)
-    assert trace == [("alloc", 32, (0, 32)), ("alloc", 9, (32, 9)), ("free", 1),
-                     ("free", 0), ("alloc", 6, (41, 6)), ("alloc", 29, (47, 29))]
-    trace = []
-    run_workload(impl, "B", 6, trace)
-    assert trace == [("alloc", 32, (0, 32)), ("alloc", 9, (32, 32)), ("free", 1),
-                     ("free", 0), ("alloc", 6, (64, 32)), ("alloc", 29, (96, 32))]
+def test_first_operations(variant, impl):
+    calls: list = []
+    ref.workload(lambda n: Recording(impl(n), calls), variant, 6)
+    assert calls[0] == ("free", 0, ref.N_BLOCKS)
+    assert calls[1:] == ref.FIRST_CALLS[variant]
 
 
-@pytest.mark.parametrize("variant,ops,avail,nlive", [
-    ("A", 1000, 1047160, 84), ("A", 10000, 1030289, 1078), ("A", 100000, 886297, 9694),
-    ("B", 1000, 1045888, 84), ("B", 10000, 1014080, 1078), ("B", 100000, 738368, 9694),
-])
+@pytest.mark.parametrize("variant,ops,avail,nlive,failures", ref.CHECKPOINTS)
 @both
-def test_checkpoints(variant, ops, avail, nlive, impl):
-    bl, live, failures, _ = run_workload(impl, variant, ops)
-    assert (bl.avail(), len(live), failures) == (avail, nlive, 0)
+def test_checkpoints(variant, ops, avail, nlive, failures, impl):
+    run = ref.workload(impl, variant, ops)
+    assert (run.blist.avail(), len(run.live), run.failures) == (avail, nlive, failures)
 
 
 EMPTY_STATS = """\
@@ -306,31 +276,16 @@ def test_resize_keeps_state(impl):
     assert bl.avail() == 5 and bl.alloc(5, 5) == (10, 5)
 
 
-VARIANT_A_STATS = """\
-number of maximal free ranges: 23820
-largest free range: 21
-average maximal free range size: 3
-number of maximal free ranges of different sizes:
-               count  |  size range
-               -----  |  ----------
-                7637  |  1
-                5100  |  2
-                5885  |  3 to 4
-                3516  |  5 to 7
-                1510  |  8 to 12
-                 171  |  13 to 20
-                   1  |  21
-"""
-
-
+@pytest.mark.parametrize("variant", ["A", "B"])
 @both
-def test_variant_a_full_run_stats(impl):
+def test_full_run_matches_c(variant, impl):
     if impl is PyBlist and not os.environ.get("SWAPFS_SLOW"):
         pytest.skip("2,000,000 ops take ~20 s in plain Python: set SWAPFS_SLOW=1 "
                     "(the compiled run and scripts/bench-blist check hash and stats)")
-    bl, live, failures, h = run_workload(impl, "A", 2_000_000)
-    assert (failures, len(live), bl.avail(), h) == (132180, 70648, 74576, 0x67055665621F0023)
-    assert bl.stats() == VARIANT_A_STATS
+    run = ref.workload(impl, variant, ref.OPS)
+    assert run.final() == ref.FINAL[variant]
+    if variant == "A":
+        assert run.blist.stats() == ref.VARIANT_A_STATS
 
 
 @pytest.mark.parametrize("blocks,seed", [(5000, 1), (1024, 2), (777, 3), (64, 4)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_fuse
+from helpers import requires_fuse
 
 pytestmark = [requires_fuse, pytest.mark.timeout(300)]
 
