@@ -3,12 +3,15 @@
 Pages are grouped in chunks of SWAP_META_PAGES (16) consecutive page indices, keyed by
 the first page index of the chunk (the page index rounded down to a multiple of 16), as
 FreeBSD groups them in a `struct swblk` kept in a pctrie. A chunk is an ``array('q')``
-of 16 slots, about 18 bytes per swapped page all told (the kernel: about 8.5).
+of 16 slots, about 18 bytes per swapped page all told (the kernel: about 8.5); a chunk
+whose 16 pages sit on 16 consecutive blocks, what clustered writes leave, is kept as
+one int instead, about 7.5 bytes per page.
 
 Guarantees every method keeps:
 
 - a chunk exists only while at least one of its slots holds a block: nothing creates a
   chunk just to store SWAPBLK_NONE, and a chunk that becomes empty is dropped at once;
+- a chunk is an int exactly when its 16 slots hold one value (one form per state);
 - `swapped` is the number of pages that have a block, maintained in O(1);
 - blocks handed back for freeing come as coalesced runs ``[(blk, n), ...]``, in page
   order, where a run is extended whenever the next block is the previous run's
@@ -47,6 +50,14 @@ _NONE = SWAPBLK_NONE
 # Copied (by slicing, a memcpy) for every new chunk and to blank a slot range; a chunk
 # equal to it is empty.
 _EMPTY = array("q", [SWAPBLK_NONE] * SWAP_META_PAGES)
+
+Chunk = "array[int] | int"  # an int: all 16 slots hold that value (never SWAPBLK_NONE)
+
+
+def _slots(c: Chunk) -> array[int]:
+    """The 16 slots of a chunk, as an array (a new one for a uniform chunk: read-only
+    use)."""
+    return array("q", (c,)) * _NPG if type(c) is int else c  # type: ignore[return-value]
 
 # Below this many chunks in a range, probing the dict for each key beats walking the
 # sorted key list (the 32-page windows of getpages/putpages span 2 or 3 chunks).
@@ -110,8 +121,9 @@ class SwapMeta:
     __slots__ = ("_chunks", "_keys", "_swapped")
 
     def __init__(self) -> None:
-        # key -> 16 encoded slots; _keys holds the same keys, sorted, for ranged walks.
-        self._chunks: dict[int, array[int]] = {}
+        # key -> 16 encoded slots (or their one value); _keys holds the same keys,
+        # sorted, for ranged walks.
+        self._chunks: dict[int, Chunk] = {}
         self._keys: SortedList = SortedList()
         self._swapped = 0
 
@@ -138,6 +150,24 @@ class SwapMeta:
         self._keys.add(key)
         return c
 
+    def _mutable(self, key: int) -> array[int] | None:
+        """Chunk key as an array that may be changed in place (a uniform chunk is
+        turned back into one), or None if there is no such chunk. After changing it
+        the caller calls ``_settle``."""
+        c = self._chunks.get(key)
+        if type(c) is int:
+            c = self._chunks[key] = _slots(c)
+        return c  # type: ignore[return-value]
+
+    def _settle(self, key: int, c: array[int]) -> None:
+        """Put a changed chunk in its one form: dropped if empty, an int if uniform."""
+        v = c[0]
+        if c == array("q", (v,)) * _NPG:
+            if v == _NONE:
+                self._drop_chunk(key)
+            else:
+                self._chunks[key] = v
+
     def _drop_chunk(self, key: int) -> None:
         del self._chunks[key]
         self._keys.remove(key)
@@ -161,8 +191,11 @@ class SwapMeta:
             c = chunks[key]
             lo = first - key if first > key else 0
             hi = end - key if end - key < _NPG else _NPG
-            seg = c if lo == 0 and hi == _NPG else c[lo:hi]
-            for off, b, n in _seg_runs(seg, lo):
+            if type(c) is int:
+                segruns = [(0, c + lo, hi - lo)]
+            else:
+                segruns = _seg_runs(c if lo == 0 and hi == _NPG else c[lo:hi], lo)
+            for off, b, n in segruns:
                 p = key + lo + off
                 if rp + rn == p and rb + rn == b and rn:
                     rn += n
@@ -173,14 +206,14 @@ class SwapMeta:
         if rn:
             yield (rp, rb, rn)
 
-    def _clear(self, key: int, c: array[int], lo: int, hi: int) -> None:
-        """Empty slots [lo, hi) of chunk c, dropping it if nothing is left."""
+    def _clear(self, key: int, lo: int, hi: int) -> None:
+        """Empty slots [lo, hi) of chunk key, dropping it if nothing is left."""
         if lo == 0 and hi == _NPG:
             self._drop_chunk(key)
             return
-        c[lo:hi] = _EMPTY[lo:hi]
-        if c == _EMPTY:
-            self._drop_chunk(key)
+        c = self._mutable(key)
+        c[lo:hi] = _EMPTY[lo:hi]  # type: ignore[index]
+        self._settle(key, c)  # type: ignore[arg-type]
 
     # -- single pages ------------------------------------------------------------
 
@@ -190,6 +223,8 @@ class SwapMeta:
         if c is None:
             return _NONE
         i = pindex & _SLOT
+        if type(c) is int:
+            return c + i
         v = c[i]
         return v if v == _NONE else v + i
 
@@ -202,12 +237,13 @@ class SwapMeta:
         if pindex < 0 or not 0 <= blk <= SWAPBLK_MASK:
             raise ValueError(f"bad page or block: pindex={pindex} blk={blk}")
         key = pindex & _KEY
-        c = self._chunks.get(key)
+        c = self._mutable(key)
         if c is None:
             c = self._new_chunk(key)
         i = pindex & _SLOT
         old = c[i]
         c[i] = blk - i
+        self._settle(key, c)
         if old == _NONE:
             self._swapped += 1
             return _NONE
@@ -218,7 +254,7 @@ class SwapMeta:
         SWAPBLK_NONE): the caller now owns it. (FreeBSD: swp_pager_meta_build with
         SWAPBLK_NONE, which hands the old block back)"""
         key = pindex & _KEY
-        c = self._chunks.get(key)
+        c = self._mutable(key)
         if c is None:
             return _NONE
         i = pindex & _SLOT
@@ -227,8 +263,7 @@ class SwapMeta:
             return _NONE
         c[i] = _NONE
         self._swapped -= 1
-        if c == _EMPTY:
-            self._drop_chunk(key)
+        self._settle(key, c)
         return old + i
 
     def contig_after(self, pindex: int) -> int:
@@ -236,7 +271,10 @@ class SwapMeta:
         pindex on could bring in (FreeBSD: swap_pager_haspage's ``after``). As in the
         seed it is capped at SWB_NPAGES - 1 = 31 pages; 0 when pindex has no block."""
         c = self._chunks.get(pindex & _KEY)
-        if c is None or c[pindex & _SLOT] == _NONE:
+        if c is None:
+            return 0
+        c = _slots(c)
+        if c[pindex & _SLOT] == _NONE:
             return 0
         return self._after(pindex, c[pindex & _SLOT])
 
@@ -245,7 +283,7 @@ class SwapMeta:
         cap = SWB_NPAGES - 1
         after = 0
         key = pindex & _KEY
-        c = chunks[key]
+        c = _slots(chunks[key])
         k, lo, vk = key, pindex - key + 1, v
         while after < cap:
             hi = lo + (cap - after) if lo + (cap - after) < _NPG else _NPG
@@ -257,9 +295,10 @@ class SwapMeta:
             k += _NPG
             vk += _NPG
             lo = 0
-            c = chunks.get(k)
-            if c is None:
+            nxt = chunks.get(k)
+            if nxt is None:
                 break
+            c = _slots(nxt)
         return after
 
     # -- ranges ------------------------------------------------------------------
@@ -286,18 +325,20 @@ class SwapMeta:
             lo = p - key
             hi = end - key if end - key < _NPG else _NPG
             n = hi - lo
-            c = chunks.get(key)
-            if c is None:
-                c = self._new_chunk(key)
-                c[lo:hi] = array("q", (v,)) * n
-                added += n
-            else:
-                old = c[lo:hi]
-                c[lo:hi] = array("q", (v,)) * n
-                added += n
-                for _, b, m in _seg_runs(old, lo):
+            added += n
+            old = chunks.get(key)
+            if old is not None:
+                for _, b, m in _seg_runs(_slots(old)[lo:hi], lo):
                     _push(freed, b, m)
                     added -= m
+            if n == _NPG:
+                if old is None:
+                    self._keys.add(key)
+                chunks[key] = v  # the whole chunk on consecutive blocks
+            else:
+                c = self._mutable(key) if old is not None else self._new_chunk(key)
+                c[lo:hi] = array("q", (v,)) * n  # type: ignore[index]
+                self._settle(key, c)  # type: ignore[arg-type]
             p += n
             v += _NPG
         self._swapped += added
@@ -340,16 +381,15 @@ class SwapMeta:
         freed: list[list[int]] = []
         removed = 0
         for key in self._keys_in(pindex, end):
-            c = chunks[key]
             lo = pindex - key if pindex > key else 0
             hi = end - key if end - key < _NPG else _NPG
-            segruns = _seg_runs(c[lo:hi], lo)
+            segruns = _seg_runs(_slots(chunks[key])[lo:hi], lo)
             if not segruns:
                 continue
             for _, b, m in segruns:
                 _push(freed, b, m)
                 removed += m
-            self._clear(key, c, lo, hi)
+            self._clear(key, lo, hi)
         self._swapped -= removed
         return [(b, n) for b, n in freed]
 
@@ -359,7 +399,7 @@ class SwapMeta:
         chunks = self._chunks
         freed: list[list[int]] = []
         for key in self._keys:
-            for _, b, m in _seg_runs(chunks[key], 0):
+            for _, b, m in _seg_runs(_slots(chunks[key]), 0):
                 _push(freed, b, m)
         chunks.clear()
         self._keys.clear()
@@ -386,7 +426,8 @@ class SwapMeta:
         chunks = self._chunks
         # Skip, with one C-level max(), chunks whose blocks all lie below first: a slot
         # holds blk - i, so blk <= max + 15 (and NONE is the smallest value).
-        keys = [k for k in self._keys if max(chunks[k]) + _SLOT >= first]
+        keys = [k for k in self._keys
+                if (c if type(c := chunks[k]) is int else max(c)) + _SLOT >= first]
         if not keys:
             return out
         # A maximal run of consecutive blocks meets [first, end) in one piece, and two

@@ -78,8 +78,12 @@ def check_structure(meta: SwapMeta, model: dict[int, int]) -> None:
     assert list(meta._keys) == sorted(meta._chunks)
     for key, c in meta._chunks.items():
         assert key % M == 0
-        assert len(c) == M
-        assert c.count(NONE) < M, f"empty chunk left at {key}"
+        if isinstance(c, int):  # uniform: 16 pages on 16 consecutive blocks
+            assert [model.get(key + i) for i in range(M)] == [c + i for i in range(M)]
+        else:
+            assert len(c) == M
+            assert c.count(NONE) < M, f"empty chunk left at {key}"
+            assert c.count(c[0]) < M, f"uniform chunk kept as an array at {key}"
     for p, b in model.items():
         assert meta.lookup(p) == b
 
