@@ -40,6 +40,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "swapfs: installing swapfs and its dependencies into .venv" >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$TOP[test]" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$TOP[test,bench]" >&2
     printf '%s\n' "$want" > "$stamp"
 fi
