@@ -19,10 +19,11 @@ device=PATH[:SIZE]`` adds more devices. Without any device, ``mount`` uses
 created sparse on first use with the size ``mount.DEFAULT_SIZE`` (4 GiB).
 
 swapon, swapoff, info and sysctl are clients of the control files in
-``MNT/.swapfs`` (client.MountClient; README, "Control files"). A control write's errno becomes the message
-FreeBSD's swapon(8), swapoff(8) or sysctl(8) would print (``swapon: PATH: Device
-already in use``), except that EINVAL from swapon prints "Invalid argument" rather
-than FreeBSD's historical "NSWAPDEV limit reached", which would mislead here.
+``MNT/.swapfs`` (client.MountClient; README, "Control files"). A control write's
+errno becomes the message FreeBSD's swapon(8), swapoff(8) or sysctl(8) would print
+(``swapon: PATH: Device already in use``), except that EINVAL from swapon prints
+"Invalid argument" rather than FreeBSD's historical "NSWAPDEV limit reached", which
+would mislead here.
 
 Exit status: 0 on success, 1 with a one-line message on stderr for an expected
 error, 2 for a usage error, 130 when interrupted.

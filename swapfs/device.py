@@ -288,12 +288,12 @@ class FileDevice(Device):
                     # pages that would then read as zeros.
                     self.faults.set_lost(p)
                     raise errors.DeviceIOError.at("read", errno.EIO, p,
-                                    first_page + off_to_idx(size) - p)
+                                                  first_page + off_to_idx(size) - p)
                 parts.append(chunk)
                 done += len(chunk)
         except OSError as exc:
             raise errors.DeviceIOError.at("read", exc.errno or errno.EIO,
-                            first_page, off_to_idx(size)) from None
+                                          first_page, off_to_idx(size)) from None
         return b"".join(parts)
 
     def _pwrite(self, off: int, data: memoryview, first_page: int) -> None:
@@ -311,7 +311,7 @@ class FileDevice(Device):
             # Whole pages before `done` are on the device; the rest is not.
             p = first_page + off_to_idx(done)
             raise errors.DeviceIOError.at("write", exc.errno or errno.EIO, p,
-                            first_page + off_to_idx(size) - p) from None
+                                          first_page + off_to_idx(size) - p) from None
         finally:
             # Average time of a small write (large ones take long for their size).
             if size <= QUICK_IO_MAX:
@@ -356,7 +356,8 @@ class FileDevice(Device):
         try:
             os.fdatasync(self.fd)
         except OSError as exc:
-            raise errors.DeviceIOError.at("fsync", exc.errno or errno.EIO, 0, self.npages) from None
+            raise errors.DeviceIOError.at("fsync", exc.errno or errno.EIO,
+                                          0, self.npages) from None
 
     def close(self) -> None:
         """Close the descriptor; further I/O fails. Idempotent."""
