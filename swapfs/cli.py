@@ -108,10 +108,6 @@ def cmd_mkswap(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- control files
 
-def _client(mountpoint: str) -> MountClient:
-    return MountClient(mountpoint)
-
-
 def _errno_text(err: int) -> str:
     # swapon(8)'s wording for EBUSY; strerror otherwise.
     return "Device already in use" if err == errno.EBUSY else os.strerror(err)
@@ -121,7 +117,7 @@ def cmd_swapon(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path)
     line = path if args.size is None else f"{path} {args.size}"
     try:
-        _client(args.mountpoint).write("swapon", line)
+        MountClient(args.mountpoint).write("swapon", line)
     except OSError as exc:
         print(f"swapon: {path}: {_errno_text(exc.errno or errno.EIO)}", file=sys.stderr)
         return 1
@@ -180,7 +176,7 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
 
     path = os.path.abspath(args.path)
     mnt = args.mountpoint
-    client = _client(mnt)
+    client = MountClient(mnt)
     result: list[BaseException | None] = []
 
     def run() -> None:
@@ -243,7 +239,7 @@ _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 3
 def cmd_info(args: argparse.Namespace) -> int:
     from .control import format_swapinfo
 
-    devs = _client(args.mountpoint).device_rows()
+    devs = MountClient(args.mountpoint).device_rows()
     blocksize, header = _UNITS[args.unit or "k"]
     rows = [(d["name"], int(d["npages"]), int(d["used"]) + int(d["bad"])) for d in devs]
     extra = None
@@ -272,7 +268,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
     """FreeBSD sysctl(8)'s output: ``name: value``; ``name: old -> new`` on a set;
     a name that is a prefix prints everything under it."""
     status = 0
-    client = _client(args.mountpoint)
+    client = MountClient(args.mountpoint)
     values = client.sysctl()
     if not args.names:
         for k in sorted(values):
@@ -309,7 +305,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
 
 def cmd_faults(args: argparse.Namespace) -> int:
     """Print the active faults, or write each LINE to the faults file."""
-    client = _client(args.mountpoint)
+    client = MountClient(args.mountpoint)
     if not args.lines:
         sys.stdout.write(client.read("faults"))
         return 0

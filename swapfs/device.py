@@ -161,7 +161,7 @@ class Device:
         """Hint that these pages will be read soon. Never fails, never waits for I/O."""
 
     def _quick_write(self, nbytes: int,
-                  limiter: trio.CapacityLimiter | None = None) -> bool:
+                     limiter: trio.CapacityLimiter | None = None) -> bool:
         """Whether a write of nbytes would now be done at once rather than in a thread."""
         return False
 
@@ -339,7 +339,7 @@ class FileDevice(Device):
             pass
 
     def _quick_write(self, nbytes: int,
-                  limiter: trio.CapacityLimiter | None = None) -> bool:
+                     limiter: trio.CapacityLimiter | None = None) -> bool:
         # A small buffered write normally only copies into the page cache. Linux has
         # no RWF_NOWAIT for buffered writes on most filesystems, so the device's
         # recent write times decide: while they stay short, small writes run here.

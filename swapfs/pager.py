@@ -247,22 +247,28 @@ class SwapObject:
             return data[:n * PAGE_SIZE]
         return data
 
-    async def _old_page(self, pindex: int) -> bytes | None:
-        """Page pindex as a reader sees it (bytes past ``size`` zeroed), or None if it
-        has no block or lies past the end. The caller holds the lock."""
-        if pindex * PAGE_SIZE >= self.size:
-            return None
+    async def _page_on_swap(self, pindex: int) -> bytes | None:
+        """The block of page pindex as it is on swap, or None if the page has none.
+        Straight to the block: a writer must not drive the reader's sequential
+        detection and read-ahead. The caller holds the lock."""
         pager = self.pager
         epoch = pager.pin()
         try:
             blk = self.meta.lookup(pindex)
             if blk == SWAPBLK_NONE:
                 return None
-            # Straight to the block: a writer must not drive the reader's sequential
-            # detection and read-ahead.
-            data = await pager.read_blocks(blk, 1)
+            return await pager.read_blocks(blk, 1)
         finally:
             pager.unpin(epoch)
+
+    async def _old_page(self, pindex: int) -> bytes | None:
+        """Page pindex as a reader sees it (bytes past ``size`` zeroed), or None if it
+        has no block or lies past the end. The caller holds the lock."""
+        if pindex * PAGE_SIZE >= self.size:
+            return None
+        data = await self._page_on_swap(pindex)
+        if data is None:
+            return None
         keep = self.size - pindex * PAGE_SIZE
         if keep < PAGE_SIZE:
             data = data[:keep] + bytes(PAGE_SIZE - keep)
@@ -300,7 +306,9 @@ class SwapObject:
                     buf: bytes | bytearray | memoryview = data
                 else:
                     buf = bytearray((p1 - p0) * PAGE_SIZE)
-                    for p in {p0, p1 - 1}:
+                    # Only a partly written edge page needs its old content.
+                    edges = [p for p, partial in ((p0, head), (p1 - 1, tail)) if partial]
+                    for p in dict.fromkeys(edges):
                         old = await self._old_page(p)
                         if old is not None:
                             lo = (p - p0) * PAGE_SIZE
@@ -320,13 +328,8 @@ class SwapObject:
         if not cut:
             return
         last = off_to_idx(self.size)
-        epoch = self.pager.pin()
-        try:
-            blk = self.meta.lookup(last)
-            raw = b"" if blk == SWAPBLK_NONE else await self.pager.read_blocks(blk, 1)
-        finally:
-            self.pager.unpin(epoch)
-        if raw and raw.count(0, cut) != PAGE_SIZE - cut:
+        raw = await self._page_on_swap(last)
+        if raw is not None and raw.count(0, cut) != PAGE_SIZE - cut:
             await self.putpages(last, raw[:cut] + bytes(PAGE_SIZE - cut))
 
     async def putpages(self, pindex: int, buf: bytes | bytearray | memoryview) -> None:
