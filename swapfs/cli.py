@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 from . import __version__, errors
 from .client import MountClient
+from .mountopts import OPTIONS
 
 # Words that can start a command line; anything else followed by a mountpoint is
 # the mount.fuse3 form.
@@ -55,6 +56,8 @@ def _mount_config(mountpoint: str, devices: list[str], opts: list[str],
                         debug=debug)
     if source is not None and source not in ("default", "swapfs", "none", ""):
         cfg.devices.append(m.parse_device_spec(source))
+    if source:
+        # As written, so /proc/mounts matches the fstab line (mount -a relies on it).
         cfg.source = source
     for d in devices:
         cfg.devices.append(m.parse_device_spec(d))
@@ -320,6 +323,9 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- parser
 
+_MNT_HELP = "a swapfs mountpoint"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each subcommand sets ``func``. Add a subcommand by
     adding a ``_add_*`` function to ``_SUBCOMMANDS``."""
@@ -337,14 +343,14 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mount", help="mount swapfs (in the background once live)",
                        description="Mount swapfs on MNT. Without --device, use the "
                        "default backing file in the state directory.")
-    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("mountpoint", metavar="MNT", help="the directory to mount on")
     p.add_argument("--device", action="append", default=[], metavar="PATH[:SIZE]",
                    help="backing file or block device; with SIZE (K/M/G/T) the file "
                    "is created or grown sparse first (repeatable)")
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
-                   help="mount options: allow_other, allow_root, auto_unmount, debug, "
-                   "writeback_cache, direct_io, xattr, device=PATH[:SIZE]; generic words "
-                   "(rw, noatime, ...) are ignored")
+                   help="comma-separated mount options: " + ", ".join(OPTIONS)
+                   + "; generic words (rw, noatime, ...) are ignored (swapfs(8): MOUNT "
+                   "OPTIONS)")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground, logging to stderr")
     p.add_argument("-d", "--debug", action="store_true",
@@ -354,14 +360,14 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
 
 def _add_umount(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("umount", help="unmount and wait for the daemon to exit")
-    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     p.add_argument("-z", "--lazy", action="store_true", help="lazy unmount")
     p.set_defaults(func=cmd_umount)
 
 
 def _add_mkswap(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mkswap", help="create or grow a sparse backing file")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the file to create or grow")
     p.add_argument("size", metavar="SIZE", help="bytes, or with a K/M/G/T suffix")
     p.set_defaults(func=cmd_mkswap)
 
@@ -370,9 +376,10 @@ def _add_swapon(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("swapon", help="add a backing device to a mount",
                        description="Add PATH as a swap device of the swapfs mount MNT. "
                        "With SIZE (K/M/G/T) a sparse regular file is created or grown first.")
-    p.add_argument("mountpoint", metavar="MNT")
-    p.add_argument("path", metavar="PATH")
-    p.add_argument("size", metavar="SIZE", nargs="?")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
+    p.add_argument("path", metavar="PATH", help="a regular file or block device")
+    p.add_argument("size", metavar="SIZE", nargs="?",
+                   help="create or grow the file to this size first (K/M/G/T)")
     p.set_defaults(func=cmd_swapon)
 
 
@@ -380,8 +387,8 @@ def _add_swapoff(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("swapoff", help="move every page off a device, then remove it",
                        description="Move every page off PATH to the other devices, then "
                        "remove it; shows progress. Ctrl-C stops watching, not the swapoff.")
-    p.add_argument("mountpoint", metavar="MNT")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
+    p.add_argument("path", metavar="PATH", help="one of the mount's devices")
     p.add_argument("--interval", type=float, default=0.2, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_swapoff)
 
@@ -392,7 +399,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
                        description="The swapinfo(8) table of MNT's devices (1K-blocks "
                        "unless told otherwise).")
     p.add_argument("--help", action="help", help="show this help message and exit")
-    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     g = p.add_mutually_exclusive_group()
     g.add_argument("-h", dest="human", action="store_true",
                    help="Used and Avail in human units (B, K, M, G, ...)")
@@ -408,8 +415,9 @@ def _add_sysctl(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sysctl", help="read or set vm.* names of a mount",
                        description="Print every name, the NAMEs given (a prefix prints "
                        "all below it), or set NAME=VALUE.")
-    p.add_argument("mountpoint", metavar="MNT")
-    p.add_argument("names", metavar="NAME[=VALUE]", nargs="*")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
+    p.add_argument("names", metavar="NAME[=VALUE]", nargs="*",
+                   help="a name or prefix to print, or a tunable to set")
     p.set_defaults(func=cmd_sysctl)
 
 
@@ -418,8 +426,8 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
                        description="Without LINE, print the active faults. Each LINE is "
                        "one write to MNT/.swapfs/faults: 'PATH write-error [FIRST-LAST | "
                        "p=P]', 'PATH read-error [...]', 'PATH latency MS', 'PATH clear'.")
-    p.add_argument("mountpoint", metavar="MNT")
-    p.add_argument("lines", metavar="LINE", nargs="*")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
+    p.add_argument("lines", metavar="LINE", nargs="*", help="a fault to inject or clear")
     p.set_defaults(func=cmd_faults)
 
 
@@ -449,6 +457,10 @@ def _is_fstab_form(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swapfs`` console script and ``python -m swapfs``."""
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        # The shell's TAB (argcomplete's hook): answer and exit.
+        from .completion import complete
+        complete(build_parser())
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if _is_fstab_form(argv):

@@ -15,7 +15,8 @@ from typing import IO
 
 from . import errors
 
-__all__ = ["MountClient", "MountProcess", "parse_sysctl_text"]
+__all__ = ["MountClient", "MountProcess", "parse_sysctl_text", "mount_table", "find_mount",
+           "swapfs_mountpoints"]
 
 CONTROL_DIR = ".swapfs"
 
@@ -176,3 +177,43 @@ def dead_mount(mnt: str | os.PathLike) -> bool:
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False
+
+
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \\ooo.
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_table() -> list[tuple[str, str, str]]:
+    """(mountpoint, fstype, source) of every mount this process sees, in mount order."""
+    table = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            table.append((_unescape_mountinfo(parts[4]), parts[sep + 1],
+                          _unescape_mountinfo(parts[sep + 2])))
+    return table
+
+
+def find_mount(path: str) -> tuple[str, str] | None:
+    """(fstype, source) of the mount at ``path`` (the last one stacked), or None."""
+    found = None
+    for mountpoint, fstype, source in mount_table():
+        if mountpoint == path:
+            found = (fstype, source)
+    return found
+
+
+def swapfs_mountpoints() -> list[str]:
+    """The mountpoints of every swapfs mount, in mount order."""
+    return [mnt for mnt, fstype, _source in mount_table() if fstype == "fuse.swapfs"]

@@ -47,15 +47,26 @@ from .params import (
 )
 
 __all__ = [
-    "Control", "FILES", "WRITABLE", "MAX_LINE", "SYSCTLS", "humanize_number",
-    "format_swapinfo", "parse_line",
+    "Control", "FILES", "FILE_HELP", "WRITABLE", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
+    "humanize_number", "format_swapinfo", "parse_line",
 ]
 
 log = logging.getLogger(__name__)
 
-# The files of the control directory, in listing order, and which take writes.
-FILES: tuple[str, ...] = ("faults", "swap_fragmentation", "swap_info", "swapoff", "swapon",
-                          "sysctl")
+# The files of the control directory, in listing order, with what each shows and
+# takes (the man page prints these), and which take writes.
+FILE_HELP: dict[str, str] = {
+    "faults": "write 'PATH write-error|read-error [FIRST-LAST | p=P]', 'PATH latency MS' "
+              "or 'PATH clear' to inject device faults; read: the active faults",
+    "swap_fragmentation": "per device, the blist's free-space statistics "
+                          "(vm.swap_fragmentation)",
+    "swap_info": "swapinfo -k's table: Device, 1K-blocks, Used, Avail, Capacity",
+    "swapoff": "write 'PATH': move every page off the device, then remove it",
+    "swapon": "write 'PATH [SIZE]': add a backing device (with SIZE, a sparse file is "
+              "created or grown first); read: the devices, one a line",
+    "sysctl": "'name: value' lines; write 'name=value' to set a tunable",
+}
+FILES: tuple[str, ...] = tuple(FILE_HELP)
 WRITABLE = frozenset({"faults", "swapon", "swapoff", "sysctl"})
 
 # Longest control write accepted, newline included.
@@ -226,8 +237,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
 )
 _BY_NAME = {s.name: s for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-_DEV_FIELDS = ("bad", "closing", "faults", "name", "npages", "swapoff_moved", "swapoff_total",
-               "unreadable", "used")
+DEV_FIELDS = ("bad", "closing", "faults", "name", "npages", "swapoff_moved", "swapoff_total",
+              "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 
 
@@ -279,7 +290,7 @@ class Control:
                       "swapoff_moved": moved, "swapoff_total": total,
                       "faults": len(sp.dev.faults.describe()),
                       "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0)}
-            for f in _DEV_FIELDS:
+            for f in DEV_FIELDS:
                 values[f"vm.swapfs.dev.{k}.{f}"] = str(fields[f])
         return values
 
@@ -308,7 +319,7 @@ class Control:
         entry = _BY_NAME.get(name)
         if entry is None:
             m = _DEV_RE.fullmatch(name)
-            if m and m.group(2) in _DEV_FIELDS and int(m.group(1)) < self.space.nswapdev:
+            if m and m.group(2) in DEV_FIELDS and int(m.group(1)) < self.space.nswapdev:
                 raise errors.NotPermitted(f"{name} is read-only")
             raise errors.NotFound(f"unknown oid {name!r}")
         if entry.set is None:

@@ -40,9 +40,10 @@ import trio
 
 from . import errors
 from .backing import DeviceLocks, SwapOn, parse_size
-from .client import MountClient, dead_mount
+from .client import MountClient, dead_mount, find_mount
 from .control import Control
 from .fs import Operations
+from .mountopts import FUSE_FLAGS, split_options
 from .pager import Pager
 from .swapspace import SwapSpace
 
@@ -61,17 +62,6 @@ WATCH_INTERVAL = 1.0
 
 # How long `swapfs umount` waits for the daemon to exit after the unmount.
 UMOUNT_WAIT = 120.0
-
-# Options passed straight to libfuse.
-_FUSE_FLAGS = {"allow_other", "allow_root", "auto_unmount", "debug"}
-# Words mount(8)/fstab use that mean nothing to swapfs (or that libfuse decides).
-_IGNORED = {
-    "rw", "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime",
-    "noatime", "relatime", "norelatime", "strictatime", "nodiratime", "diratime",
-    "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev",
-    "nofail", "async", "sync", "lazytime", "nolazytime", "silent", "loud",
-}
-
 
 def state_dir() -> str:
     """Where swapfs keeps the default device and background logs:
@@ -130,40 +120,23 @@ class MountConfig:
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
-    """Fold ``-o`` option lists (comma-separated) into ``cfg``.
-
-    Understood: allow_other, allow_root, auto_unmount, debug (libfuse's protocol
-    trace), writeback_cache, direct_io, xattr, noxattr (the default), device=PATH[:SIZE]
-    (repeatable),
-    fsname=NAME, subtype=... (ignored: always swapfs); generic
-    mount words (rw, defaults, noatime, x-*, ...) are ignored; ``ro`` and anything
-    unknown are InvalidArgument.
-    """
-    for group in opts:
-        for opt in group.split(","):
-            opt = opt.strip()
-            key, _, value = opt.partition("=")
-            if not opt or key in _IGNORED or key.startswith("x-") or key.startswith("comment="):
-                continue
-            if key == "ro":
-                raise errors.InvalidArgument(
-                    "read-only mounts are not supported (swap is written to by design)")
-            if key in _FUSE_FLAGS and not value:
-                cfg.fuse_options.add(key)
-            elif key == "writeback_cache" and not value:
-                cfg.writeback_cache = True
-            elif key == "direct_io" and not value:
-                cfg.direct_io = True
-            elif key in ("xattr", "noxattr") and not value:
-                cfg.xattr = key == "xattr"
-            elif key == "device" and value:
-                cfg.devices.append(parse_device_spec(value))
-            elif key == "fsname" and value:
-                cfg.source = value
-            elif key == "subtype":
-                continue  # always "swapfs"; mount.fuse3 may pass it along
-            else:
-                raise errors.InvalidArgument(f"unknown mount option: {opt}")
+    """Fold ``-o`` option lists (comma-separated) into ``cfg``: the words of
+    ``mountopts.OPTIONS``; generic mount words are ignored; ``ro``, anything unknown
+    and ``allow_other`` with ``allow_root`` are InvalidArgument."""
+    for key, value in split_options(opts):
+        if key in FUSE_FLAGS:
+            cfg.fuse_options.add(key)
+        elif key == "writeback_cache":
+            cfg.writeback_cache = True
+        elif key == "direct_io":
+            cfg.direct_io = True
+        elif key in ("xattr", "noxattr"):
+            cfg.xattr = key == "xattr"
+        elif key == "device":
+            cfg.devices.append(parse_device_spec(value))
+        elif key == "fsname":
+            cfg.source = value
+        # subtype: always "swapfs"; mount.fuse3 may pass it along.
     if {"allow_other", "allow_root"} <= cfg.fuse_options:
         raise errors.InvalidArgument("allow_other and allow_root are mutually exclusive")
 
@@ -208,7 +181,14 @@ def open_space(specs: list[DeviceSpec], gate: SwapOn) -> None:
     for spec in specs:
         if spec.size is not None and spec.path == default_device():
             os.makedirs(os.path.dirname(spec.path), mode=0o700, exist_ok=True)
-        gate.bring_online(os.path.abspath(spec.path), spec.size)
+        try:
+            gate.bring_online(os.path.abspath(spec.path), spec.size)
+        except errors.NotFound as exc:
+            if spec.size is not None:
+                raise
+            # Most often an fstab line naming a device not made yet: say how to.
+            raise errors.NotFound(f"{exc} (create it with: swapfs mkswap {spec.path} "
+                                  f"SIZE, or name it as {spec.path}:SIZE)") from None
 
 
 def _setup_logging(stream: IO[str], debug: bool) -> None:
@@ -404,32 +384,6 @@ def mount(cfg: MountConfig) -> int:
 
 
 # ---------------------------------------------------------------------- umount
-
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \\ooo.
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def find_mount(path: str) -> tuple[str, str] | None:
-    """(fstype, source) of the mount at ``path`` (the last one stacked), or None."""
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            if _unescape_mountinfo(parts[4]) == path:
-                found = (parts[sep + 1], _unescape_mountinfo(parts[sep + 2]))
-    return found
-
 
 def _cmdline(pid: int) -> bytes | None:
     """The process's command line, or None once it is gone (or a zombie)."""

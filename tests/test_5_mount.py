@@ -403,7 +403,8 @@ def test_default_device_and_mkswap(tmp_path: Path, cli_mnt: Path) -> None:
 
 @pytest.mark.parametrize("args, words", [
     (["mount", "--device", "{tmp}/d:8M", "{tmp}/missing"], "No such file"),
-    (["mount", "--device", "{tmp}/nodev", "{mnt}"], "No such file"),
+    (["mount", "--device", "{tmp}/nodev", "{mnt}"],
+     "No such file or directory (create it with: swapfs mkswap"),
     (["mount", "--device", "{tmp}/d:12Q", "{mnt}"], "bad size"),
     (["mount", "--device", "{tmp}", "{mnt}"], "not a regular file"),
     (["mount", "-o", "ro", "--device", "{tmp}/d:8M", "{mnt}"], "read-only"),
