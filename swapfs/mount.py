@@ -331,6 +331,10 @@ def mount(cfg: MountConfig) -> int:
         os.makedirs(state_dir(), mode=0o700, exist_ok=True)
         logfile = log_path(mountpoint)
     _setup_logging(sys.stderr, cfg.debug)
+    if logfile is not None:
+        # Until the fork stderr is the caller's (a terminal, mount(8)): only
+        # problems go there; the log file has the whole story from the fork on.
+        logging.getLogger().setLevel(logging.WARNING)
 
     with contextlib.ExitStack() as cleanup:
         locks = DeviceLocks()

@@ -161,6 +161,7 @@ mountpoint -q {tmp_path}/mnt || echo "unmounted"
 {_WAIT_DAEMON}
 """)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == ""         # a mount that works says nothing
     lines = r.stdout.splitlines()
     source, mnt, fstype = lines[0].split()[:3]
     assert (source, mnt, fstype) == (f"{tmp_path}/a.swap:16M", f"{tmp_path}/mnt", "fuse.swapfs")
