@@ -6,7 +6,8 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$TOP/.venv"
 
 source "$TOP/scripts/_debs.sh"
-need_debs fuse3 libfuse3-dev pkg-config fio gcc
+# man-db and bsdextrautils (col): the install tests read man swapfs as a user does.
+need_debs fuse3 libfuse3-dev pkg-config fio gcc man-db bsdextrautils
 
 # Reinstall only when what the install reads (metadata, build files, the compiled
 # blist's source) changed since the last install.

@@ -339,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def subcommands(parser: argparse.ArgumentParser
+                ) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """(name, one-line help, parser) of each subcommand of a :func:`build_parser`
+    parser, in order (for the man page and completion)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    return [(name, helps[name], p) for name, p in sub.choices.items()]
+
+
 def _add_mount(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mount", help="mount swapfs (in the background once live)",
                        description="Mount swapfs on MNT. Without --device, use the "

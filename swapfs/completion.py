@@ -11,11 +11,13 @@ environment set; ``cli.main`` then hands over to :func:`complete`.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import argcomplete
 from argcomplete.completers import DirectoriesCompleter
 
+from . import errors
+from .cli import subcommands
 from .client import MountClient, swapfs_mountpoints
 from .mountopts import OPTIONS
 
@@ -24,28 +26,24 @@ def mountpoints(**_kw: Any) -> list[str]:
     return swapfs_mountpoints()
 
 
-def _client(parsed_args: argparse.Namespace) -> MountClient | None:
+def _ask(parsed_args: argparse.Namespace, question: Callable[[MountClient], list[str]]
+         ) -> list[str]:
+    """What ``question`` answers of the mount given as MNT; nothing while there is
+    no MNT yet or it is not a swapfs mount."""
+    mnt = getattr(parsed_args, "mountpoint", None)
     try:
-        return MountClient(parsed_args.mountpoint)
-    except Exception:  # no MNT yet, or not a swapfs mount: nothing to offer
-        return None
+        return question(MountClient(mnt)) if mnt else []
+    except (errors.SwapfsError, OSError):
+        return []
 
 
 def devices(parsed_args: argparse.Namespace, **_kw: Any) -> list[str]:
     """The devices of the mount given as MNT (swapoff's PATH)."""
-    client = _client(parsed_args)
-    try:
-        return client.devices() if client else []
-    except OSError:
-        return []
+    return _ask(parsed_args, MountClient.devices)
 
 
 def sysctl_names(parsed_args: argparse.Namespace, **_kw: Any) -> list[str]:
-    client = _client(parsed_args)
-    try:
-        return sorted(client.sysctl()) if client else []
-    except OSError:
-        return []
+    return _ask(parsed_args, lambda client: sorted(client.sysctl()))
 
 
 def mount_options(prefix: str, **_kw: Any) -> Iterable[str]:
@@ -58,24 +56,21 @@ def mount_options(prefix: str, **_kw: Any) -> Iterable[str]:
         yield head + key + eq
 
 
-def attach(parser: argparse.ArgumentParser) -> None:
-    """Set the completers above on the arguments of ``parser``'s subcommands."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, p in sub.choices.items():
-        for action in p._actions:
-            if action.dest == "mountpoint":
-                action.completer = (DirectoriesCompleter() if name == "mount"  # type: ignore[attr-defined]
-                                    else mountpoints)
-            elif "-o" in action.option_strings:
-                action.completer = mount_options  # type: ignore[attr-defined]
-            elif (name, action.dest) == ("swapoff", "path"):
-                action.completer = devices  # type: ignore[attr-defined]
-            elif (name, action.dest) == ("sysctl", "names"):
-                action.completer = sysctl_names  # type: ignore[attr-defined]
+def _completer(command: str, action: argparse.Action) -> Callable[..., Any] | None:
+    if action.dest == "mountpoint":
+        return DirectoriesCompleter() if command == "mount" else mountpoints
+    if "-o" in action.option_strings:
+        return mount_options
+    return {("swapoff", "path"): devices,
+            ("sysctl", "names"): sysctl_names}.get((command, action.dest))
 
 
 def complete(parser: argparse.ArgumentParser) -> None:
     """Answer the shell's completion request and exit (argcomplete's protocol)."""
-    attach(parser)
+    for name, _help, p in subcommands(parser):
+        for action in p._actions:
+            completer = _completer(name, action)
+            if completer is not None:
+                action.completer = completer  # type: ignore[attr-defined]
     # Options once a '-' is typed, as bash's own completions do.
     argcomplete.autocomplete(parser, always_complete_options=False)

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from . import __version__
-from .cli import build_parser
+from .cli import build_parser, subcommands
 from .control import DEV_FIELDS, FILE_HELP, SYSCTLS, WRITABLE
 from .mount import DEFAULT_DEVICE_NAME, DEFAULT_SIZE
 from .mountopts import IGNORED, OPTIONS
@@ -36,13 +36,6 @@ def _italic(s: str) -> str:
 
 def _item(tag: str, body: str) -> list[str]:
     return [".TP", tag, _text(body)]
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
-    """(name, one-line help, parser) of each subcommand, in the parser's order."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    helps = {a.dest: a.help or "" for a in sub._choices_actions}
-    return [(name, helps.get(name, ""), p) for name, p in sub.choices.items()]
 
 
 def _usage(p: argparse.ArgumentParser) -> str:
@@ -70,7 +63,7 @@ def _options(p: argparse.ArgumentParser) -> list[str]:
 def render() -> str:
     """The whole page, roff source."""
     parser = build_parser()
-    subs = _subcommands(parser)
+    subs = subcommands(parser)
     lines = [
         f'.TH SWAPFS 8 "" "swapfs {__version__}" "System Administration"',
         ".SH NAME",

@@ -63,6 +63,7 @@ WATCH_INTERVAL = 1.0
 # How long `swapfs umount` waits for the daemon to exit after the unmount.
 UMOUNT_WAIT = 120.0
 
+
 def state_dir() -> str:
     """Where swapfs keeps the default device and background logs:
     ``$XDG_STATE_HOME/swapfs``, else ``~/.local/state/swapfs``."""

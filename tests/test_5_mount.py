@@ -24,7 +24,9 @@ from helpers import (
     swapfs_env,
     sysctls,
 )
+from swapfs import errors, mount
 from swapfs.client import MountClient, MountProcess
+from swapfs.mountopts import OPTIONS
 
 pytestmark = [requires_fuse, pytest.mark.timeout(60)]
 
@@ -477,6 +479,17 @@ def test_fstab_form(tmp_path: Path, cli_mnt: Path) -> None:
         assert os.statvfs(cli_mnt).f_blocks * PAGE == 16 << 20
     finally:
         assert run_swapfs("umount", str(cli_mnt), state_home=state).returncode == 0
+
+
+def test_every_listed_mount_option_is_taken_and_nothing_else(tmp_path: Path) -> None:
+    # The list the man page, --help and completion show is the list a mount takes.
+    for word in OPTIONS:
+        key, eq, _ = word.partition("=")
+        cfg = mount.MountConfig(mountpoint=str(tmp_path))
+        mount.apply_options(cfg, [f"noatime,{key}={tmp_path}/x.swap" if eq else key])
+    for bad in ("xattr=1", "device", "device=", "fsname", "nosuchoption", "ro"):
+        with pytest.raises(errors.InvalidArgument):
+            mount.apply_options(mount.MountConfig(mountpoint=str(tmp_path)), [bad])
 
 
 def test_device_in_use_by_another_mount(tmp_path: Path, mount_factory) -> None:

@@ -142,6 +142,39 @@ def test_install_says_what_it_did_and_is_idempotent(installed: Installed) -> Non
     assert where.startswith(f"{inst.prefix}/lib/") and blist == "swapfs._cblist"
 
 
+def test_install_elsewhere_moves_the_link_and_refuses_what_is_not_its_own(
+        installed: Installed) -> None:
+    inst = installed
+    old, new = inst.bindir / "swapfs", inst.base / "bin2" / "swapfs"
+    target = f"{inst.prefix}/bin/swapfs"
+    moved = [a if a != str(inst.bindir) else str(new.parent) for a in inst.args()]
+    r = _run(str(INSTALL), *moved)
+    assert r.returncode == 0, r.stderr
+    assert f"swapfs: linked {new} -> {target}" in r.stdout.splitlines()
+    assert r.stdout.splitlines()[-1] == f"swapfs: removed {old}"
+    assert not os.path.lexists(old) and os.readlink(new) == target
+
+    # Someone else's swapfs in the bindir is left alone, and so is a foreign prefix.
+    old.write_text("#!/bin/sh\n")
+    r = _run(str(INSTALL), *inst.args())
+    assert r.returncode == 1
+    assert r.stderr == f"swapfs: {old} exists and is not ours: move it away first\n"
+    assert old.read_text() == "#!/bin/sh\n"
+    other = inst.base / "other"
+    (other / "bin").mkdir(parents=True)
+    r = _run(str(INSTALL), "--uninstall", "--prefix", str(other))
+    assert r.returncode == 1 and (other / "bin").is_dir()
+    assert r.stderr == f"swapfs: {other} was not made by scripts/install: left alone\n"
+    r = _run(str(INSTALL), "--prefix", str(other))
+    assert r.returncode == 1 and os.listdir(other) == ["bin"]
+
+    old.unlink()
+    r = _run(str(INSTALL), *inst.args())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"swapfs: removed {new}"
+    assert os.readlink(old) == target and not os.path.lexists(new)
+
+
 def test_fstab_line_with_two_devices_and_plain_umount(installed: Installed,
                                                         tmp_path: Path) -> None:
     fstab = tmp_path / "fstab"
