@@ -120,11 +120,12 @@ class ObjectLock:
 
 
 class Counters(dict):
-    """vm.stats.vm.v_swap* and vm.stats.swap.* counters, by their FreeBSD names."""
+    """vm.stats.vm.v_swap* and vm.stats.swap.* counters, by their FreeBSD names, and
+    the read and write requests objects served (vm.swapfs.reads, vm.swapfs.writes)."""
 
     NAMES = (
         "v_swapin", "v_swapout", "v_swappgsin", "v_swappgsout",
-        "free_deferred", "free_completed",
+        "free_deferred", "free_completed", "reads", "writes",
     )
 
     def __init__(self) -> None:
@@ -169,6 +170,7 @@ class SwapObject:
         (FreeBSD: swap_pager_getpages.) Raises DeviceIOError if a device fails; the
         mapping is left as it was so a later read may succeed.
         """
+        self.pager.counters["reads"] += 1
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
@@ -284,6 +286,7 @@ class SwapObject:
         whole request reaches swap and is mapped, or (NoSpace, DeviceIOError) nothing
         a reader can see changes and the old data stays readable.
         """
+        self.pager.counters["writes"] += 1
         size = len(data)
         if size == 0:
             return
