@@ -44,15 +44,16 @@ __all__ = ["Device", "FileDevice", "MemoryDevice", "identity", "open_device"]
 # --------------------------------------------------------------------------
 # Devices
 
-# Writes up to QUICK_IO_MAX bytes run on the caller's thread while the device's recent
-# writes of their size class (up to QUICK_SMALL bytes, or larger) took under
-# QUICK_WRITE_SLOW[class] seconds on average; a stalled device moves its writes to
-# worker threads until it answers quickly again.  Reads the page cache cannot answer
-# follow the same rule with QUICK_READ_SLOW: a worker-thread round trip costs about
-# as much as a small read from a local disk, so only slow devices are worth it.
-QUICK_IO_MAX = 128 * 1024
+# Writes up to QUICK_IO_MAX bytes (the most one FUSE request carries) run on the
+# caller's thread while the device's recent writes of their size class (up to
+# QUICK_SMALL bytes, or larger) took under QUICK_WRITE_SLOW[class] seconds on average;
+# a stalled device moves its writes to worker threads until it answers quickly again.
+# Reads the page cache cannot answer follow the same rule with QUICK_READ_SLOW: a
+# worker-thread round trip costs about as much as a small read from a local disk, so
+# only slow devices are worth it.
+QUICK_IO_MAX = 1024 * 1024
 QUICK_SMALL = 16 * 1024
-QUICK_WRITE_SLOW = (0.0003, 0.001)
+QUICK_WRITE_SLOW = (0.0003, 0.002)
 QUICK_READ_SLOW = 0.001
 # The moving averages weigh a new sample 1/AVERAGE_OVER: they follow the last few
 # requests, so a stall shows within a handful of them.

@@ -24,6 +24,8 @@ OPTIONS: dict[str, str] = {
     "xattr": "answer extended attributes: the read-only user.swapfs.swapped and "
              "user.swapfs.map, other user.* kept in memory",
     "noxattr": "no extended attributes (the default)",
+    "read_ahead=SIZE": "the kernel's read-ahead window for the mount (default 1M; only "
+                       "root may set it, others keep the kernel's 128K)",
     "device=PATH[:SIZE]": "one more backing device, as --device (repeatable)",
     "fsname=NAME": "the source shown in /proc/mounts (default: the first device)",
     "subtype=swapfs": "accepted and ignored: the type is always fuse.swapfs",

@@ -120,11 +120,12 @@ class ObjectLock:
 
 
 class Counters(dict):
-    """vm.stats.vm.v_swap* and vm.stats.swap.* counters, by their FreeBSD names."""
+    """vm.stats.vm.v_swap* and vm.stats.swap.* counters, by their FreeBSD names, and
+    the read and write requests objects served (vm.swapfs.reads, vm.swapfs.writes)."""
 
     NAMES = (
         "v_swapin", "v_swapout", "v_swappgsin", "v_swappgsout",
-        "free_deferred", "free_completed",
+        "free_deferred", "free_completed", "reads", "writes",
     )
 
     def __init__(self) -> None:
@@ -169,6 +170,7 @@ class SwapObject:
         (FreeBSD: swap_pager_getpages.) Raises DeviceIOError if a device fails; the
         mapping is left as it was so a later read may succeed.
         """
+        self.pager.counters["reads"] += 1
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
@@ -284,6 +286,7 @@ class SwapObject:
         whole request reaches swap and is mapped, or (NoSpace, DeviceIOError) nothing
         a reader can see changes and the old data stays readable.
         """
+        self.pager.counters["writes"] += 1
         size = len(data)
         if size == 0:
             return
@@ -499,46 +502,60 @@ class Pager:
     async def write_pages(self, view: memoryview) -> list[tuple[int, int, int]]:
         """Write the whole pages in view to newly allocated blocks (rule 6).
 
-        Returns ``(page offset in view, first block, count)`` runs covering view, in
-        order, each on one device and at most nsw_cluster_max pages. A run whose write
-        fails has the failed blocks marked bad, the rest freed, and its pages go to
-        whatever runs are free then. When no free block is left, every block taken here
-        is freed and NoSpace (or DeviceIOError, after a write error) raised.
+        Blocks are taken a cluster (nsw_cluster_max pages) at a time, as the seed's
+        putpages takes them, for all the pages still to place; clusters that came out
+        adjacent on a device (as they do on one device with room) are written by one
+        call, as the block layer merges the seed's bios. Returns ``(page offset in
+        view, first block, count)`` runs covering view, in order, each on one device.
+        A run whose write fails has the failed blocks marked bad, the rest freed, and
+        its pages go to whatever runs are free then. When no free block is left, every
+        block taken here is freed and NoSpace (or DeviceIOError, after a write error)
+        raised.
         """
         space = self.space
         todo = [(0, off_to_idx(len(view)))]  # (page offset, count) still to place
-        placed: list[tuple[int, int, int]] = []
+        placed: list[tuple[int, int, int]] = []  # written
+        pending: list[tuple[int, int, int]] = []  # taken, not written yet
         failure: errors.DeviceIOError | None = None
         try:
             while todo:
-                off, count = todo.pop()
-                got = space.getswapspace(min(count, nsw_cluster_max), limit=1)
-                if got is None:
-                    if failure is not None:
-                        raise errors.DeviceIOError(
-                            "no device could take the data") from failure
-                    raise errors.NoSpace("out of swap space")
-                blk, n = got
-                if n < count:
-                    todo.append((off + n, count - n))
-                placed.append((off, blk, n))
-                swdev, devpage = space.lookup(blk)
-                try:
-                    await swdev.dev.awrite_pages(
-                        devpage, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
-                        self._write_limiter)
-                except errors.DeviceIOError as exc:
-                    placed.pop()
-                    failure = exc
-                    self._write_failed(swdev, blk, n, exc)
-                    todo.append((off, n))
-                    continue
-                self._dirty[swdev] = None
-                self.counters["v_swapout"] += 1
-                self.counters["v_swappgsout"] += n
+                while todo:
+                    off, count = todo.pop()
+                    got = space.getswapspace(min(count, nsw_cluster_max), limit=1)
+                    if got is None:
+                        if failure is not None:
+                            raise errors.DeviceIOError(
+                                "no device could take the data") from failure
+                        raise errors.NoSpace("out of swap space")
+                    blk, n = got
+                    if n < count:
+                        todo.append((off + n, count - n))
+                    last = pending[-1] if pending else None
+                    if last is not None and last[0] + last[2] == off and last[1] + last[2] == blk:
+                        pending[-1] = (last[0], last[1], last[2] + n)
+                    else:
+                        pending.append((off, blk, n))
+                while pending:
+                    off, blk, n = pending[0]
+                    swdev, devpage = space.lookup(blk)
+                    try:
+                        await swdev.dev.awrite_pages(
+                            devpage, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
+                            self._write_limiter)
+                    except errors.DeviceIOError as exc:
+                        del pending[0]
+                        failure = exc
+                        self._write_failed(swdev, blk, n, exc)
+                        todo.append((off, n))
+                        continue
+                    del pending[0]
+                    placed.append((off, blk, n))
+                    self._dirty[swdev] = None
+                    self.counters["v_swapout"] += 1
+                    self.counters["v_swappgsout"] += n
         except BaseException:
             # Never mapped, so no reader can hold them: free at once.
-            self.free_runs([(blk, n) for _off, blk, n in placed], now=True)
+            self.free_runs([(blk, n) for _off, blk, n in placed + pending], now=True)
             raise
         placed.sort()
         return placed

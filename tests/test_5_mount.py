@@ -551,3 +551,32 @@ def test_direct_io_every_read_reaches_the_pager(mount_factory) -> None:
             assert exc.value.errno == errno.ENODEV
             with mmap.mmap(fh.fileno(), PAGE, flags=mmap.MAP_PRIVATE) as m:
                 assert m[:PAGE] == data[:PAGE]
+
+
+def _read_ahead_kb(mnt: Path) -> int:
+    st = os.stat(mnt)
+    bdi = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+    return int(bdi.read_text())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+def test_read_ahead_window_and_sequential_reads_in_big_requests(mount_factory) -> None:
+    with mount_factory() as mnt:
+        assert _read_ahead_kb(mnt) == 1024
+        data = os.urandom(8 << 20)
+        (mnt / "f").write_bytes(data)
+        before = sysctls(mnt)
+        # Drop the object's cached pages: the reads below must go to the pager.
+        fd = os.open(mnt / "f", os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            got = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+        finally:
+            os.close(fd)
+        assert got == data
+        after = sysctls(mnt)
+        reads = int(after["vm.swapfs.reads"]) - int(before["vm.swapfs.reads"])
+        # 8 MiB in windows of 1 MiB: a handful of requests, not 64 of 128 KiB.
+        assert reads <= 16, reads
+    with mount_factory(opts="read_ahead=256K", name="m2") as mnt:
+        assert _read_ahead_kb(mnt) == 256
