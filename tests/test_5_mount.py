@@ -483,10 +483,12 @@ def test_fstab_form(tmp_path: Path, cli_mnt: Path) -> None:
 
 def test_every_listed_mount_option_is_taken_and_nothing_else(tmp_path: Path) -> None:
     # The list the man page, --help and completion show is the list a mount takes.
+    example = {"PATH[:SIZE]": f"{tmp_path}/x.swap:1M", "SIZE": "2M", "NAME": "name",
+               "swapfs": "swapfs"}
     for word in OPTIONS:
-        key, eq, _ = word.partition("=")
+        key, eq, metavar = word.partition("=")
         cfg = mount.MountConfig(mountpoint=str(tmp_path))
-        mount.apply_options(cfg, [f"noatime,{key}={tmp_path}/x.swap" if eq else key])
+        mount.apply_options(cfg, [f"noatime,{key}={example[metavar]}" if eq else key])
     for bad in ("xattr=1", "device", "device=", "fsname", "nosuchoption", "ro"):
         with pytest.raises(errors.InvalidArgument):
             mount.apply_options(mount.MountConfig(mountpoint=str(tmp_path)), [bad])
