@@ -42,7 +42,9 @@ from . import errors
 from .backing import DeviceLocks, SwapOn, parse_size
 from .client import MountClient, dead_mount
 from .control import Control
-from .fs import Operations
+from .fs import ROOT_INODE, Operations
+from .metrics import MetricsServer, parse_address
+from .objects import object_names
 from .pager import Pager
 from .swapspace import SwapSpace
 
@@ -127,6 +129,7 @@ class MountConfig:
     direct_io: bool = False
     xattr: bool = False
     debug: bool = False
+    metrics: tuple[str, int] | None = None  # (host, port) of the metrics endpoint
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
@@ -134,7 +137,7 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
 
     Understood: allow_other, allow_root, auto_unmount, debug (libfuse's protocol
     trace), writeback_cache, direct_io, xattr, noxattr (the default), device=PATH[:SIZE]
-    (repeatable),
+    (repeatable), metrics=[HOST:]PORT (HOST defaults to 127.0.0.1),
     fsname=NAME, subtype=... (ignored: always swapfs); generic
     mount words (rw, defaults, noatime, x-*, ...) are ignored; ``ro`` and anything
     unknown are InvalidArgument.
@@ -158,6 +161,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
                 cfg.xattr = key == "xattr"
             elif key == "device" and value:
                 cfg.devices.append(parse_device_spec(value))
+            elif key == "metrics" and value:
+                cfg.metrics = parse_address(value)
             elif key == "fsname" and value:
                 cfg.source = value
             elif key == "subtype":
@@ -226,8 +231,12 @@ def _setup_logging(stream: IO[str], debug: bool) -> None:
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None]) -> None:
-    """Serve requests until unmounted or signalled, then flush the devices."""
+async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None],
+                 metrics: MetricsServer | None = None) -> None:
+    """Serve requests until unmounted or signalled, then flush the devices; serve
+    ``metrics`` meanwhile."""
+    if metrics is not None:
+        metrics.start(ops.ctl.control.metric_values, trio.lowlevel.current_trio_token())
     with trio.open_signal_receiver(*_SIGNALS) as signals:
         # Handlers are in place: signals blocked since before init may come in now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
@@ -360,9 +369,16 @@ def mount(cfg: MountConfig) -> int:
         gate = SwapOn(space, mountpoint, locks)
         open_space(specs, gate)
         pager = Pager(space)
-        ops = Operations(pager, control=Control(pager, gate),
+        control = Control(pager, gate)
+        ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
                          xattrs=cfg.xattr)
+        control.names = lambda: object_names(ops.inodes, ROOT_INODE)
+        metrics = None
+        if cfg.metrics is not None:
+            # Bound now: a busy port fails the mount before anything is mounted.
+            metrics = MetricsServer(*cfg.metrics)
+            cleanup.callback(metrics.close)
 
         # No SIGINT/SIGTERM from here until trio listens for them.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -393,7 +409,7 @@ def mount(cfg: MountConfig) -> int:
         log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
                  mountpoint, ",".join(sorted(opts)), os.getpid())
         try:
-            trio.run(_serve, ops, pager, notifier.ok)
+            trio.run(_serve, ops, pager, notifier.ok, metrics)
             clean = True
         except BaseException:
             log.exception("the filesystem failed")
