@@ -93,14 +93,18 @@ def _state(dev: dict[str, str], prev: Snapshot, cur: Snapshot) -> str:
     return f"swapoff {pct}% {rate:.0f} p/s {eta}"
 
 
-def frame(prev: Snapshot, cur: Snapshot, mnt: str, height: int = 24) -> Group:
-    """One frame from two snapshots, at most ``height`` lines tall."""
+def frame(prev: Snapshot, cur: Snapshot, mnt: str, width: int = 80, height: int = 24
+          ) -> Group:
+    """One frame from two snapshots, ``width`` columns wide (80 or more) and at most
+    ``height`` lines tall."""
     s = cur.sysctl
     total = int(s["vm.swap_total"]) // PAGE_SIZE
     free = int(s["vm.swapfs.swap_pager_avail"])
-    title = Text(f"swapfs top {_short(mnt, 40)}  {time.strftime('%H:%M:%S')}  "
-                 f"page-in {_rate(prev, cur, 'vm.stats.vm.v_swappgsin'):.0f}/s  "
-                 f"page-out {_rate(prev, cur, 'vm.stats.vm.v_swappgsout'):.0f}/s",
+    rates = (f"  {time.strftime('%H:%M:%S')}  "
+             f"page-in {_rate(prev, cur, 'vm.stats.vm.v_swappgsin'):.0f}/s  "
+             f"page-out {_rate(prev, cur, 'vm.stats.vm.v_swappgsout'):.0f}/s")
+    head = "swapfs top "
+    title = Text(head + _short(mnt, max(12, width - len(head) - len(rates))) + rates,
                  style="bold")
     totals = Text(f"swap {_size(total)}  free {_size(free)}  "
                   f"reserved {humanize_number(int(s['vm.swap_reserved']))}  "
@@ -133,7 +137,7 @@ def print_once(client: MountClient, interval: float, width: int, out=None) -> No
     cur = snapshot(client)
     console = Console(file=out or sys.stdout, width=width, color_system=None,
                       force_terminal=False, highlight=False, emoji=False)
-    console.print(frame(prev, cur, client.path))
+    console.print(frame(prev, cur, os.path.abspath(client.path), width))
 
 
 def run_live(client: MountClient, interval: float) -> None:
@@ -157,7 +161,8 @@ def run_live(client: MountClient, interval: float) -> None:
                         return
                     continue
                 cur = snapshot(client)
-                live.update(frame(prev, cur, client.path, console.size.height), refresh=True)
+                live.update(frame(prev, cur, os.path.abspath(client.path), *console.size),
+                            refresh=True)
                 prev, due = cur, cur.when + interval
     except KeyboardInterrupt:
         return
