@@ -135,9 +135,13 @@ def print_once(client: MountClient, interval: float, width: int, out=None) -> No
     prev = snapshot(client)
     time.sleep(interval)
     cur = snapshot(client)
-    console = Console(file=out or sys.stdout, width=width, color_system=None,
-                      force_terminal=False, highlight=False, emoji=False)
-    console.print(frame(prev, cur, os.path.abspath(client.path), width))
+    console = Console(width=width, color_system=None, force_terminal=False,
+                      highlight=False, emoji=False)
+    with console.capture() as text:
+        console.print(frame(prev, cur, os.path.abspath(client.path), width))
+    # Table cells are padded to their column's width: no trailing blanks in a script.
+    (out or sys.stdout).write("".join(line.rstrip() + "\n"
+                                      for line in text.get().splitlines()))
 
 
 def run_live(client: MountClient, interval: float) -> None:
