@@ -336,10 +336,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     from .client import mount_of
     from .views import format_map, object_of
 
-    if len(args.paths) > 2:
-        raise errors.InvalidArgument("map: give FILE, or MNT FILE")
-    path = args.paths[-1]
-    client = MountClient(args.paths[0] if len(args.paths) == 2 else mount_of(path))
+    path = args.first if args.file is None else args.file
+    client = MountClient(mount_of(path) if args.file is None else args.first)
     st, row = object_of(client, path)
     sys.stdout.write(format_map(path, st.st_size, row, client.maps()))
     return 0
@@ -520,9 +518,11 @@ def _sort_keys() -> list[str]:
 
 def _add_map(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("map", help="a file's runs on swap, as filefrag -v prints extents",
+                       usage="swapfs map [-h] [MNT] FILE",
                        description="The runs of FILE's pages on swap: logical pages, "
                        "device pages, length, device. MNT defaults to the mount FILE is on.")
-    p.add_argument("paths", metavar="[MNT] FILE", nargs="+")
+    p.add_argument("first", metavar="[MNT]")
+    p.add_argument("file", metavar="FILE", nargs="?")
     p.set_defaults(func=cmd_map)
 
 

@@ -143,12 +143,14 @@ class MetricsServer:
 
     The socket is bound at construction (a busy port or a bad host raises a
     SwapfsError, before anything is mounted, and the bound socket survives the
-    daemon's fork); ``start`` serves from a thread, taking each scrape's values by
-    calling ``snapshot`` on the trio loop of ``token``; ``close`` stops it.
+    daemon's fork); ``start`` serves from a thread, taking each scrape's values
+    (sysctl values and descriptions) from ``snapshot``, called on the trio loop of
+    ``token``; ``close`` stops it.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self._snapshot: Callable[[], tuple[Mapping[str, str], Mapping[str, str]]] | None = None
+    def __init__(self, host: str, port: int,
+                 snapshot: Callable[[], tuple[Mapping[str, str], Mapping[str, str]]]) -> None:
+        self._snapshot = snapshot
         self._token: trio.lowlevel.TrioToken | None = None
         app = make_wsgi_app(_registry(self._families))
         try:
@@ -161,7 +163,7 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
 
     def _families(self) -> list[Metric]:
-        if self._snapshot is None:
+        if self._token is None:
             return []
         try:
             values, descr = trio.from_thread.run_sync(self._snapshot, trio_token=self._token)
@@ -169,9 +171,8 @@ class MetricsServer:
             return []  # unmounting
         return families(values, descr)
 
-    def start(self, snapshot: Callable[[], tuple[Mapping[str, str], Mapping[str, str]]],
-              token: trio.lowlevel.TrioToken) -> None:
-        self._snapshot, self._token = snapshot, token
+    def start(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
                                         daemon=True)
         self._thread.start()

@@ -236,7 +236,7 @@ async def _serve(ops: Operations, pager: Pager, ready: Callable[[], None],
     """Serve requests until unmounted or signalled, then flush the devices; serve
     ``metrics`` meanwhile."""
     if metrics is not None:
-        metrics.start(ops.ctl.control.metric_values, trio.lowlevel.current_trio_token())
+        metrics.start(trio.lowlevel.current_trio_token())
     with trio.open_signal_receiver(*_SIGNALS) as signals:
         # Handlers are in place: signals blocked since before init may come in now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
@@ -377,7 +377,7 @@ def mount(cfg: MountConfig) -> int:
         metrics = None
         if cfg.metrics is not None:
             # Bound now: a busy port fails the mount before anything is mounted.
-            metrics = MetricsServer(*cfg.metrics)
+            metrics = MetricsServer(*cfg.metrics, control.metric_values)
             cleanup.callback(metrics.close)
 
         # No SIGINT/SIGTERM from here until trio listens for them.
