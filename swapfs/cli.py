@@ -348,7 +348,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
     client = MountClient(args.mountpoint)
     if args.once:
-        top.print_once(client, args.interval, args.width)
+        top.print_once(client, args.interval)
     else:
         top.run_live(client, args.interval)
     return 0
@@ -536,7 +536,6 @@ def _add_top(sub: argparse._SubParsersAction) -> None:
                    help="print one frame as plain text (rates over one interval) and exit")
     p.add_argument("--interval", type=_interval, default=1.0, metavar="S",
                    help="seconds between frames (default 1)")
-    p.add_argument("--width", type=_positive, default=80, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_top)
 
 

@@ -3,9 +3,8 @@ block order, each cell coloured by the object owning most of its blocks, as SVG 
 as coloured block characters on a terminal.
 
 What a cell shows, first match wins: the object with the most blocks in it (objects
-beyond the legend's share one colour, "other objects"), or bad blocks if they are
-all it holds; the boot-block label if that is all it holds; white (free) when no
-block in it is used. Blocks a write holds before its pages are switched in, or a
+beyond the legend's share one colour, "other objects"); black if it holds bad blocks;
+light grey if it holds the boot-block label; white (free) otherwise. Blocks a write holds before its pages are switched in, or a
 free waits for an older reader, show as free.
 
 Input is what the control files give (``sysctl``'s device rows, ``objects``,
@@ -18,7 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.text import Text
 
 from .control import humanize_number

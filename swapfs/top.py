@@ -130,18 +130,18 @@ def frame(prev: Snapshot, cur: Snapshot, mnt: str, width: int = 80, height: int 
     return Group(title, totals, Text(), devs, Text(), objs)
 
 
-def print_once(client: MountClient, interval: float, width: int, out=None) -> None:
-    """Print one frame as plain text: two snapshots ``interval`` seconds apart."""
+def print_once(client: MountClient, interval: float) -> None:
+    """Print one frame as plain text, 80 columns and at most 24 lines: two snapshots
+    ``interval`` seconds apart."""
     prev = snapshot(client)
     time.sleep(interval)
     cur = snapshot(client)
-    console = Console(width=width, color_system=None, force_terminal=False,
+    console = Console(width=80, color_system=None, force_terminal=False,
                       highlight=False, emoji=False)
     with console.capture() as text:
-        console.print(frame(prev, cur, os.path.abspath(client.path), width))
+        console.print(frame(prev, cur, os.path.abspath(client.path)))
     # Table cells are padded to their column's width: no trailing blanks in a script.
-    (out or sys.stdout).write("".join(line.rstrip() + "\n"
-                                      for line in text.get().splitlines()))
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in text.get().splitlines()))
 
 
 def run_live(client: MountClient, interval: float) -> None:

@@ -281,14 +281,40 @@ def test_picture_cells_carry_their_objects_colours_and_turn_white_after_rm(tmp_p
         os.unlink(mnt / "big")
         out = _swapfs(tmp_path, "picture", str(mnt), "-o", str(svg))
         assert out.returncode == 0, out.stderr
-        cells, _legend = _svg_cells(svg)
+        cells, legend = _svg_cells(svg)  # colours follow the objects' new ranks
         assert {cells[k] for k in big} == {"#ffffff"}
 
-        term = _swapfs(tmp_path, "picture", str(mnt))
+        # On a terminal: a half block a pair of cells, the upper one's colour in front.
+        env = dict(swapfs_env(tmp_path / "state"), FORCE_COLOR="1", COLORTERM="truecolor",
+                   COLUMNS="200")
+        term = subprocess.run([sys.executable, "-m", "swapfs", "picture", str(mnt)],
+                              capture_output=True, text=True, env=env, timeout=60)
         assert term.returncode == 0, term.stderr
         assert names[0] in term.stdout and "/small" in term.stdout and "free" in term.stdout
+        halves = _terminal_halves(term.stdout)
+        owner = {}
+        for r in client.maps():
+            for b in range(r.devpage, r.devpage + r.length):
+                owner[(r.device, b)] = "bad" if r.owner is None else str(r.owner)
+        for oid in ("bad", *(str(r.id) for r in client.objects())):
+            assert halves.get(legend[oid][0], 0) == sum(1 for o in owner.values() if o == oid)
         bad = _swapfs(tmp_path, "picture", str(mnt), "-o", str(tmp_path / "no" / "p.svg"))
         assert bad.returncode == 1 and "No such file or directory" in bad.stderr
+
+
+def _terminal_halves(out: str) -> dict[str, int]:
+    """How many cells of each colour (#rrggbb) rich's upper half blocks show."""
+    counts: dict[str, int] = {}
+    for codes, text in re.findall(r"\x1b\[([0-9;]*)m([^\x1b]*)", out):
+        n = text.count("\u2580")
+        if not n:
+            continue
+        c = [int(x) for x in codes.split(";")]
+        for k in range(len(c) - 4):
+            if c[k] in (38, 48) and c[k + 1] == 2:
+                colour = "#%02x%02x%02x" % tuple(c[k + 2:k + 5])
+                counts[colour] = counts.get(colour, 0) + n
+    return counts
 
 
 # ---------------------------------------------------------------------- metrics
@@ -342,6 +368,28 @@ def test_metrics_file_and_http_endpoint_equal_sysctl(tmp_path, mount_factory):
             assert resp.headers["Content-Type"].startswith("text/plain")
             _check_metrics(resp.read().decode(), values)
         assert client.sysctl() == values  # nothing moved while we looked
+
+
+def test_metrics_served_by_a_background_daemon(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    port = _free_port()
+    out = _swapfs(tmp_path, "mount", "--device", f"{tmp_path}/a.swap:4M", "-o",
+                  f"metrics={port}", str(mnt))
+    assert out.returncode == 0, out.stderr
+    try:
+        (mnt / "f").write_bytes(b"z" * 3 * PAGE)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            text = resp.read().decode()
+        values = MountClient(mnt).sysctl()
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        assert fams["swapfs_objects"].samples[0].value == float(values["vm.swapfs.objects"])
+        assert fams["swapfs_pid"].samples[0].value == float(values["vm.swapfs.pid"])
+    finally:
+        umount = _swapfs(tmp_path, "umount", str(mnt))
+    assert umount.returncode == 0, umount.stderr
+    with pytest.raises(OSError):  # the daemon and its endpoint are gone
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
 
 
 def test_metrics_on_a_busy_port_or_bad_address_fails_the_mount(tmp_path):
