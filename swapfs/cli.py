@@ -364,9 +364,8 @@ def cmd_picture(args: argparse.Namespace) -> int:
     columns = max(8, min(64, console.width))
     # Terminal: at most 8 lines (16 cell rows) a device; SVG: --cells.
     cells = args.cells if args.output else columns * 16
-    values = client.sysctl()
-    pic = picture.build(client.device_rows(values), client.objects(), client.maps(), cells)
-    title = f"swapfs {client.path} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    pic = picture.build(client.device_rows(), client.objects(), client.maps(), cells)
+    title = f"swapfs {os.path.abspath(client.path)} {time.strftime('%Y-%m-%d %H:%M:%S')}"
     if args.output is None:
         console.print(picture.to_terminal(pic, title, columns))
         return 0
