@@ -10,6 +10,10 @@
     swapfs info MNT [-h | -k | -m | -g] [-v]
     swapfs sysctl MNT [NAME[=VALUE]]...
     swapfs faults MNT [PATH FAULT...]
+    swapfs objects MNT [--sort swapped|runs|size] [-n N]
+    swapfs map [MNT] FILE
+    swapfs top MNT [--once] [--interval S]
+    swapfs picture MNT [-o FILE.svg] [--cells N]
     swapfs SOURCE MNT [-o OPTS]          (the form mount.fuse3 and fstab use)
 
 SOURCE in the fstab form names one backing device (``PATH`` or ``PATH:SIZE``), or
@@ -321,6 +325,77 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- views
+
+def cmd_objects(args: argparse.Namespace) -> int:
+    from .views import format_object_table, sort_objects
+
+    rows = sort_objects(MountClient(args.mountpoint).objects(), args.sort, args.n)
+    sys.stdout.write(format_object_table(rows))
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from .client import mount_of
+    from .views import format_map, object_of
+
+    path = args.first if args.file is None else args.file
+    client = MountClient(mount_of(path) if args.file is None else args.first)
+    st, row = object_of(client, path)
+    sys.stdout.write(format_map(path, st.st_size, row, client.maps()))
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from . import top
+
+    client = MountClient(args.mountpoint)
+    if args.once:
+        top.print_once(client, args.interval)
+    else:
+        top.run_live(client, args.interval)
+    return 0
+
+
+def cmd_picture(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import picture
+
+    client = MountClient(args.mountpoint)
+    console = Console(highlight=False, emoji=False)
+    columns = max(8, min(64, console.width))
+    # Terminal: at most 8 lines (16 cell rows) a device; SVG: --cells.
+    cells = args.cells if args.output else columns * 16
+    pic = picture.build(client.device_rows(), client.objects(), client.maps(), cells)
+    title = f"swapfs {os.path.abspath(client.path)} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    if args.output is None:
+        console.print(picture.to_terminal(pic, title, columns))
+        return 0
+    try:
+        with open(args.output, "w") as f:
+            f.write(picture.to_svg(pic, title))
+    except OSError as exc:
+        raise errors.from_oserror(exc, args.output) from None
+    return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds in 0.05..3600: {text!r}")
+    return value
+
+
 # ---------------------------------------------------------------------- parser
 
 _MNT_HELP = "a swapfs mountpoint"
@@ -440,9 +515,62 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_faults)
 
 
+def _add_objects(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("objects", help="the swap objects (vmstat -o), sizes humanized",
+                       description="The swap objects of MNT: id, inode, size, on swap, "
+                       "runs, reserved, owner uid, path.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("--sort", choices=sorted(_sort_keys()),
+                   help="biggest first by this column (default: object id order)")
+    p.add_argument("-n", type=_positive, metavar="N", help="show the first N only")
+    p.set_defaults(func=cmd_objects)
+
+
+def _sort_keys() -> list[str]:
+    from .views import SORT_KEYS
+
+    return list(SORT_KEYS)
+
+
+def _add_map(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="a file's runs on swap, as filefrag -v prints extents",
+                       usage="swapfs map [-h] [MNT] FILE",
+                       description="The runs of FILE's pages on swap: logical pages, "
+                       "device pages, length, device. MNT defaults to the mount FILE is on.")
+    p.add_argument("first", metavar="[MNT]")
+    p.add_argument("file", metavar="FILE", nargs="?")
+    p.set_defaults(func=cmd_map)
+
+
+def _add_top(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("top", help="a live view of devices, rates and objects (q quits)",
+                       description="Redraw MNT's devices, page-in/out rates, swapoff "
+                       "progress and the objects with most pages on swap every interval; "
+                       "q quits.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("--once", action="store_true",
+                   help="print one frame as plain text (rates over one interval) and exit")
+    p.add_argument("--interval", type=_interval, default=1.0, metavar="S",
+                   help="seconds between frames (default 1)")
+    p.set_defaults(func=cmd_top)
+
+
+def _add_picture(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("picture", help="each device's blocks coloured by owner (SVG or "
+                       "terminal)",
+                       description="Draw every device of MNT as cells in block order, "
+                       "each coloured by the object owning most of its blocks (free white, "
+                       "bad black). Without -o, on the terminal.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("-o", dest="output", metavar="FILE.svg", help="write an SVG file")
+    p.add_argument("--cells", type=_positive, default=4096, metavar="N",
+                   help="most cells a device in the SVG (default 4096)")
+    p.set_defaults(func=cmd_picture)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_info, _add_sysctl,
-    _add_faults,
+    _add_faults, _add_objects, _add_map, _add_top, _add_picture,
 ]
 
 

@@ -14,9 +14,10 @@ import time
 from typing import IO
 
 from . import errors
+from .objects import MapRun, ObjectRow, parse_maps, parse_objects
 
 __all__ = ["MountClient", "MountProcess", "parse_sysctl_text", "mount_table", "find_mount",
-           "swapfs_mountpoints"]
+           "swapfs_mountpoints", "mount_of"]
 
 CONTROL_DIR = ".swapfs"
 
@@ -82,8 +83,32 @@ class MountClient:
                 return dev
         return None
 
+    def objects(self) -> list[ObjectRow]:
+        """The ``objects`` file's rows."""
+        return parse_objects(self.read("objects"))
+
+    def maps(self) -> list[MapRun]:
+        """The ``maps`` file's runs."""
+        return parse_maps(self.read("maps"))
+
     def daemon_pid(self) -> int:
         return int(self.sysctl()["vm.swapfs.pid"])
+
+
+def mount_of(path: str | os.PathLike) -> str:
+    """The swapfs mount ``path`` lies on: the nearest mountpoint at or above it
+    holding a control directory. SwapfsError (EINVAL) when there is none."""
+    cur = os.path.abspath(os.fspath(path))
+    while True:
+        if os.path.ismount(cur):
+            if os.path.isdir(os.path.join(cur, CONTROL_DIR)):
+                return cur
+            break  # another filesystem's mountpoint: nothing above is ours
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            break
+        cur = parent
+    raise errors.InvalidArgument(f"{os.fspath(path)}: not on a swapfs mount")
 
 
 class MountError(errors.SwapfsError):

@@ -31,9 +31,10 @@ from typing import Any, Callable, Sequence
 
 import trio
 
-from . import errors
+from . import errors, metrics
 from .backing import SwapOn, locate, parse_size
 from .blist import Blist
+from .objects import Names, format_maps, format_objects
 from .pager import Pager
 from .swapspace import SwapDevice
 from .params import (
@@ -58,6 +59,11 @@ log = logging.getLogger(__name__)
 FILE_HELP: dict[str, str] = {
     "faults": "write 'PATH write-error|read-error [FIRST-LAST | p=P]', 'PATH latency MS' "
               "or 'PATH clear' to inject device faults; read: the active faults",
+    "maps": "every run of every object (object, page, device, device page, length), "
+            "then the bad-block runs",
+    "metrics": "the sysctl numbers in Prometheus's text exposition format",
+    "objects": "one line per swap object (vmstat -o): id, inode, size, pages on swap, "
+               "runs, reserved pages, owner uid, path",
     "swap_fragmentation": "per device, the blist's free-space statistics "
                           "(vm.swap_fragmentation)",
     "swap_info": "swapinfo -k's table: Device, 1K-blocks, Used, Avail, Capacity",
@@ -240,9 +246,10 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Pages the swapoffs in progress started with"),
 )
 _BY_NAME = {s.name: s for s in SYSCTLS}
+_DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-DEV_FIELDS = ("bad", "closing", "faults", "name", "npages", "swapoff_moved", "swapoff_total",
-              "unreadable", "used")
+DEV_FIELDS = ("bad", "closing", "faults", "free", "name", "npages", "swapoff_moved",
+              "swapoff_total", "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 
 
@@ -250,12 +257,15 @@ _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 
 class Control:
     """The control files of one mount: ``pager`` and its ``space``, and the
-    ``swapon_gate`` that brings devices online (backing.SwapOn)."""
+    ``swapon_gate`` that brings devices online (backing.SwapOn). ``names`` gives
+    each object's inode and path (objects.Names; the mount sets it once its inode
+    table exists; until then ``objects`` shows ``-`` for them)."""
 
     def __init__(self, pager: Pager, swapon_gate: SwapOn) -> None:
         self.pager = pager
         self.space = pager.space
         self.swapon_gate = swapon_gate
+        self.names: Names = dict
 
     # ------------------------------------------------------------------ reads
 
@@ -272,6 +282,12 @@ class Control:
         if name == "faults":
             return "".join(f"{sp.name} {line}\n" for sp in self.space.devices
                            for line in sp.dev.faults.describe())
+        if name == "objects":
+            return format_objects(self.pager, self.names())
+        if name == "maps":
+            return format_maps(self.pager)
+        if name == "metrics":
+            return metrics.render(*self.metric_values())
         raise errors.NotFound(f"no control file {name!r}")
 
     def swap_info(self) -> str:
@@ -285,12 +301,18 @@ class Control:
             out.append(f"\nFree space on device {sp.name}:\n{stats}")
         return "".join(out)
 
+    def metric_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        """What metrics.families takes: the sysctl values and their descriptions."""
+        return self.sysctl_values(), _DESCR
+
     def sysctl_values(self) -> dict[str, str]:
         values = {s.name: str(s.get(self)) for s in SYSCTLS}
         for k, sp in enumerate(self.space.devices):
             moved, total = self.pager.swapoff_progress.get(sp.name, (0, 0))
             fields = {"name": sp.name, "npages": sp.nblks, "used": sp.used, "bad": sp.bad,
                       "closing": int(sp.closing),
+                      # What writes may take: a closing device takes none.
+                      "free": 0 if sp.closing else sp.blist.avail(),
                       "swapoff_moved": moved, "swapoff_total": total,
                       "faults": len(sp.dev.faults.describe()),
                       "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0)}

@@ -310,6 +310,8 @@ class Operations(pyfuse3.Operations):
                 node.mode |= stat.S_ISGID
         if stat.S_ISREG(mode):
             node.obj = self.pager.alloc()
+            # The uid the object is charged to, as FreeBSD's object cred (objects view).
+            node.obj.uid = ctx.uid
         self.inodes[node.ino] = node
         self._add_entry(parent, name, node)
         self._touch_dir(parent, node.ctime_ns)

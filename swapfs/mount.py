@@ -42,8 +42,10 @@ from . import errors
 from .backing import DeviceLocks, SwapOn, parse_size
 from .client import MountClient, dead_mount, find_mount
 from .control import Control
-from .fs import Operations
+from .fs import ROOT_INODE, Operations
+from .metrics import MetricsServer, parse_address
 from .mountopts import FUSE_FLAGS, split_options
+from .objects import object_names
 from .pager import Pager
 from .swapspace import SwapSpace
 
@@ -125,6 +127,7 @@ class MountConfig:
     xattr: bool = False
     read_ahead: int = DEFAULT_READ_AHEAD
     debug: bool = False
+    metrics: tuple[str, int] | None = None  # (host, port) of the metrics endpoint
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
@@ -142,6 +145,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
             cfg.xattr = key == "xattr"
         elif key == "read_ahead":
             cfg.read_ahead = parse_size(value)
+        elif key == "metrics":
+            cfg.metrics = parse_address(value)
         elif key == "device":
             cfg.devices.append(parse_device_spec(value))
         elif key == "fsname":
@@ -217,9 +222,12 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: str,
-                 ready: Callable[[], None]) -> None:
-    """Serve requests until unmounted or signalled, then flush the devices. ``ready``
-    is called once the kernel has had the daemon's answer to FUSE INIT."""
+                 ready: Callable[[], None], metrics: MetricsServer | None = None) -> None:
+    """Serve requests until unmounted or signalled, then flush the devices; serve
+    ``metrics`` meanwhile. ``ready`` is called once the kernel has had the daemon's
+    answer to FUSE INIT."""
+    if metrics is not None:
+        metrics.start(trio.lowlevel.current_trio_token())
     with trio.open_signal_receiver(*_SIGNALS) as signals:
         # Handlers are in place: signals blocked since before init may come in now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
@@ -378,9 +386,16 @@ def mount(cfg: MountConfig) -> int:
         gate = SwapOn(space, mountpoint, locks)
         open_space(specs, gate)
         pager = Pager(space)
-        ops = Operations(pager, control=Control(pager, gate),
+        control = Control(pager, gate)
+        ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
                          xattrs=cfg.xattr)
+        control.names = lambda: object_names(ops.inodes, ROOT_INODE)
+        metrics = None
+        if cfg.metrics is not None:
+            # Bound now: a busy port fails the mount before anything is mounted.
+            metrics = MetricsServer(*cfg.metrics, control.metric_values)
+            cleanup.callback(metrics.close)
 
         # No SIGINT/SIGTERM from here until trio listens for them.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -411,7 +426,7 @@ def mount(cfg: MountConfig) -> int:
         log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
                  mountpoint, ",".join(sorted(opts)), os.getpid())
         try:
-            trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok)
+            trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics)
             clean = True
         except BaseException:
             log.exception("the filesystem failed")

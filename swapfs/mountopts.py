@@ -27,6 +27,8 @@ OPTIONS: dict[str, str] = {
     "read_ahead=SIZE": "the kernel's read-ahead window for the mount (default 1M; only "
                        "root may set it, others keep the kernel's 128K)",
     "device=PATH[:SIZE]": "one more backing device, as --device (repeatable)",
+    "metrics=[HOST:]PORT": "serve the metrics file over HTTP from the daemon (HOST "
+                           "defaults to 127.0.0.1)",
     "fsname=NAME": "the source shown in /proc/mounts (default: the first device)",
     "subtype=swapfs": "accepted and ignored: the type is always fuse.swapfs",
 }

@@ -93,6 +93,8 @@ class SwapDevice:
     # and the device-relative runs freed since (kept for swapoff_cancel).
     _closing_avail: int = field(default=0, repr=False)
     _freed_closing: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    # Device-relative runs (page, count) marked bad, for the occupancy picture.
+    bad_runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     @property
     def closing(self) -> bool:
@@ -271,9 +273,10 @@ class SwapSpace:
         for ``bad`` and are never free again. See the module notes."""
         if npages == 0:
             return
-        sp, _ = self._run(blk, npages)
+        sp, rel = self._run(blk, npages)
         sp.used -= npages
         sp.bad += npages
+        sp.bad_runs.append((rel, npages))
         self.bad += npages
         log.warning("swap device %s: %d bad block(s) at %d", sp.name, npages, blk)
 

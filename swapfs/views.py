@@ -1,0 +1,81 @@
+"""Text views of a mount's objects for the command line: ``swapfs objects`` (the
+``objects`` file as a table with humanized sizes) and ``swapfs map`` (one object's
+runs as ``filefrag -v`` prints extents). Both read control files only, through
+client.MountClient.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Sequence
+
+from . import errors
+from .client import MountClient
+from .control import humanize_number
+from .objects import MapRun, ObjectRow
+from .params import PAGE_SIZE
+
+__all__ = ["SORT_KEYS", "sort_objects", "format_object_table", "object_of", "format_map"]
+
+# --sort: biggest first.
+SORT_KEYS = {
+    "swapped": lambda r: r.swapped,
+    "runs": lambda r: r.runs,
+    "size": lambda r: r.size,
+}
+
+
+def sort_objects(rows: Sequence[ObjectRow], key: str | None, limit: int | None
+                 ) -> list[ObjectRow]:
+    """``rows`` in id order, or biggest first by ``key`` (SORT_KEYS, ties in id
+    order), the first ``limit`` of them (None: all)."""
+    out = sorted(rows, key=lambda r: r.id)
+    if key is not None:
+        out.sort(key=SORT_KEYS[key], reverse=True)
+    return out if limit is None else out[:limit]
+
+
+def format_object_table(rows: Sequence[ObjectRow]) -> str:
+    """The objects as a table: SIZE, SWAPPED and RESV humanized (bytes)."""
+    fmt = "{:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>6} {}\n"
+    out = [fmt.format("ID", "INO", "SIZE", "SWAPPED", "RUNS", "RESV", "UID", "PATH")]
+    for r in rows:
+        out.append(fmt.format(
+            r.id, "-" if r.ino is None else r.ino, humanize_number(r.size),
+            humanize_number(r.swapped * PAGE_SIZE), r.runs,
+            humanize_number(r.resv * PAGE_SIZE), "-" if r.uid is None else r.uid, r.path))
+    return "".join(out)
+
+
+def object_of(client: MountClient, path: str) -> tuple[os.stat_result, ObjectRow]:
+    """The stat of ``path`` and the ``objects`` row of its object. SwapfsError
+    (EINVAL) unless it is a regular file on ``client``'s mount."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise errors.from_oserror(exc, path) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise errors.InvalidArgument(f"{path}: not a regular file (only files are swap objects)")
+    if st.st_dev != os.stat(client.path).st_dev:
+        raise errors.InvalidArgument(f"{path}: not on the swapfs mount {client.path}")
+    for row in client.objects():
+        if row.ino == st.st_ino:
+            return st, row
+    raise errors.NotFound(f"{path}: no swap object (removed meanwhile?)")
+
+
+def format_map(path: str, size: int, row: ObjectRow, runs: Sequence[MapRun]) -> str:
+    """``filefrag -v``'s layout for the object of ``row`` (file ``path``, ``size``
+    bytes): one extent per run, logical and device pages, length, device."""
+    mine = sorted((r for r in runs if r.owner == row.id), key=lambda r: r.page)
+    npages = -(-size // PAGE_SIZE)
+    out = [f"File size of {path} is {size} ({npages} pages of {PAGE_SIZE} bytes, "
+           f"{row.swapped} on swap)\n",
+           " ext:     logical_offset:        physical_offset: length: device:\n"]
+    for k, r in enumerate(mine):
+        out.append(f"{k:4d}: {r.page:10d}..{r.page + r.length - 1:10d}: "
+                   f"{r.devpage:10d}..{r.devpage + r.length - 1:10d}: {r.length:6d}: "
+                   f"{r.device}\n")
+    out.append(f"{path}: {len(mine)} extent{'' if len(mine) == 1 else 's'} found\n")
+    return "".join(out)

@@ -1,0 +1,158 @@
+"""The views' parts without a mount: the objects and maps formats, the picture's
+cells against a block-by-block count, the metrics against the sysctl values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from swapfs import errors
+from swapfs.metrics import DEVICE_METRICS, METRICS, parse_address
+from swapfs.objects import MapRun, escape_name, object_names, parse_maps, parse_objects
+from swapfs.params import BBPAGES
+from swapfs.picture import BAD, FREE, LABEL, _cells
+
+from helpers import PAGE, control_for
+
+
+async def test_objects_and_maps_list_every_object_and_run(tmp_path):
+    c = control_for(tmp_path, 64, 64)
+    a, b = c.pager.alloc(), c.pager.alloc()
+    a.uid = 1000
+    await a.write(0, b"a" * (3 * PAGE))
+    await b.write(5 * PAGE, b"b" * PAGE)
+    names = {a.id: (7, "/dir/a b"), b.id: (8, None)}
+    c.names = lambda: names
+    rows = {r.id: r for r in parse_objects(c.read("objects"))}
+    assert set(rows) == {a.id, b.id}
+    ra, rb = rows[a.id], rows[b.id]
+    assert (ra.ino, ra.size, ra.swapped, ra.resv, ra.uid, ra.path) == (
+        7, 3 * PAGE, 3, 3, 1000, "/dir/a b")
+    assert (rb.ino, rb.size, rb.swapped, rb.resv, rb.uid, rb.path) == (
+        8, 6 * PAGE, 1, 6, None, "(deleted)")
+    runs = parse_maps(c.read("maps"))
+    # Every run the pager holds, and its pages cover exactly what is on swap.
+    assert [(r.owner, r.page, r.device, r.devpage, r.length) for r in runs] == [
+        (oid, p, dev, dp, n) for oid in sorted(names)
+        for p, dev, dp, n in c.pager.objects[oid].map_runs()]
+    assert ra.runs == sum(1 for r in runs if r.owner == a.id)
+    assert sum(r.length for r in runs if r.owner == a.id) == 3
+
+
+async def test_maps_lists_bad_runs(tmp_path):
+    c = control_for(tmp_path, 64)
+    sp = c.space.devices[0]
+    got = c.space.getswapspace(4)
+    c.space.mark_bad(got[0] + 1, 2)
+    assert [r for r in parse_maps(c.read("maps")) if r.owner is None] == [
+        MapRun(None, None, got[0] - sp.first + 1, 2, "/mem0")]
+
+
+def test_escape_name_keeps_one_line_and_tells_bytes_apart():
+    assert escape_name(b"/a b") == "/a b"
+    assert escape_name("/é".encode()) == "/é"
+    assert escape_name(b"/x\ny\\z\xff") == "/x\\ny\\\\z\\xff"
+
+
+class _Node:
+    def __init__(self, obj=None, entries=None):
+        self.obj, self.entries = obj, entries
+
+
+class _Obj:
+    def __init__(self, oid):
+        self.id = oid
+
+
+def test_object_names_walks_the_tree_and_marks_unlinked():
+    o1, o2, o3 = _Obj(1), _Obj(2), _Obj(3)
+    inodes = {
+        1: _Node(entries={b"d": (3, 2), b"f": (4, 3)}),
+        2: _Node(entries={b"g": (3, 4), b"link": (4, 3)}),
+        3: _Node(obj=o1), 4: _Node(obj=o2), 5: _Node(obj=o3),
+    }
+    assert object_names(inodes, 1) == {1: (3, "/f"), 2: (4, "/d/g"), 3: (5, None)}
+
+
+def _brute(npages, runs, per):
+    """The owner of every cell, counted block by block."""
+    owner = [LABEL if b < BBPAGES else FREE for b in range(npages)]
+    for r in runs:
+        for b in range(r.devpage, r.devpage + r.length):
+            owner[b] = BAD if r.owner is None else r.owner
+    cells = []
+    for c in range(0, npages, per):
+        blocks = owner[c:c + per]
+        objs = [o for o in blocks if isinstance(o, int)]
+        if objs:
+            counts = {o: objs.count(o) for o in objs}
+            cells.append(max(counts, key=lambda o: (counts[o], -o)))
+        else:
+            cells.append(BAD if BAD in blocks else LABEL if LABEL in blocks else FREE)
+    return cells
+
+
+@st.composite
+def _device(draw):
+    npages = draw(st.integers(BBPAGES + 1, 300))
+    free = list(range(BBPAGES, npages))
+    runs, k = [], 0
+    while k < len(free) and draw(st.booleans()):
+        start = k + draw(st.integers(0, 20))
+        n = draw(st.integers(1, 40))
+        if start >= len(free):
+            break
+        n = min(n, len(free) - start)
+        owner = draw(st.one_of(st.none(), st.integers(1, 4)))
+        runs.append(MapRun(owner, None if owner is None else 0, free[start], n, "d"))
+        k = start + n
+    return npages, runs, draw(st.integers(1, 400))
+
+
+@given(_device())
+def test_cells_match_a_block_by_block_count(dev):
+    npages, runs, max_cells = dev
+    per, cells = _cells(npages, runs, max_cells)
+    assert per == max(1, math.ceil(npages / max_cells))
+    assert len(cells) <= max_cells
+    assert cells == _brute(npages, runs, per)
+
+
+async def test_metrics_parse_and_equal_the_sysctl_values(tmp_path):
+    c = control_for(tmp_path, 64, 32)
+    obj = c.pager.alloc()
+    await obj.write(0, b"m" * (5 * PAGE))
+    fams = {f.name: f for f in text_string_to_metric_families(c.read("metrics"))}
+    values = c.sysctl_values()
+    for name, (metric, counter, _help) in METRICS.items():
+        fam = fams[metric]
+        assert fam.type == ("counter" if counter else "gauge")
+        assert [s.value for s in fam.samples] == [float(values[name])], name
+    pages = {(s.labels["device"], s.labels["state"]): s.value
+             for s in fams["swapfs_device_pages"].samples}
+    for k, sp in enumerate(c.space.devices):
+        for state in ("used", "free", "bad"):
+            assert pages[(sp.name, state)] == float(values[f"vm.swapfs.dev.{k}.{state}"])
+    assert sum(pages[(sp.name, "used")] for sp in c.space.devices) == 5
+    # Every number sysctl shows is a sample (a device's name is its label).
+    per_device = {n.split(".", 4)[4] for n in values if n.startswith("vm.swapfs.dev.")}
+    assert per_device - {"name"} == set(DEVICE_METRICS)
+    assert set(METRICS) == {n for n in values if not n.startswith("vm.swapfs.dev.")}
+
+
+@pytest.mark.parametrize("text,addr", [
+    ("9100", ("127.0.0.1", 9100)), ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+    ("0.0.0.0:1", ("0.0.0.0", 1)), ("localhost:65535", ("localhost", 65535)),
+])
+def test_metrics_address(text, addr):
+    assert parse_address(text) == addr
+
+
+@pytest.mark.parametrize("text", ["", "0", "65536", ":9100", "host:", "a:b", "-1", "9100x"])
+def test_metrics_address_refused(text):
+    with pytest.raises(errors.InvalidArgument):
+        parse_address(text)
