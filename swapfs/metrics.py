@@ -54,6 +54,8 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.swapfs.fdatasyncs": ("swapfs_fdatasyncs", True, ""),
     "vm.swapfs.objects": ("swapfs_objects", False, ""),
     "vm.swapfs.pid": ("swapfs_pid", False, ""),
+    "vm.swapfs.reads": ("swapfs_read_requests", True, ""),
+    "vm.swapfs.writes": ("swapfs_write_requests", True, ""),
     "vm.swapfs.swap_pager_avail": ("swapfs_free_pages", False, ""),
     "vm.swapfs.swap_pager_full": ("swapfs_swap_pager_full", False, ""),
     "vm.swapfs.swapoff_moved": ("swapfs_swapoff_moved_pages", False, ""),

@@ -484,7 +484,7 @@ def test_fstab_form(tmp_path: Path, cli_mnt: Path) -> None:
 def test_every_listed_mount_option_is_taken_and_nothing_else(tmp_path: Path) -> None:
     # The list the man page, --help and completion show is the list a mount takes.
     example = {"PATH[:SIZE]": f"{tmp_path}/x.swap:1M", "SIZE": "2M", "NAME": "name",
-               "swapfs": "swapfs"}
+               "swapfs": "swapfs", "[HOST:]PORT": "127.0.0.1:9100"}
     for word in OPTIONS:
         key, eq, metavar = word.partition("=")
         cfg = mount.MountConfig(mountpoint=str(tmp_path))

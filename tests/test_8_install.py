@@ -290,7 +290,8 @@ def test_bash_completion(installed: Installed, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     try:
         assert _complete(installed, "swapfs ") == [
-            "mount", "umount", "mkswap", "swapon", "swapoff", "info", "sysctl", "faults"]
+            "mount", "umount", "mkswap", "swapon", "swapoff", "info", "sysctl", "faults",
+            "objects", "map", "top", "picture"]
         assert _complete(installed, "swapfs -") == ["-h", "--help", "--version"]
         assert _complete(installed, "swapfs sw") == ["swapon", "swapoff"]
         assert _complete(installed, "swapfs info --ve") == ["--verbose"]
