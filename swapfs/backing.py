@@ -15,15 +15,16 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable
 
 from . import errors
 from .device import FileDevice, identity, open_device
 from .params import BBPAGES, off_to_idx
-from .swapspace import SwapDevice, SwapSpace
+from .swapspace import SwapDevice, SwapSpace, check_priority
 
-__all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn", "locate"]
+__all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn", "locate",
+           "is_swap_option", "parse_swap_options"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,38 @@ def parse_size(text: str) -> int:
     if m is None:
         raise errors.InvalidArgument(f"bad size: {text!r}")
     return int(m.group(1)) << _SHIFT[m.group(2).upper()]
+
+
+# The words swapon takes after PATH [SIZE], as Linux's swapon: pri=N (-1..32767) and
+# discard[=once|pages] (a bare discard means both).
+_OPTION_RE = re.compile(r"pri=.*|discard(=.*)?")
+_PRI_RE = re.compile(r"-?[0-9]{1,6}")
+DISCARD_WORDS = ("once", "pages")
+
+
+def is_swap_option(word: str) -> bool:
+    """Whether ``word`` is meant as a swapon option (it may still be a bad one)."""
+    return _OPTION_RE.fullmatch(word) is not None
+
+
+def parse_swap_options(words: list[str]) -> tuple[int, frozenset[str]]:
+    """``(priority, discard policies)`` from words like ``pri=5``, ``discard``,
+    ``discard=pages``. A bad word or value is InvalidArgument."""
+    priority, discard = 0, frozenset[str]()
+    for word in words:
+        key, eq, value = word.partition("=")
+        if key == "pri" and eq:
+            if not _PRI_RE.fullmatch(value):
+                raise errors.InvalidArgument(f"{word}: the priority is not an integer")
+            priority = int(value)
+            check_priority(priority)
+        elif key == "discard":
+            if eq and value not in DISCARD_WORDS:
+                raise errors.InvalidArgument(f"{word}: discard takes once or pages")
+            discard |= {value} if eq else set(DISCARD_WORDS)
+        else:
+            raise errors.InvalidArgument(f"{word}: not pri=N or discard[=once|pages]")
+    return priority, discard
 
 
 def make_backing_file(path: str, size: int) -> int:
@@ -120,6 +153,8 @@ class Opened:
 
     dev: FileDevice
     created: bool  # this swapon created its file (removed again if it fails)
+    priority: int = 0
+    discard: frozenset[str] = field(default_factory=frozenset)  # "once", "pages"
 
 
 class SwapOn:
@@ -140,20 +175,26 @@ class SwapOn:
         # Backing files swapon created (never deleted once on the table).
         self.created: set[str] = set()
 
-    def bring_online(self, path: str, size: int | None = None) -> SwapDevice:
+    def bring_online(self, path: str, size: int | None = None, priority: int = 0,
+                     discard: frozenset[str] = frozenset()) -> SwapDevice:
         """``open`` then ``commit``: the whole swapon of ``path``, blocking."""
-        return self.commit(self.open(path, size))
+        return self.commit(self.open(path, size, priority, discard))
 
-    def open(self, path: str, size: int | None) -> Opened:
+    def open(self, path: str, size: int | None, priority: int = 0,
+             discard: frozenset[str] = frozenset()) -> Opened:
         """Check, create or grow, open and lock ``path`` (blocking: call it from a
         worker thread while the mount serves, since a path that leads into the mount
         needs the loop to answer).
 
         Everything that can refuse (type, on this mount, busy here or in another
-        mount, too small) is checked before a file is created or grown; a file
-        swapfs did not create is never shrunk or removed. Errors: InvalidArgument,
-        NotFound, Busy, NoSuchDevice (too small), or the errno of the file system.
+        mount, too small, bad priority) is checked before a file is created or grown;
+        a file swapfs did not create is never shrunk or removed. With ``discard``,
+        the store is discarded whole (``once``) or probed on its first page, which
+        swap never uses (``pages``); NotSupported (EOPNOTSUPP) where it cannot be.
+        Errors: InvalidArgument, NotFound, Busy, NoSuchDevice (too small),
+        NotSupported, or the errno of the file system.
         """
+        check_priority(priority)
         st = self._check_path(path, size)
         apath = os.path.abspath(path)
         if size is not None:
@@ -177,6 +218,8 @@ class SwapOn:
                 if self.locks is not None and not locked:
                     self.locks.lock(dev.path)
                     locked = True
+                if discard:
+                    dev.discard_pages(0, dev.npages if "once" in discard else 1)
             except BaseException:
                 dev.close()
                 raise
@@ -186,20 +229,22 @@ class SwapOn:
             if created:
                 _remove_created(apath)
             raise
-        return Opened(dev, created)
+        return Opened(dev, created, priority, discard)
 
     def commit(self, opened: Opened) -> SwapDevice:
         """Put an opened store on the table (no await: the checks and the table
         change are one step on the loop). On refusal (Busy, NoSuchDevice) everything
         ``open`` did is undone."""
         try:
-            sp = self.space.swapon(opened.dev)
+            sp = self.space.swapon(opened.dev, opened.priority, "pages" in opened.discard)
         except BaseException:
             self.abandon(opened)
             raise
         if opened.created:
             self.created.add(opened.dev.path)
-        log.info("swapon %s (%d pages)", opened.dev.path, opened.dev.npages)
+        log.info("swapon %s (%d pages, priority %d%s)", opened.dev.path, opened.dev.npages,
+                 opened.priority, ", discard=" + ",".join(sorted(opened.discard))
+                 if opened.discard else "")
         return sp
 
     def abandon(self, opened: Opened) -> None:

@@ -122,7 +122,12 @@ def _errno_text(err: int) -> str:
 
 def cmd_swapon(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path)
-    line = path if args.size is None else f"{path} {args.size}"
+    words = [path] + [w for w in (
+        args.size,
+        None if args.priority is None else f"pri={args.priority}",
+        None if args.discard is None else "discard" + (args.discard and f"={args.discard}"),
+    ) if w is not None]
+    line = " ".join(words)
     try:
         MountClient(args.mountpoint).write("swapon", line)
     except OSError as exc:
@@ -246,7 +251,16 @@ _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 3
 def cmd_info(args: argparse.Namespace) -> int:
     from .control import format_swapinfo
 
-    devs = MountClient(args.mountpoint).device_rows()
+    client = MountClient(args.mountpoint)
+    if args.linux:
+        from .linuxswap import format_swapon_show, parse_proc_swaps
+        sys.stdout.write(format_swapon_show(parse_proc_swaps(client.read("swaps"))))
+        return 0
+    if args.users:
+        from .views import format_users
+        sys.stdout.write(format_users(client.sysctl()))
+        return 0
+    devs = client.device_rows()
     blocksize, header = _UNITS[args.unit or "k"]
     rows = [(d["name"], int(d["npages"]), int(d["used"]) + int(d["bad"])) for d in devs]
     extra = None
@@ -428,9 +442,11 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
                        description="Mount swapfs on MNT. Without --device, use the "
                        "default backing file in the state directory.")
     p.add_argument("mountpoint", metavar="MNT", help="the directory to mount on")
-    p.add_argument("--device", action="append", default=[], metavar="PATH[:SIZE]",
+    p.add_argument("--device", action="append", default=[],
+                   metavar="PATH[:SIZE][,pri=N][,discard[=once|pages]]",
                    help="backing file or block device; with SIZE (K/M/G/T) the file "
-                   "is created or grown sparse first (repeatable)")
+                   "is created or grown sparse first; pri=N (-1..32767, default 0) "
+                   "and discard as swapon takes them (repeatable)")
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="comma-separated mount options: " + ", ".join(OPTIONS)
                    + "; generic words (rw, noatime, ...) are ignored (swapfs(8): MOUNT "
@@ -464,6 +480,13 @@ def _add_swapon(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="PATH", help="a regular file or block device")
     p.add_argument("size", metavar="SIZE", nargs="?",
                    help="create or grow the file to this size first (K/M/G/T)")
+    p.add_argument("-p", "--priority", type=int, metavar="N",
+                   help="priority -1..32767 (default 0): higher is used first, equal "
+                   "ones round robin")
+    # A bare --discard reaches argparse as --discard= (main), so it never takes MNT.
+    p.add_argument("--discard", metavar="once|pages",
+                   help="--discard[=once|pages]: give space back to the backing store, "
+                   "once at swapon, pages as blocks are freed; both without a value")
     p.set_defaults(func=cmd_swapon)
 
 
@@ -490,6 +513,11 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     g.add_argument("-k", dest="unit", action="store_const", const="k", help="1K-blocks")
     g.add_argument("-m", dest="unit", action="store_const", const="m", help="1M-blocks")
     g.add_argument("-g", dest="unit", action="store_const", const="g", help="1G-blocks")
+    g.add_argument("--linux", action="store_true",
+                   help="the devices as Linux's swapon --show prints them "
+                   "(NAME TYPE SIZE USED PRIO)")
+    g.add_argument("--users", action="store_true",
+                   help="per user: swap reserved, its limit, pages on swap")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="add a State column: active, closing MOVED/TOTAL, bad N")
     p.set_defaults(func=cmd_info, unit=None)
@@ -602,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if _is_fstab_form(argv):
             return cmd_fstab_mount(argv)
+        # Linux swapon's --discard[=POLICY]: a bare one means both policies.
+        argv = ["--discard=" if a == "--discard" else a for a in argv]
         args = build_parser().parse_args(argv)
         return args.func(args)
     except errors.SwapfsError as exc:

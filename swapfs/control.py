@@ -11,6 +11,8 @@ Decisions the README does not spell out:
 
 - swapon: the text after the last space is taken as SIZE when it reads as one, so
   a path that itself ends in `` <digits>`` needs a SIZE after it.
+  Trailing words that start ``pri=`` or ``discard`` are options, never part of the
+  path, and must be valid (EINVAL otherwise).
 - swapoff: the last device can never go (ENOMEM, even when empty): with no RAM to
   page into, the seed's test ``free RAM + avail < nblks + nswap_lowat`` leaves
   nowhere for the margin.
@@ -32,12 +34,14 @@ from typing import Any, Callable, Sequence
 import trio
 
 from . import errors, metrics
-from .backing import SwapOn, locate, parse_size
+from .backing import SwapOn, is_swap_option, locate, parse_size, parse_swap_options
 from .blist import Blist
+from .linuxswap import SwapsRow, format_proc_swaps
 from .objects import Names, format_maps, format_objects
 from .pager import Pager
 from .swapspace import SwapDevice
 from .params import (
+    BBPAGES,
     PAGE_SHIFT,
     PAGE_SIZE,
     SWAP_ASYNC_MAX_LIMIT,
@@ -49,7 +53,7 @@ from .params import (
 
 __all__ = [
     "Control", "FILES", "FILE_HELP", "WRITABLE", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
-    "humanize_number", "format_swapinfo", "parse_line",
+    "humanize_number", "format_swapinfo", "parse_line", "UID_FIELDS",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,8 +72,11 @@ FILE_HELP: dict[str, str] = {
                           "(vm.swap_fragmentation)",
     "swap_info": "swapinfo -k's table: Device, 1K-blocks, Used, Avail, Capacity",
     "swapoff": "write 'PATH': move every page off the device, then remove it",
-    "swapon": "write 'PATH [SIZE]': add a backing device (with SIZE, a sparse file is "
-              "created or grown first); read: the devices, one a line",
+    "swapon": "write 'PATH [SIZE] [pri=N] [discard[=once|pages]]': add a backing device "
+              "(with SIZE, a sparse file is created or grown first); read: the devices, "
+              "one a line",
+    "swaps": "the devices as Linux's /proc/swaps shows them: Filename, Type, Size, Used, "
+             "Priority",
     "sysctl": "'name: value' lines; write 'name=value' to set a tunable",
 }
 FILES: tuple[str, ...] = tuple(FILE_HELP)
@@ -248,9 +255,13 @@ SYSCTLS: tuple[Sysctl, ...] = (
 _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-DEV_FIELDS = ("bad", "closing", "faults", "free", "name", "npages", "swapoff_moved",
-              "swapoff_total", "unreadable", "used")
+DEV_FIELDS = ("bad", "closing", "discard", "discarded", "faults", "free", "name", "npages",
+              "priority", "swapoff_moved", "swapoff_total", "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
+# Per-uid names, vm.swapfs.uid.UID.FIELD, shown for every uid with a charge or a limit:
+# reserved (bytes), limit (bytes; the one that may be set), swapped (pages on swap).
+UID_FIELDS = ("limit", "reserved", "swapped")
+_UID_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]{1,10})\.([a-z_]+)")
 
 
 # ---------------------------------------------------------------------- Control
@@ -277,6 +288,8 @@ class Control:
             return self.swap_fragmentation()
         if name == "sysctl":
             return "".join(f"{k}: {v}\n" for k, v in sorted(self.sysctl_values().items()))
+        if name == "swaps":
+            return self.swaps()
         if name in ("swapon", "swapoff"):
             return "".join(f"{sp.name}\n" for sp in self.space.devices)
         if name == "faults":
@@ -292,6 +305,13 @@ class Control:
 
     def swap_info(self) -> str:
         return format_swapinfo([(r.name, r.npages, r.used + r.bad) for r in self.space.rows()])
+
+    def swaps(self) -> str:
+        return format_proc_swaps([
+            SwapsRow(sp.name, sp.dev.is_block,
+                     (sp.nblks - BBPAGES - sp.bad) * PAGE_SIZE // 1024,
+                     sp.used * PAGE_SIZE // 1024, sp.priority)
+            for sp in self.space.devices])
 
     def swap_fragmentation(self) -> str:
         out = []
@@ -315,9 +335,28 @@ class Control:
                       "free": 0 if sp.closing else sp.blist.avail(),
                       "swapoff_moved": moved, "swapoff_total": total,
                       "faults": len(sp.dev.faults.describe()),
-                      "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0)}
+                      "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0),
+                      "priority": sp.priority, "discard": int(sp.discard_pages),
+                      "discarded": sp.discarded}
             for f in DEV_FIELDS:
                 values[f"vm.swapfs.dev.{k}.{f}"] = str(fields[f])
+        values.update(self._uid_values())
+        return values
+
+    def _uid_values(self) -> dict[str, str]:
+        space = self.space
+        swapped: dict[int, int] = {}
+        for obj in self.pager.objects.values():
+            if obj.uid is not None and obj.swapped:
+                swapped[obj.uid] = swapped.get(obj.uid, 0) + obj.swapped
+        values = {}
+        for uid in sorted(set(space.uid_reserved) | set(space.uid_limit) | set(swapped)):
+            limit = space.uid_limit.get(uid)
+            fields = {"reserved": space.uid_reserved.get(uid, 0) * PAGE_SIZE,
+                      "limit": "unlimited" if limit is None else limit,
+                      "swapped": swapped.get(uid, 0)}
+            for f in UID_FIELDS:
+                values[f"vm.swapfs.uid.{uid}.{f}"] = str(fields[f])
         return values
 
     # ------------------------------------------------------------------ writes
@@ -343,6 +382,13 @@ class Control:
         if not sep or not _NAME_RE.fullmatch(name):
             raise errors.InvalidArgument(f"not name=value: {line!r}")
         entry = _BY_NAME.get(name)
+        m = _UID_RE.fullmatch(name)
+        if entry is None and m and m.group(2) in UID_FIELDS:
+            if m.group(2) != "limit":
+                raise errors.NotPermitted(f"{name} is read-only")
+            self._set_uid_limit(int(m.group(1)), value)
+            log.info("sysctl %s=%s", name, value)
+            return
         if entry is None:
             m = _DEV_RE.fullmatch(name)
             if m and m.group(2) in DEV_FIELDS and int(m.group(1)) < self.space.nswapdev:
@@ -353,22 +399,40 @@ class Control:
         entry.set(self, value)
         log.info("sysctl %s=%s", name, value)
 
+    def _set_uid_limit(self, uid: int, value: str) -> None:
+        """vm.swapfs.uid.UID.limit: a SIZE (K/M/G/T) or ``unlimited``."""
+        if value == "unlimited":
+            self.space.uid_limit.pop(uid, None)
+            return
+        if not _SIZE_RE.fullmatch(value):
+            raise errors.InvalidArgument(
+                f"vm.swapfs.uid.{uid}.limit: not a size or unlimited: {value!r}")
+        self.space.uid_limit[uid] = parse_size(value)
+
     # -- swapon --------------------------------------------------------------------
 
     @staticmethod
-    def _split_swapon(line: str) -> tuple[str, int | None]:
+    def _split_swapon(line: str) -> tuple[str, int | None, int, frozenset[str]]:
+        """PATH, SIZE, priority and discard of ``PATH [SIZE] [pri=N] [discard[=...]]``."""
+        words: list[str] = []
         head, sep, tail = line.rpartition(" ")
+        while sep and head.strip() and is_swap_option(tail):
+            words.insert(0, tail)
+            line = head.rstrip(" ")
+            head, sep, tail = line.rpartition(" ")
+        priority, discard = parse_swap_options(words)
         if sep and head.strip() and _SIZE_RE.fullmatch(tail):
-            return head.rstrip(" "), parse_size(tail)
-        return line, None
+            return head.rstrip(" "), parse_size(tail), priority, discard
+        return line, None, priority, discard
 
     async def swapon(self, line: str) -> None:
-        path, size = self._split_swapon(line)
+        path, size, priority, discard = self._split_swapon(line)
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: not an absolute path")
         # Everything that touches the file system runs in a worker thread: a path
         # that leads into this mount needs the trio loop free to answer the lookup.
-        opened = await trio.to_thread.run_sync(self.swapon_gate.open, path, size)
+        opened = await trio.to_thread.run_sync(self.swapon_gate.open, path, size,
+                                               priority, discard)
         self.swapon_gate.commit(opened)  # no await between the checks and the table
 
     # -- swapoff -------------------------------------------------------------------

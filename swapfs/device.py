@@ -15,9 +15,13 @@ to have failed, so the layer above can mark exactly those blocks bad.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import os
 import stat
+import struct
+import threading
 import time
 from typing import Hashable
 
@@ -208,6 +212,29 @@ class Device:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path} npages={self.npages}>"
 
+    def discard_pages(self, page: int, npages: int) -> None:
+        """Give pages [page, page + npages) back to the backing store: they read as
+        zeros afterwards and take no space. Blocks. NotSupported (EOPNOTSUPP) where
+        the store cannot; does nothing once closed."""
+        raise errors.NotSupported(f"{self.path}: discard is not supported")
+
+    def discard_runs(self, runs: list[tuple[int, int]]) -> tuple[int, errors.SwapfsError | None]:
+        """``discard_pages`` for each ``(page, count)`` run, going on past a failure:
+        the pages discarded and the first error (None if none). Blocks."""
+        done, first = 0, None
+        for page, n in runs:
+            try:
+                self.discard_pages(page, n)
+                done += n
+            except errors.SwapfsError as exc:
+                first = first or exc
+        return done, first
+
+    async def adiscard_runs(self, runs: list[tuple[int, int]]
+                            ) -> tuple[int, errors.SwapfsError | None]:
+        """``discard_runs`` in a worker thread."""
+        return await trio.to_thread.run_sync(self.discard_runs, runs)
+
 
 class FileDevice(Device):
     """A regular file or a block device, opened read-write.
@@ -362,12 +389,51 @@ class FileDevice(Device):
 
     def close(self) -> None:
         """Close the descriptor; further I/O fails. Idempotent."""
-        fd, self.fd = self.fd, -1
+        with _DISCARD_LOCK:  # a discard in a worker thread never meets a reused fd
+            fd, self.fd = self.fd, -1
         if fd >= 0:
             try:
                 os.close(fd)
             except OSError as exc:
                 raise errors.from_oserror(exc, self.path) from None
+
+
+    def discard_pages(self, page: int, npages: int) -> None:
+        # Regular file: punch a hole (the size stays); block device: BLKDISCARD.
+        self._check("discard", page, npages)
+        off, length = page * PAGE_SIZE, npages * PAGE_SIZE
+        with _DISCARD_LOCK:
+            if self.fd < 0 or not npages:
+                return
+            try:
+                if self.is_block:
+                    fcntl.ioctl(self.fd, _BLKDISCARD, struct.pack("QQ", off, length))
+                else:
+                    _punch_hole(self.fd, off, length)
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY):
+                    raise errors.NotSupported(
+                        f"{self.path}: the {'device' if self.is_block else 'file system'}"
+                        f" does not support discard") from None
+                raise errors.DeviceIOError.at("discard", exc.errno or errno.EIO,
+                                              page, npages) from None
+
+
+# Held by a discard and by close: close waits for a discard in flight, and a discard
+# after close does nothing.
+_DISCARD_LOCK = threading.Lock()
+_BLKDISCARD = 0x1277  # _IO(0x12, 119), linux/fs.h
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def _punch_hole(fd: int, off: int, length: int) -> None:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE): os has posix_fallocate only."""
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, off, length):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _check_kind(path: str, st: os.stat_result) -> None:
@@ -420,5 +486,11 @@ class MemoryDevice(Device):
 
     def close(self) -> None:
         self._buf = None
+
+    def discard_pages(self, page: int, npages: int) -> None:
+        # Zeros, as a punched hole reads: a discard in the wrong place shows as lost data.
+        self._check("discard", page, npages)
+        if self._buf is not None:
+            self._buf[page * PAGE_SIZE:(page + npages) * PAGE_SIZE] = bytes(npages * PAGE_SIZE)
 
 

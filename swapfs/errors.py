@@ -49,6 +49,16 @@ class NotPermitted(SwapfsError):
     errno = errno.EPERM
 
 
+class QuotaExceeded(SwapfsError):
+    """A uid's swap limit (vm.swapfs.uid.UID.limit) would be passed."""
+
+    errno = errno.EDQUOT
+
+
+class NotSupported(SwapfsError):
+    errno = errno.EOPNOTSUPP
+
+
 class DeviceIOError(SwapfsError):
     """A device failed. ``pages`` is the ``(start, count)`` device-relative page range
     known to have failed, when the device layer knows it, so the pager can mark

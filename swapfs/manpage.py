@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 from .cli import build_parser, subcommands
-from .control import DEV_FIELDS, FILE_HELP, SYSCTLS, WRITABLE
+from .control import DEV_FIELDS, FILE_HELP, SYSCTLS, UID_FIELDS, WRITABLE
 from .mount import DEFAULT_DEVICE_NAME, DEFAULT_SIZE
 from .mountopts import IGNORED, OPTIONS
 
@@ -126,6 +126,9 @@ def render() -> str:
     lines += _item(_bold("vm.swapfs.dev.") + _italic("N") + _bold(".") + _italic("FIELD"),
                    "per device N (0, 1, ... in swapon order), FIELD one of "
                    + ", ".join(DEV_FIELDS))
+    lines += _item(_bold("vm.swapfs.uid.") + _italic("UID") + _bold(".") + _italic("FIELD"),
+                   "per uid with a charge or a limit, FIELD one of "
+                   + ", ".join(UID_FIELDS) + " (limit may be set: SIZE or unlimited)")
     lines += [
         ".SH FILES",
         ".TP", _italic(f"$XDG_STATE_HOME/swapfs/{DEFAULT_DEVICE_NAME}"),

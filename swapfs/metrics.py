@@ -77,6 +77,9 @@ DEVICE_METRICS: dict[str, tuple[str, str]] = {
     "unreadable": ("swapfs_device_unreadable_pages",
                    "Pages the last swapoff of the device could not read"),
     "faults": ("swapfs_device_faults", "Injected faults active on the device"),
+    "priority": ("swapfs_device_priority", "Allocation priority of the device"),
+    "discarded": ("swapfs_device_discarded_pages",
+                  "Pages given back to the device's backing store by discard"),
 }
 
 

@@ -39,9 +39,10 @@ import pyfuse3
 import trio
 
 from . import errors
-from .backing import DeviceLocks, SwapOn, parse_size
+from .backing import DeviceLocks, SwapOn, is_swap_option, parse_size, parse_swap_options
 from .client import MountClient, dead_mount, find_mount
 from .control import Control
+from .discard import Discarder
 from .fs import ROOT_INODE, Operations
 from .metrics import MetricsServer, parse_address
 from .mountopts import FUSE_FLAGS, split_options
@@ -95,22 +96,34 @@ def log_path(mountpoint: str) -> str:
 
 @dataclass
 class DeviceSpec:
-    """A backing device as given on the command line: a path, and a size when
-    the file should be created or grown first."""
+    """A backing device as given on the command line: a path, a size when the file
+    should be created or grown first, its priority and discard policies."""
 
     path: str
     size: int | None = None
+    priority: int = 0
+    discard: frozenset[str] = field(default_factory=frozenset)
 
 
 def parse_device_spec(text: str) -> DeviceSpec:
-    """``PATH[:SIZE]``. The text after the last ':' is a SIZE when it starts with a
-    digit (so ``/a:b/file`` stays a path); a bad SIZE is InvalidArgument."""
+    """``PATH[:SIZE][,pri=N][,discard[=once|pages]]``; the options may follow a ':'
+    too, as a comma separates -o options. The text after the last ':' is a SIZE when
+    it starts with a digit (so ``/a:b/file`` stays a path); a bad SIZE, priority or
+    discard word is InvalidArgument."""
+    words: list[str] = []
+    while True:
+        cut = max(text.rfind(","), text.rfind(":"))
+        if cut <= 0 or not is_swap_option(text[cut + 1:]):
+            break
+        words.insert(0, text[cut + 1:])
+        text = text[:cut]
+    priority, discard = parse_swap_options(words)
     if not text:
         raise errors.InvalidArgument("empty device path")
     head, sep, tail = text.rpartition(":")
     if sep and head and tail[:1].isdigit():
-        return DeviceSpec(head, parse_size(tail))
-    return DeviceSpec(text)
+        return DeviceSpec(head, parse_size(tail), priority, discard)
+    return DeviceSpec(text, None, priority, discard)
 
 
 @dataclass
@@ -197,7 +210,8 @@ def open_space(specs: list[DeviceSpec], gate: SwapOn) -> None:
         if spec.size is not None and spec.path == default_device():
             os.makedirs(os.path.dirname(spec.path), mode=0o700, exist_ok=True)
         try:
-            gate.bring_online(os.path.abspath(spec.path), spec.size)
+            gate.bring_online(os.path.abspath(spec.path), spec.size, spec.priority,
+                              spec.discard)
         except errors.NotFound as exc:
             if spec.size is not None:
                 raise
@@ -242,6 +256,8 @@ async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: st
             nursery.start_soon(watch)
             # A truncated backing file or a detached loop device is noticed here.
             nursery.start_soon(watch_devices, pager.space)
+            if pager.discarder is not None:
+                nursery.start_soon(pager.discarder.run)
             nursery.start_soon(_when_initialized, mountpoint, cfg.read_ahead, ready)
             # A swapoff holds its control write (one task) until it is done.
             await pyfuse3.main(max_tasks=MAX_TASKS)
@@ -386,6 +402,7 @@ def mount(cfg: MountConfig) -> int:
         gate = SwapOn(space, mountpoint, locks)
         open_space(specs, gate)
         pager = Pager(space)
+        Discarder(pager)  # attaches itself; _serve runs it
         control = Control(pager, gate)
         ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,

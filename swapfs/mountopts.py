@@ -26,7 +26,9 @@ OPTIONS: dict[str, str] = {
     "noxattr": "no extended attributes (the default)",
     "read_ahead=SIZE": "the kernel's read-ahead window for the mount (default 1M; only "
                        "root may set it, others keep the kernel's 128K)",
-    "device=PATH[:SIZE]": "one more backing device, as --device (repeatable)",
+    "device=PATH[:SIZE]": "one more backing device, as --device (repeatable); a "
+                          "priority and discard follow a ':' here, as in "
+                          "device=/var/swap.img:1G:pri=5:discard=pages",
     "metrics=[HOST:]PORT": "serve the metrics file over HTTP from the daemon (HOST "
                            "defaults to 127.0.0.1)",
     "fsname=NAME": "the source shown in /proc/mounts (default: the first device)",

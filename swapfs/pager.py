@@ -42,7 +42,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import trio
 
@@ -59,6 +59,9 @@ from .params import (
 )
 from .swapspace import SwapDevice, SwapSpace
 from .swblk import SwapMeta
+
+if TYPE_CHECKING:
+    from .discard import Discarder
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,9 @@ class SwapObject:
     """
 
     _ids = itertools.count(1)
+    # The uid its reservation is charged to (the creating request's; the file system
+    # sets it at create, and chown does not move it). None: charged to nobody.
+    uid: int | None = None
 
     def __init__(self, pager: Pager) -> None:
         self.pager = pager
@@ -395,7 +401,7 @@ class SwapObject:
         swap_total is refused: NoSpace, nothing changed. The caller holds the lock."""
         want = pages_for(new_size)
         if want > self.resv:
-            if not self.pager.space.reserve(want - self.resv):
+            if not self.pager.space.reserve(want - self.resv, uid=self.uid):
                 raise errors.NoSpace("swap reservation refused (vm.overcommit)")
             self.resv = want
 
@@ -403,7 +409,7 @@ class SwapObject:
         """Give back what is reserved beyond the size (FreeBSD: swap_release)."""
         keep = pages_for(self.size)
         if self.resv > keep:
-            self.pager.space.release(self.resv - keep)
+            self.pager.space.release(self.resv - keep, uid=self.uid)
             self.resv = keep
 
     def map_runs(self) -> list[tuple[int, str, int, int]]:
@@ -430,6 +436,9 @@ class _SyncRound:
 
 class Pager:
     """The swap pager: objects, the write path to the devices, deferred frees, counters."""
+
+    # Gives back blocks held for discard (discard.py); writes short of space wait for it.
+    discarder: Discarder | None = None
 
     def __init__(self, space: SwapSpace, *, swap_async_max: int = SWAP_ASYNC_MAX_DEFAULT,
                  maxfilesize: int = MAXFILESIZE) -> None:
@@ -470,7 +479,7 @@ class Pager:
             obj.gen += 1
             self.objects.pop(obj.id, None)
             if obj.resv:
-                self.space.release(obj.resv)
+                self.space.release(obj.resv, uid=obj.uid)
                 obj.resv = 0
             self.free_runs(obj.meta.free_all())
 
@@ -522,6 +531,12 @@ class Pager:
                 while todo:
                     off, count = todo.pop()
                     got = space.getswapspace(min(count, nsw_cluster_max), limit=1)
+                    if got is None and space.held and self.discarder is not None:
+                        # Blocks on their way back from a discard: wait, then retry. Across
+                        # the wait the blocks taken so far stay ours (allocated, unmapped).
+                        todo.append((off, count))
+                        await self.discarder.returned()
+                        continue
                     if got is None:
                         if failure is not None:
                             raise errors.DeviceIOError(

@@ -41,8 +41,20 @@ Accounting, and where it departs from the kernel:
   are neither used nor bad; a fill would have erased that distinction.
 * ``status()`` subtracts BBPAGES only for devices that are not closing, so
   its used count never goes negative during swapoff.
-* Reservation has no RAM term (SWAP_RESERVE_ALLOW_NONWIRED adds nothing)
-  and no per-user limit (SWAP_RESERVE_RLIMIT_ON is accepted and ignored).
+* Reservation has no RAM term (SWAP_RESERVE_ALLOW_NONWIRED adds nothing).
+  It is also charged to a uid (the seed's ``ui_vmsize``); with
+  SWAP_RESERVE_RLIMIT_ON a uid other than root is held to its limit
+  (``uid_limit``, RLIMIT_SWAP's counterpart).
+* Priorities (Linux ``swapon -p``): allocation tries the devices of the
+  highest priority first and spills to the next level only when none of them
+  has a free run; within a level it is the seed's round robin. With every
+  device at the default 0 that is exactly the seed's order.
+* Discard: blocks freed on a device with ``discard_pages`` do not go back
+  to the blist at once. They are *held* (``held``, ``_held_runs``) until the
+  discarder has punched them out of the backing store and calls
+  ``discard_done``; so a block is never handed out again while its discard
+  may still run. Per device not closing the invariant above reads
+  ``avail + used + bad + held + BBPAGES == nblks``.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ import bisect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable
+from typing import Callable, Hashable, Iterable
 
 from . import errors
 from .blist import Blist
@@ -62,11 +74,12 @@ from .params import (
     PAGE_SIZE,
     SW_CLOSING,
     SWAP_RESERVE_FORCE_ON,
+    SWAP_RESERVE_RLIMIT_ON,
     nswap_hiwat,
     nswap_lowat,
 )
 
-__all__ = ["SwapDevice", "SwapInfoRow", "SwapSpace"]
+__all__ = ["SwapDevice", "SwapInfoRow", "SwapSpace", "check_priority"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +108,13 @@ class SwapDevice:
     _freed_closing: list[tuple[int, int]] = field(default_factory=list, repr=False)
     # Device-relative runs (page, count) marked bad, for the occupancy picture.
     bad_runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    # Linux swapon -p: higher first; equal priorities share round robin.
+    priority: int = 0
+    # discard=pages: freed blocks are held for the discarder, not freed (module notes).
+    discard_pages: bool = False
+    held: int = 0
+    _held_runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    discarded: int = 0  # pages given back to the backing store so far
 
     @property
     def closing(self) -> bool:
@@ -129,7 +149,9 @@ class SwapSpace:
     def __init__(self) -> None:
         self._devs: list[SwapDevice] = []  # TAILQ order == ascending first
         self._firsts: list[int] = []
-        self._swdevhd: SwapDevice | None = None  # None: start at the first
+        # Devices by priority, highest first; per level its round-robin cursor.
+        self._levels: list[list[SwapDevice]] = []
+        self._level_hd: dict[int, SwapDevice | None] = {}
         self.swap_total = 0
         self.swap_pager_avail = 0
         self.swap_reserved = 0
@@ -139,6 +161,12 @@ class SwapSpace:
         self.swap_pager_full = 2
         self.swap_pager_almost_full = 1
         self._reserve_fail_last = float("-inf")
+        # Per-uid charge (pages) and limit (bytes), and the last over-limit warning.
+        self.uid_reserved: dict[int, int] = {}
+        self.uid_limit: dict[int, int] = {}
+        self._rlimit_fail_last = float("-inf")
+        # Called (no arguments) when blocks are held for discard; set by the discarder.
+        self.discard_wakeup: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------
     # The table
@@ -152,14 +180,19 @@ class SwapSpace:
     def nswapdev(self) -> int:
         return len(self._devs)
 
-    def swapon(self, dev: Device) -> SwapDevice:
-        """Put an open device on the table (FreeBSD: ``swaponsomething``).
+    def swapon(self, dev: Device, priority: int = 0,
+               discard_pages: bool = False) -> SwapDevice:
+        """Put an open device on the table (FreeBSD: ``swaponsomething``), at
+        ``priority`` (-1..32767, Linux's range), holding freed blocks for the
+        discarder if ``discard_pages``.
 
         Raises Busy if the same file or disk is already on, NoSuchDevice
-        (ENXIO) if it has no page beyond the BBPAGES reserved ones. On error
+        (ENXIO) if it has no page beyond the BBPAGES reserved ones,
+        InvalidArgument for a priority out of range. On error
         the device stays open and belongs to the caller; on success it
         belongs to the table, which closes it at swapoff or ``close_all``.
         """
+        check_priority(priority)
         for sp in self._devs:
             if sp.dev is dev or sp.dev.ident == dev.ident:
                 raise errors.Busy(f"{dev.path}: Device already in use")
@@ -171,9 +204,11 @@ class SwapSpace:
         # One uncovered block after the highest device: no run can cross.
         first = max((sp.end for sp in self._devs), default=-1) + 1
         sp = SwapDevice(dev=dev, name=dev.path, first=first, end=first + nblks,
-                        nblks=nblks, blist=bl)
+                        nblks=nblks, blist=bl, priority=priority,
+                        discard_pages=discard_pages)
         self._devs.append(sp)
         self._firsts.append(first)
+        self._relevel()
         self.swap_pager_avail += nblks - BBPAGES
         self.swap_total += nblks
         self._sizecheck()
@@ -218,12 +253,14 @@ class SwapSpace:
         """
         if npages < 1 or limit < 1:
             raise errors.InvalidArgument(f"getswapspace({npages}, limit={limit})")
-        devs = self._devs
         got = None
-        if devs and self.swap_pager_avail > 0:  # with nothing free every lap fails
+        # with nothing free every lap fails
+        for devs in (self._levels if self.swap_pager_avail > 0 else ()):
+            # Highest priority first; the next level only when this one has no room.
+            hd = self._level_hd.get(devs[0].priority)
             mpages = npages
             n = min(BLIST_MAX_ALLOC, npages)
-            start = i = devs.index(self._swdevhd) if self._swdevhd is not None else 0
+            start = i = devs.index(hd) if hd is not None else 0
             ndev = len(devs)
             while True:
                 sp = devs[i]
@@ -239,18 +276,20 @@ class SwapSpace:
                         break
                     mpages = n - 1
                     n >>= 1
+            if got is not None:
+                break
         if got is None:
             if self.swap_pager_full != 2:
                 log.warning("swp_pager_getswapspace(%d): failed", npages)
                 self.swap_pager_full = 2
                 self.swap_pager_almost_full = 1
-            self._swdevhd = None
+            self._level_hd.clear()
             return None
         blk, count = got
         sp.used += count
         self.swap_pager_avail -= count
         self._sizecheck()
-        self._swdevhd = devs[i + 1] if i + 1 < len(devs) else None
+        self._level_hd[sp.priority] = devs[i + 1] if i + 1 < len(devs) else None
         return blk + sp.first, count
 
     def freeswapspace(self, blk: int, npages: int) -> None:
@@ -263,6 +302,9 @@ class SwapSpace:
         sp.used -= npages
         if sp.closing:
             sp._freed_closing.append((rel, npages))
+            return
+        if sp.discard_pages and self.discard_wakeup is not None:
+            self._hold(sp, rel, npages)
             return
         sp.blist.free(rel, npages)
         self.swap_pager_avail += npages
@@ -301,7 +343,9 @@ class SwapSpace:
         self._check_on(sp)
         if sp.closing:
             raise errors.InvalidArgument(f"{sp.name}: swapoff already in progress")
-        others = self.swap_pager_avail - sp.blist.avail()
+        # Blocks held for discard elsewhere are free again within moments.
+        others = (self.swap_pager_avail - sp.blist.avail()
+                  + sum(d.held for d in self._devs if d is not sp and not d.closing))
         if others < sp.used + nswap_lowat:
             raise errors.NoMemory(
                 f"{sp.name}: {sp.used} pages would not fit elsewhere "
@@ -353,12 +397,13 @@ class SwapSpace:
         i = next(k for k, d in enumerate(self._devs) if d is sp)
         del self._devs[i]
         del self._firsts[i]
+        self._relevel()
+        if self._level_hd.get(sp.priority) is sp:
+            del self._level_hd[sp.priority]
         self.bad -= sp.bad
         if not self._devs:
             self.swap_pager_full = 2
             self.swap_pager_almost_full = 1
-        if self._swdevhd is sp:
-            self._swdevhd = None
 
     def close_all(self) -> None:
         """Remove and close every device, whatever is on it (unmount)."""
@@ -401,12 +446,15 @@ class SwapSpace:
     # ------------------------------------------------------------------
     # Reservation (vm.overcommit)
 
-    def reserve(self, npages: int, privileged: bool = False) -> bool:
-        """Account ``npages`` of future swap use.
+    def reserve(self, npages: int, privileged: bool = False,
+                uid: int | None = None) -> bool:
+        """Account ``npages`` of future swap use, charged to ``uid`` if given.
 
-        Refused (False, nothing changed) only when SWAP_RESERVE_FORCE_ON is
-        set in ``overcommit``, the total would exceed ``swap_total`` and the
-        caller is not ``privileged``. (FreeBSD: ``swap_reserve_by_cred``.)
+        Refused (False, nothing changed) when SWAP_RESERVE_FORCE_ON is set in
+        ``overcommit``, the total would exceed ``swap_total`` and the caller
+        is not ``privileged``. With SWAP_RESERVE_RLIMIT_ON, a uid other than
+        0 whose charge would pass its ``uid_limit`` gets QuotaExceeded
+        (EDQUOT), nothing changed. (FreeBSD: ``swap_reserve_by_cred``.)
         """
         if npages < 0:
             raise errors.InvalidArgument(f"reserve({npages})")
@@ -419,12 +467,88 @@ class SwapSpace:
                 log.warning("swap reservation for %d bytes failed",
                             npages * PAGE_SIZE)
             return False
+        if uid is not None:
+            mine = self.uid_reserved.get(uid, 0) + npages
+            limit = self.uid_limit.get(uid)
+            # Root is exempt, as the seed exempts PRIV_VM_SWAP_NORLIMIT.
+            if (self.overcommit & SWAP_RESERVE_RLIMIT_ON and limit is not None
+                    and mine * PAGE_SIZE > limit and uid != 0 and not privileged):
+                now = time.monotonic()
+                if now - self._rlimit_fail_last >= 1.0:  # ppsratecheck: one a second
+                    self._rlimit_fail_last = now
+                    log.warning("uid %d: swap reservation for %d bytes past its limit "
+                                "of %d bytes", uid, npages * PAGE_SIZE, limit)
+                raise errors.QuotaExceeded(
+                    f"uid {uid}: swap limit of {limit} bytes reached")
+            if npages:
+                self.uid_reserved[uid] = mine
         self.swap_reserved = r
         return True
 
-    def release(self, npages: int) -> None:
-        """Return a reservation (FreeBSD: ``swap_release``)."""
+    def release(self, npages: int, uid: int | None = None) -> None:
+        """Return a reservation, and ``uid``'s charge for it
+        (FreeBSD: ``swap_release_by_cred``)."""
         if not 0 <= npages <= self.swap_reserved:
             raise errors.InvalidArgument(
                 f"release({npages}) with {self.swap_reserved} reserved")
         self.swap_reserved -= npages
+        if uid is not None and npages:
+            left = self.uid_reserved.get(uid, 0) - npages
+            if left > 0:
+                self.uid_reserved[uid] = left
+            else:
+                self.uid_reserved.pop(uid, None)
+
+    # ------------------------------------------------------------------
+    # Priorities and discard (module notes)
+
+    def _relevel(self) -> None:
+        prios = sorted({sp.priority for sp in self._devs}, reverse=True)
+        self._levels = [[sp for sp in self._devs if sp.priority == p] for p in prios]
+
+    def _hold(self, sp: SwapDevice, rel: int, npages: int) -> None:
+        sp.held += npages
+        sp._held_runs.append((rel, npages))
+        if self.discard_wakeup is not None:
+            self.discard_wakeup()
+
+    def take_held(self) -> list[tuple[SwapDevice, list[tuple[int, int]]]]:
+        """The runs held for discard since the last call, per device, as
+        device-relative ``(page, count)``. They stay held (never handed
+        out) until ``discard_done`` gives them back."""
+        out = []
+        for sp in self._devs:
+            if sp._held_runs:
+                out.append((sp, sp._held_runs))
+                sp._held_runs = []
+        return out
+
+    def discard_done(self, sp: SwapDevice, runs: list[tuple[int, int]],
+                     discarded: int) -> None:
+        """The discarder is through with ``runs`` (from ``take_held``), of
+        which ``discarded`` pages reached the backing store: the blocks are
+        free again (or, on a closing device, remembered as freed)."""
+        sp.discarded += discarded
+        on = any(d is sp for d in self._devs)
+        for rel, n in runs:
+            sp.held -= n
+            if not on:
+                continue
+            if sp.closing:
+                sp._freed_closing.append((rel, n))
+            else:
+                sp.blist.free(rel, n)
+                self.swap_pager_avail += n
+        if on:
+            self._sizecheck()
+
+    @property
+    def held(self) -> int:
+        """Blocks held for discard on all devices (free again soon)."""
+        return sum(sp.held for sp in self._devs)
+
+
+def check_priority(priority: int) -> None:
+    """InvalidArgument unless ``priority`` is within Linux's -1..32767."""
+    if not -1 <= priority <= 32767:
+        raise errors.InvalidArgument(f"priority {priority} is not within -1..32767")

@@ -7,6 +7,8 @@ client.MountClient.
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import stat
 from typing import Sequence
 
@@ -16,7 +18,8 @@ from .control import humanize_number
 from .objects import MapRun, ObjectRow
 from .params import PAGE_SIZE
 
-__all__ = ["SORT_KEYS", "sort_objects", "format_object_table", "object_of", "format_map"]
+__all__ = ["SORT_KEYS", "sort_objects", "format_object_table", "object_of", "format_map",
+           "format_users"]
 
 # --sort: biggest first.
 SORT_KEYS = {
@@ -78,4 +81,35 @@ def format_map(path: str, size: int, row: ObjectRow, runs: Sequence[MapRun]) -> 
                    f"{r.devpage:10d}..{r.devpage + r.length - 1:10d}: {r.length:6d}: "
                    f"{r.device}\n")
     out.append(f"{path}: {len(mine)} extent{'' if len(mine) == 1 else 's'} found\n")
+    return "".join(out)
+
+
+_UID_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]+)\.([a-z_]+)")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def format_users(values: dict[str, str]) -> str:
+    """``swapfs info --users``: one line per uid of the ``vm.swapfs.uid.*`` sysctls
+    ``values``, by uid: USER (name, or the uid), RESERVED and LIMIT humanized, SWAPPED
+    in pages."""
+    users: dict[int, dict[str, str]] = {}
+    for key, value in values.items():
+        m = _UID_RE.fullmatch(key)
+        if m:
+            users.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    fmt = "{:<12} {:>6} {:>8} {:>9} {:>8}\n"
+    out = [fmt.format("USER", "UID", "RESERVED", "LIMIT", "SWAPPED")]
+    for uid in sorted(users):
+        u = users[uid]
+        limit = u.get("limit", "unlimited")
+        out.append(fmt.format(
+            _user_name(uid), uid, humanize_number(int(u.get("reserved", "0"))),
+            limit if not limit.isdigit() else humanize_number(int(limit)),
+            u.get("swapped", "0")))
     return "".join(out)

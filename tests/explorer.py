@@ -21,7 +21,10 @@ The oracle (what a user of the pager may rely on):
 (c) a write or a growing truncate fails with ENOSPC or EIO only when the free swap
     cannot hold it; a shrinking truncate never fails for space;
 (d) swapoff fails only for want of room (ENOMEM, or ENOSPC/EIO with swap nearly full);
-(e) at the end every object reads back exactly as the model says.
+(e) at the end every object reads back exactly as the model says;
+(f) with ``discard`` (every device discard=pages, the discarder running): a discard
+    never touches a block that a page maps to or that a pinned reader may still read
+    (a deferred free), and (a)-(e) hold all the same (a discard zeroes the blocks).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import trio.testing
 
 from swapfs import errors
 from swapfs.device import MemoryDevice
+from swapfs.discard import Discarder
 from swapfs.pager import Pager
 from swapfs.params import PAGE_SIZE
 from swapfs.swapspace import SwapSpace
@@ -93,6 +97,17 @@ class TimedDevice(MemoryDevice):
         self.fsync()  # fails if the device was closed meanwhile
         self.synced[:] = self._buf
         await self._after("sync")
+
+    # Called on the loop at the instant of a discard, with the runs (a checker's hook).
+    on_discard = None
+
+    async def adiscard_runs(self, runs):
+        await self._before("discard")
+        if self.on_discard is not None:
+            self.on_discard(self, runs)
+        result = self.discard_runs(runs)
+        await self._after("discard")
+        return result
 
 
 class ScheduledDevice(TimedDevice):
@@ -176,8 +191,9 @@ class Tracked:
 
 
 class Explorer:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, discard: bool = False) -> None:
         self.seed = seed
+        self.discard = discard
         self.rng = random.Random(seed)
         rng = self.rng
         self.space = SwapSpace()
@@ -186,6 +202,7 @@ class Explorer:
         for _ in range(rng.randint(1, 3)):
             self._swapon()
         self.pager = Pager(self.space, swap_async_max=rng.randint(1, 4))
+        self.discarder = Discarder(self.pager) if discard else None
         self.objects = [Tracked(k, self.pager.alloc()) for k in range(rng.randint(2, 5))]
         self.max_cells = rng.choice((8, 24, 48)) * CELLS_PER_PAGE
         self.ops = rng.randint(15, 40)
@@ -204,7 +221,24 @@ class Explorer:
         dev = ScheduledDevice(npages, f"d{self.ndev}",
                               random.Random(self.rng.random()), self.slow_p)
         self.ndev += 1
-        self.space.swapon(dev)
+        if self.discard:
+            dev.on_discard = self._check_discard
+        self.space.swapon(dev, discard_pages=self.discard)
+
+    def _check_discard(self, dev: MemoryDevice, runs: list[tuple[int, int]]) -> None:
+        """Oracle (f): nothing discarded is mapped or waits as a deferred free."""
+        sp = next((sp for sp in self.space.devices if sp.dev is dev), None)
+        if sp is None:
+            return
+        for page, n in runs:
+            lo, hi = sp.first + page, sp.first + page + n
+            for obj in self.pager.objects.values():
+                if any(True for _ in obj.meta.pages_on(lo, hi)):
+                    self.fail(f"discard of {dev.path} pages {page}+{n}: a page maps there")
+            for _epoch, deferred in self.pager._deferred:
+                if any(b < hi and lo < b + m for b, m in deferred):
+                    self.fail(f"discard of {dev.path} pages {page}+{n}: a pinned reader "
+                              f"may still read them")
 
     def now(self) -> int:
         self.tick += 1
@@ -447,6 +481,8 @@ class Explorer:
         with trio.fail_after(HANG_SECONDS):
             async with trio.open_nursery() as outer:
                 outer.start_soon(self.watchdog)
+                if self.discarder is not None:
+                    outer.start_soon(self.discarder.run)
                 outer.start_soon(self.cycler, random.Random(rng.random()), done)
                 if rng.random() < 0.5:
                     outer.start_soon(self.faulter, random.Random(rng.random()), done)
@@ -466,9 +502,9 @@ class Explorer:
             await self.check_final()
 
 
-def explore(seed: int) -> Explorer:
+def explore(seed: int, discard: bool = False) -> Explorer:
     """Run one seed; its findings are in ``problems``."""
-    ex = Explorer(seed)
+    ex = Explorer(seed, discard)
     # trio's choice among runnable tasks: shuffled by this seed (what trio does
     # under hypothesis), so a seed replays the same in pytest and from the shell.
     trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING = True

@@ -36,7 +36,7 @@ def check_totals(ss: SwapSpace) -> None:
         if sp.flags & SW_CLOSING:
             continue
         active += 1
-        assert sp.blist.avail() + sp.used + sp.bad + BBPAGES == sp.nblks
+        assert sp.blist.avail() + sp.used + sp.bad + sp.held + BBPAGES == sp.nblks
         avail += sp.blist.avail()
         total += sp.nblks
     assert ss.swap_pager_avail == avail

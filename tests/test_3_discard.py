@@ -1,0 +1,145 @@
+"""discard=pages: freed blocks are discarded off the loop, batched, and never while
+they can be read or after they were handed out again (discard.py, swapspace.py)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from explorer import TimedDevice, explore
+from swapfs import errors
+from swapfs.device import open_device
+from swapfs.discard import Discarder, coalesce
+from swapfs.pager import Pager
+from swapfs.params import BBPAGES, PAGE_SIZE
+from swapfs.swapspace import SwapSpace
+
+SEEDS = range(int(os.environ.get("SWAPFS_DISCARD_SEEDS", "60")))
+CHUNK = 30
+
+
+@pytest.mark.parametrize("first", range(SEEDS.start, SEEDS.stop, CHUNK))
+def test_explorer_with_discard_finds_nothing(first):
+    failures = []
+    for seed in range(first, min(first + CHUNK, SEEDS.stop)):
+        ex = explore(seed, discard=True)
+        failures += [f"seed {seed}: {p}" for p in ex.problems[:1]]
+    assert not failures, "\n".join(failures)
+
+
+class SlowDiscard(TimedDevice):
+    """Its discards take ``discard_delay`` virtual seconds before they happen."""
+
+    discard_delay = 1.0
+    discards: list
+
+    async def adiscard_runs(self, runs):
+        self.discards = getattr(self, "discards", []) + [list(runs)]
+        await trio.sleep(self.discard_delay)
+        return self.discard_runs(runs)
+
+
+def discard_pager(npages: int) -> tuple[Pager, SlowDiscard]:
+    space = SwapSpace()
+    dev = SlowDiscard(npages, "d0")
+    space.swapon(dev, discard_pages=True)
+    pager = Pager(space)
+    Discarder(pager)
+    return pager, dev
+
+
+def blocks_of(obj) -> set[int]:
+    return {blk + i for _p, blk, n in obj.meta.map_runs() for i in range(n)}
+
+
+async def test_blocks_held_for_a_discard_are_never_handed_out(autojump_clock):
+    pager, dev = discard_pager(BBPAGES + 32)
+    space = pager.space
+    a, b = pager.alloc(), pager.alloc()
+    await a.write(0, b"a" * (16 * PAGE_SIZE))
+    await b.write(0, b"b" * (8 * PAGE_SIZE))
+    old = blocks_of(a)
+    await pager.dealloc(a)
+    assert space.held == 16 and space.swap_pager_avail == 8
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pager.discarder.run)
+        await trio.sleep(0.5)  # the discard of a's blocks is in flight now
+        assert dev.discards and space.held == 16
+        # 8 blocks are free: d takes them; c needs 16 and must wait for the discard,
+        # not get a's blocks before it runs (it would zero c's data) nor ENOSPC.
+        d, c = pager.alloc(), pager.alloc()
+        await d.write(0, b"d" * (8 * PAGE_SIZE))
+        assert not blocks_of(d) & old
+        await c.write(0, b"c" * (16 * PAGE_SIZE))
+        assert trio.current_time() >= 1.0  # it waited for the discard
+        nursery.cancel_scope.cancel()
+    assert blocks_of(c) == old
+    assert space.devices[0].discarded == 16 and space.held == 0
+    assert await c.read(0, 16 * PAGE_SIZE) == b"c" * (16 * PAGE_SIZE)
+    assert await d.read(0, 8 * PAGE_SIZE) == b"d" * (8 * PAGE_SIZE)
+    assert await b.read(0, 8 * PAGE_SIZE) == b"b" * (8 * PAGE_SIZE)
+
+
+async def test_a_pinned_reader_keeps_blocks_from_the_discarder(autojump_clock):
+    pager, dev = discard_pager(BBPAGES + 32)
+    a = pager.alloc()
+    await a.write(0, b"a" * (4 * PAGE_SIZE))
+    epoch = pager.pin()  # a reader that looked up a's blocks
+    await a.truncate(0)
+    assert pager.space.held == 0  # deferred: still readable
+    await pager.discarder.flush()
+    assert not getattr(dev, "discards", [])
+    pager.unpin(epoch)
+    assert pager.space.held == 4
+    await pager.discarder.flush()
+    assert pager.space.held == 0 and pager.space.devices[0].discarded == 4
+    assert pager.space.swap_pager_avail == 32
+
+
+async def test_swapoff_with_a_discard_in_flight(autojump_clock):
+    space = SwapSpace()
+    dev0 = SlowDiscard(BBPAGES + 256, "d0")
+    space.swapon(dev0, discard_pages=True)
+    space.swapon(SlowDiscard(BBPAGES + 256, "d1"), discard_pages=True)
+    pager = Pager(space)
+    Discarder(pager)
+    objs = [pager.alloc() for _ in range(4)]
+    for k, o in enumerate(objs):
+        await o.write(0, bytes([65 + k]) * (8 * PAGE_SIZE))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pager.discarder.run)
+        await pager.dealloc(objs[0])
+        await trio.sleep(0.1)  # a discard in flight on d0
+        await pager.swapoff(space.devices[0])
+        await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    assert [sp.name for sp in space.devices] == ["d1"] and dev0.closed
+    for k, o in enumerate(objs[1:], 1):
+        assert await o.read(0, 8 * PAGE_SIZE) == bytes([65 + k]) * (8 * PAGE_SIZE)
+    sp = space.devices[0]
+    assert sp.blist.avail() + sp.used + sp.held + BBPAGES == sp.nblks
+
+
+def test_coalesce_merges_touching_runs():
+    assert coalesce([(10, 2), (0, 4), (4, 6), (12, 1), (20, 1)]) == [(0, 13), (20, 1)]
+
+
+def test_file_discard_punches_holes_and_reads_zeros(tmp_path: Path):
+    path = tmp_path / "swap"
+    path.write_bytes(b"\xab" * (64 * PAGE_SIZE))
+    dev = open_device(str(path))
+    try:
+        before = os.stat(path).st_blocks
+        dev.discard_pages(8, 32)
+        st = os.stat(path)
+        assert st.st_size == 64 * PAGE_SIZE
+        assert before - st.st_blocks >= 32 * PAGE_SIZE // 512 * 0.9
+        assert dev.read_pages(8, 32) == bytes(32 * PAGE_SIZE)
+        assert dev.read_pages(0, 8) == b"\xab" * (8 * PAGE_SIZE)
+        assert dev.read_pages(40, 24) == b"\xab" * (24 * PAGE_SIZE)
+        with pytest.raises(errors.DeviceIOError):
+            dev.discard_pages(60, 8)  # past the end
+    finally:
+        dev.close()
+    dev.discard_pages(0, 1)  # closed: nothing, no stray descriptor used
