@@ -30,7 +30,7 @@ __all__ = [
     "PAGE", "FUSE_SKIP", "requires_fuse", "swapfs_env", "run_swapfs", "mounted",
     "force_unmount", "make_pager", "control_for", "snapshot", "expect", "ctl", "read",
     "write", "sysctls", "state", "expect_errno", "check_swap_info", "fresh_dir",
-    "pread_direct", "read_direct", "page_devices", "device_names",
+    "pread_direct", "read_direct", "page_devices", "device_names", "loop_device",
 ]
 
 
@@ -249,3 +249,21 @@ def page_devices(path: Path) -> dict[int, tuple[str, int]]:
 def device_names(path: Path) -> set[str]:
     """Backing devices holding the file's pages."""
     return {dev for dev, _page in page_devices(path).values()}
+
+
+@contextlib.contextmanager
+def loop_device(image: Path) -> Iterator[str]:
+    """A loop device over ``image`` (losetup), detached afterwards; skips the test
+    where loop devices cannot be had (not root, no losetup, no free device)."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None \
+            or not os.path.exists("/dev/loop-control"):
+        pytest.skip("loop devices need root, losetup(8) and the loop driver")
+    r = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"no loop device: {r.stderr.strip()}")
+    loop = r.stdout.strip()
+    try:
+        yield loop
+    finally:
+        subprocess.run(["losetup", "-d", loop], capture_output=True)

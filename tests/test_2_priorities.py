@@ -1,5 +1,6 @@
 """Device priorities and per-uid reservation in the device table (swapspace.py)."""
 
+import errno
 import logging
 
 import pytest
@@ -76,7 +77,7 @@ def test_uid_charge_and_limit_with_the_rlimit_bit(caplog) -> None:
         for _ in range(3):
             with pytest.raises(errors.QuotaExceeded) as ei:
                 ss.reserve(1, uid=1000)
-            assert ei.value.errno == errors.errno.EDQUOT
+            assert ei.value.errno == errno.EDQUOT
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "uid 1000" in lines[0] and "4096 bytes" in lines[0]
     assert ss.uid_reserved == {1000: 10} and ss.swap_reserved == 10

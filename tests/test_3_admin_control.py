@@ -4,6 +4,9 @@ swapon --show's table, the per-uid sysctls and the users table."""
 import errno
 import os
 
+import pytest
+
+from swapfs import errors
 from swapfs.linuxswap import (
     SwapsRow,
     format_proc_swaps,
@@ -14,9 +17,6 @@ from swapfs.linuxswap import (
 from swapfs.mount import parse_device_spec
 from swapfs.params import BBPAGES, PAGE_SIZE
 from swapfs.views import format_users
-
-import pytest
-from swapfs import errors
 
 from helpers import control_for, expect
 

@@ -7,26 +7,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from explorer import TimedDevice, explore
+from explorer import TimedDevice
 from swapfs import errors
 from swapfs.device import open_device
 from swapfs.discard import Discarder, coalesce
 from swapfs.pager import Pager
 from swapfs.params import BBPAGES, PAGE_SIZE
 from swapfs.swapspace import SwapSpace
-
-SEEDS = range(int(os.environ.get("SWAPFS_DISCARD_SEEDS", "60")))
-CHUNK = 30
-
-
-@pytest.mark.parametrize("first", range(SEEDS.start, SEEDS.stop, CHUNK))
-def test_explorer_with_discard_finds_nothing(first):
-    failures = []
-    for seed in range(first, min(first + CHUNK, SEEDS.stop)):
-        ex = explore(seed, discard=True)
-        failures += [f"seed {seed}: {p}" for p in ex.problems[:1]]
-    assert not failures, "\n".join(failures)
-
 
 class SlowDiscard(TimedDevice):
     """Its discards take ``discard_delay`` virtual seconds before they happen."""

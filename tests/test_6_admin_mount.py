@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mounted, read, requires_fuse, run_swapfs, sysctls, write
+from helpers import loop_device, mounted, read, requires_fuse, run_swapfs, sysctls, write
 from swapfs.linuxswap import parse_proc_swaps
 
 pytestmark = [requires_fuse, pytest.mark.timeout(180)]
@@ -83,37 +82,27 @@ def test_rm_gives_the_space_back_to_a_discard_pages_file(tmp_path: Path) -> None
 
 
 def test_discard_once_and_pages_on_a_loop_device(tmp_path: Path) -> None:
-    if shutil.which("losetup") is None or os.geteuid() != 0 \
-            or not os.path.exists("/dev/loop-control"):
-        pytest.skip("needs root, losetup(8) and the loop driver")
     img = tmp_path / "img"
     with open(img, "wb") as f:
         f.write(b"\xee" * (64 * MiB))  # allocated: discard=once must punch it out
-    res = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True,
-                         text=True)
-    if res.returncode != 0:
-        pytest.skip(f"losetup -f --show failed: {res.stderr.strip()}")
-    loop = res.stdout.strip()
-    try:
-        with mounted(tmp_path, devices=[str(tmp_path / "d.swap:64M")]) as mnt:
-            r = run_swapfs("swapon", "--discard", str(mnt), loop, state_home=tmp_path)
-            assert r.returncode == 0, r.stderr
-            os.sync()
-            assert du_kib(img) < 1024  # once: the whole device went
-            rows = parse_proc_swaps(read(mnt, "swaps"))
-            assert rows[1].name == loop and rows[1].type == "partition"
-            write(mnt, "swapoff", str(tmp_path / "d.swap").encode())
-            (mnt / "f").write_bytes(os.urandom(16 * MiB))
-            os.sync()
-            assert du_kib(img) >= 16 * 1024
-            os.unlink(mnt / "f")
-            deadline = time.monotonic() + 2
-            while du_kib(img) >= 8 * 1024 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert du_kib(img) < 8 * 1024  # pages: BLKDISCARD reached the file
-            assert int(sysctls(mnt)["vm.swapfs.dev.0.discarded"]) >= 4096
-    finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
+    with loop_device(img) as loop, \
+            mounted(tmp_path, devices=[str(tmp_path / "d.swap:64M")]) as mnt:
+        r = run_swapfs("swapon", "--discard", str(mnt), loop, state_home=tmp_path)
+        assert r.returncode == 0, r.stderr
+        os.sync()
+        assert du_kib(img) < 1024  # once: the whole device went
+        rows = parse_proc_swaps(read(mnt, "swaps"))
+        assert rows[1].name == loop and rows[1].type == "partition"
+        write(mnt, "swapoff", str(tmp_path / "d.swap").encode())
+        (mnt / "f").write_bytes(os.urandom(16 * MiB))
+        os.sync()
+        assert du_kib(img) >= 16 * 1024
+        os.unlink(mnt / "f")
+        deadline = time.monotonic() + 2
+        while du_kib(img) >= 8 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert du_kib(img) < 8 * 1024  # pages: BLKDISCARD reached the file
+        assert int(sysctls(mnt)["vm.swapfs.dev.0.discarded"]) >= 4096
 
 
 def as_user(uid: int, *cmd: str) -> subprocess.CompletedProcess:

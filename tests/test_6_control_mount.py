@@ -16,6 +16,7 @@ from helpers import (
     check_swap_info,
     ctl,
     expect_errno,
+    loop_device,
     read,
     requires_fuse,
     run_swapfs,
@@ -285,17 +286,10 @@ def test_swapoff_progress_lines(mount_factory, tmp_path: Path) -> None:
 
 
 def test_loop_device_swapon(mnt: Path, tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("losetup") is None:
-        pytest.skip("loop devices need root and losetup")
     backing = tmp_path / "loop.img"
     with open(backing, "wb") as f:
         f.truncate(32 << 20)
-    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"no loop device: {r.stderr.strip()}")
-    loop = r.stdout.strip()
-    try:
+    with loop_device(backing) as loop:
         write(mnt, "swapon", f"{loop}\n".encode())
         rows = check_swap_info(mnt)
         assert rows[-1][0] == loop and rows[-1][1] == 32 * 1024
@@ -306,8 +300,6 @@ def test_loop_device_swapon(mnt: Path, tmp_path: Path) -> None:
         write(mnt, "swapoff", f"{loop}\n".encode())
         assert (mnt / "onloop").read_bytes() == data
         check_swap_info(mnt)
-    finally:
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
 
 
 def test_fsync_on_control_files(mnt: Path) -> None:
