@@ -306,7 +306,9 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
             for k in found:
                 print(f"{k}: {values[k]}")
             continue
-        old = values.get(name)
+        # A uid's limit is listed once set; before, it is unlimited.
+        old = values.get(name, "unlimited" if name.startswith("vm.swapfs.uid.")
+                         and name.endswith(".limit") else None)
         try:
             client.write("sysctl", f"{name}={value}")
         except OSError as exc:

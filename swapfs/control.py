@@ -11,8 +11,8 @@ Decisions the README does not spell out:
 
 - swapon: the text after the last space is taken as SIZE when it reads as one, so
   a path that itself ends in `` <digits>`` needs a SIZE after it.
-  Trailing words that start ``pri=`` or ``discard`` are options, never part of the
-  path, and must be valid (EINVAL otherwise).
+  Words that start ``pri=`` or ``discard`` are options, never part of the path;
+  they must be valid and come after PATH [SIZE] (EINVAL otherwise).
 - swapoff: the last device can never go (ENOMEM, even when empty): with no RAM to
   page into, the seed's test ``free RAM + avail < nblks + nswap_lowat`` leaves
   nowhere for the margin.
@@ -421,9 +421,12 @@ class Control:
             line = head.rstrip(" ")
             head, sep, tail = line.rpartition(" ")
         priority, discard = parse_swap_options(words)
+        size = None
         if sep and head.strip() and _SIZE_RE.fullmatch(tail):
-            return head.rstrip(" "), parse_size(tail), priority, discard
-        return line, None, priority, discard
+            line, size = head.rstrip(" "), parse_size(tail)
+        if any(is_swap_option(w) for w in line.split(" ")):
+            raise errors.InvalidArgument(f"{line}: pri= and discard go after PATH [SIZE]")
+        return line, size, priority, discard
 
     async def swapon(self, line: str) -> None:
         path, size, priority, discard = self._split_swapon(line)

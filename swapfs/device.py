@@ -255,6 +255,9 @@ class FileDevice(Device):
         self.npages = off_to_idx(size)
         self._write_time = [0.0, 0.0]  # moving averages per size class, in seconds
         self._read_time = 0.0          # moving average of uncached small reads
+        # Held by a discard and by close: close waits for a discard in flight, and a
+        # discard after close does nothing.
+        self._discard_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str) -> "FileDevice":
@@ -389,7 +392,7 @@ class FileDevice(Device):
 
     def close(self) -> None:
         """Close the descriptor; further I/O fails. Idempotent."""
-        with _DISCARD_LOCK:  # a discard in a worker thread never meets a reused fd
+        with self._discard_lock:  # a discard in a worker thread never meets a reused fd
             fd, self.fd = self.fd, -1
         if fd >= 0:
             try:
@@ -397,12 +400,11 @@ class FileDevice(Device):
             except OSError as exc:
                 raise errors.from_oserror(exc, self.path) from None
 
-
     def discard_pages(self, page: int, npages: int) -> None:
         # Regular file: punch a hole (the size stays); block device: BLKDISCARD.
         self._check("discard", page, npages)
         off, length = page * PAGE_SIZE, npages * PAGE_SIZE
-        with _DISCARD_LOCK:
+        with self._discard_lock:
             if self.fd < 0 or not npages:
                 return
             try:
@@ -419,9 +421,6 @@ class FileDevice(Device):
                                               page, npages) from None
 
 
-# Held by a discard and by close: close waits for a discard in flight, and a discard
-# after close does nothing.
-_DISCARD_LOCK = threading.Lock()
 _BLKDISCARD = 0x1277  # _IO(0x12, 119), linux/fs.h
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02

@@ -34,6 +34,11 @@ def _italic(s: str) -> str:
     return f"\\fI{_text(s)}\\fR"
 
 
+def _words(names: tuple[str, ...]) -> str:
+    """Names as a comma-separated list that is never hyphenated (\\% before each)."""
+    return ", ".join("\\%" + _text(n) for n in names)
+
+
 def _item(tag: str, body: str) -> list[str]:
     return [".TP", tag, _text(body)]
 
@@ -123,12 +128,12 @@ def render() -> str:
     ]
     for s in SYSCTLS:
         lines += _item(_bold(s.name) + (" (tunable)" if s.set else ""), s.descr)
-    lines += _item(_bold("vm.swapfs.dev.") + _italic("N") + _bold(".") + _italic("FIELD"),
-                   "per device N (0, 1, ... in swapon order), FIELD one of "
-                   + ", ".join(DEV_FIELDS))
-    lines += _item(_bold("vm.swapfs.uid.") + _italic("UID") + _bold(".") + _italic("FIELD"),
-                   "per uid with a charge or a limit, FIELD one of "
-                   + ", ".join(UID_FIELDS) + " (limit may be set: SIZE or unlimited)")
+    lines += [".TP", _bold("vm.swapfs.dev.") + _italic("N") + _bold(".") + _italic("FIELD"),
+              _text("per device N (0, 1, ... in swapon order), FIELD one of ")
+              + _words(DEV_FIELDS)]
+    lines += [".TP", _bold("vm.swapfs.uid.") + _italic("UID") + _bold(".") + _italic("FIELD"),
+              _text("per uid with a charge or a limit, FIELD one of ") + _words(UID_FIELDS)
+              + _text(" (limit may be set: SIZE or unlimited)")]
     lines += [
         ".SH FILES",
         ".TP", _italic(f"$XDG_STATE_HOME/swapfs/{DEFAULT_DEVICE_NAME}"),

@@ -78,6 +78,7 @@ DEVICE_METRICS: dict[str, tuple[str, str]] = {
                    "Pages the last swapoff of the device could not read"),
     "faults": ("swapfs_device_faults", "Injected faults active on the device"),
     "priority": ("swapfs_device_priority", "Allocation priority of the device"),
+    "discard": ("swapfs_device_discard", "1 when freed blocks are discarded (discard=pages)"),
     "discarded": ("swapfs_device_discarded_pages",
                   "Pages given back to the device's backing store by discard"),
 }

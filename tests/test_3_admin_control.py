@@ -42,7 +42,7 @@ async def test_bad_swapon_words_are_einval_and_change_nothing(tmp_path):
     c = control_for(tmp_path, 300)
     f = bytes(tmp_path / "dev1")
     for line in (b"%s 4M pri=x", b"%s 4M pri=32768", b"%s pri=-2", b"%s discard=sometimes",
-                 b"%s 4M discard=", b"%s 4M pri="):
+                 b"%s 4M discard=", b"%s 4M pri=", b"%s pri=5 4M", b"%s discard 4M"):
         await expect(c, "swapon", line % f, errno.EINVAL, tmp_path)
 
 
