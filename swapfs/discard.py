@@ -24,13 +24,18 @@ import trio
 
 from .pager import Pager
 
-__all__ = ["BATCH_DELAY", "Discarder", "coalesce"]
+__all__ = ["BATCH_DELAY", "DISCARD_MIN_PAGES", "Discarder", "coalesce"]
 
 log = logging.getLogger(__name__)
 
 # After the first freed run, wait this long for more before discarding: a burst of
 # frees (an rm, a rewrite) goes out as a few merged runs from one thread trip.
 BATCH_DELAY = 0.02
+# Merged runs shorter than this are freed without a discard. As Linux discards only
+# whole swap clusters: a random rewrite frees single scattered pages, and a syscall
+# per page (each taking the backing file's lock against the writes) would cost more
+# than the page is worth; its block is soon written again anyway.
+DISCARD_MIN_PAGES = 16
 
 
 def coalesce(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -45,12 +50,14 @@ def coalesce(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class Discarder:
-    """Discards what the pager's device table holds and gives it back. Creating it
-    attaches it to ``pager`` (until then the table holds nothing: freed blocks go
-    straight back); run :meth:`run` in the mount's nursery."""
+    """Discards what the pager's device table holds (merged runs of ``min_pages`` or
+    more) and gives it all back. Creating it attaches it to ``pager`` (until then the
+    table holds nothing: freed blocks go straight back); run :meth:`run` in the mount's
+    nursery."""
 
-    def __init__(self, pager: Pager) -> None:
+    def __init__(self, pager: Pager, min_pages: int = DISCARD_MIN_PAGES) -> None:
         self.space = pager.space
+        self.min_pages = min_pages
         self._wake = trio.Event()
         self._returned: trio.Event | None = None
         self.space.discard_wakeup = self._wakeup
@@ -80,7 +87,9 @@ class Discarder:
                     # round takes them); the device may begin or finish swapoff
                     # (discard_done handles both, and close waits for a discard in
                     # flight). The runs taken stay held: nothing can be handed them.
-                    done, first = await sp.dev.adiscard_runs(coalesce(runs))
+                    big = [r for r in coalesce(runs) if r[1] >= self.min_pages]
+                    if big:
+                        done, first = await sp.dev.adiscard_runs(big)
                 finally:
                     del batches[0]
                     self.space.discard_done(sp, runs, done)

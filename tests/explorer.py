@@ -202,7 +202,8 @@ class Explorer:
         for _ in range(rng.randint(1, 3)):
             self._swapon()
         self.pager = Pager(self.space, swap_async_max=rng.randint(1, 4))
-        self.discarder = Discarder(self.pager) if discard else None
+        # Every freed run is discarded, however short: the oracle sees them all.
+        self.discarder = Discarder(self.pager, min_pages=1) if discard else None
         self.objects = [Tracked(k, self.pager.alloc()) for k in range(rng.randint(2, 5))]
         self.max_cells = rng.choice((8, 24, 48)) * CELLS_PER_PAGE
         self.ops = rng.randint(15, 40)

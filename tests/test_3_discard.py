@@ -32,7 +32,7 @@ def discard_pager(npages: int) -> tuple[Pager, SlowDiscard]:
     dev = SlowDiscard(npages, "d0")
     space.swapon(dev, discard_pages=True)
     pager = Pager(space)
-    Discarder(pager)
+    Discarder(pager, min_pages=1)
     return pager, dev
 
 
@@ -106,6 +106,28 @@ async def test_swapoff_with_a_discard_in_flight(autojump_clock):
         assert await o.read(0, 8 * PAGE_SIZE) == bytes([65 + k]) * (8 * PAGE_SIZE)
     sp = space.devices[0]
     assert sp.blist.avail() + sp.used + sp.held + BBPAGES == sp.nblks
+
+
+async def test_short_runs_are_freed_without_a_discard(autojump_clock):
+    pager, dev = discard_pager(BBPAGES + 64)
+    pager.discarder.min_pages = 16
+    objs = [pager.alloc() for _ in range(3)]
+    for o in objs:
+        await o.write(0, b"x" * (8 * PAGE_SIZE))
+    await pager.dealloc(objs[1])  # 8 pages alone: not worth a discard
+    await pager.discarder.flush()
+    assert not getattr(dev, "discards", [])
+    assert pager.space.held == 0 and pager.space.swap_pager_avail == 64 - 16
+    await pager.dealloc(objs[0])
+    await pager.dealloc(objs[2])  # in one batch, two runs of 8 that do not touch
+    await pager.discarder.flush()
+    assert not getattr(dev, "discards", [])
+    o = pager.alloc()
+    await o.write(0, b"y" * (24 * PAGE_SIZE))
+    await pager.dealloc(o)  # 24 pages in a row: discarded
+    await pager.discarder.flush()
+    assert sum(n for batch in dev.discards for _p, n in batch) == 24
+    assert pager.space.devices[0].discarded == 24 and pager.space.swap_pager_avail == 64
 
 
 def test_coalesce_merges_touching_runs():
