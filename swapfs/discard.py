@@ -1,17 +1,20 @@
 """Discard: freed swap blocks go back to the backing store (Linux ``swapon
 --discard=pages``, FreeBSD ``swapon -E``).
 
-On a device with ``discard_pages`` the device table does not free a block; it
-*holds* it (``SwapSpace.freeswapspace``, module notes there). The
-:class:`Discarder` takes what is held in batches, merges adjacent runs, discards
-them in a worker thread (a punched hole for a file, BLKDISCARD for a block device)
-and only then gives them back to the free map. So:
+The device table notes every run freed on a device with ``discard_pages``. The
+:class:`Discarder` looks at those runs in batches, a chunk of ``chunk`` pages at a
+time, as Linux discards whole swap clusters: a chunk all of whose blocks are free
+is taken out of the free map (*held*), merged with its held neighbours, discarded
+in a worker thread (a punched hole for a file, BLKDISCARD for a block device), and
+only then given back. A random rewrite frees single scattered pages, whose chunks
+are still in use: they cost no syscall, and their chunk is discarded once its last
+block is freed. So:
 
-* a block is never discarded after it was handed out again: a held block cannot be
-  handed out, and it is released only after its discard returned;
-* a block is never discarded while a reader may still read it: the table sees a
-  block freed only once no pinned reader holds it (the pager's deferred frees,
-  rule 4), so a held block belongs to no mapping and to no reader.
+* a block is never discarded after it was handed out again: it is discarded only
+  while held, and held only if free;
+* a block is never discarded while a reader may still read it: the table frees a
+  block only once no pinned reader holds it (the pager's deferred frees, rule 4),
+  and until then it is not free, so it cannot be held.
 
 (``discard=once``, the whole device at swapon, is done by ``backing.SwapOn``.)
 """
@@ -24,18 +27,15 @@ import trio
 
 from .pager import Pager
 
-__all__ = ["BATCH_DELAY", "DISCARD_MIN_PAGES", "Discarder", "coalesce"]
+__all__ = ["BATCH_DELAY", "DISCARD_CHUNK", "Discarder", "coalesce", "chunks_of"]
 
 log = logging.getLogger(__name__)
 
 # After the first freed run, wait this long for more before discarding: a burst of
 # frees (an rm, a rewrite) goes out as a few merged runs from one thread trip.
 BATCH_DELAY = 0.02
-# Merged runs shorter than this are freed without a discard. As Linux discards only
-# whole swap clusters: a random rewrite frees single scattered pages, and a syscall
-# per page (each taking the backing file's lock against the writes) would cost more
-# than the page is worth; its block is soon written again anyway.
-DISCARD_MIN_PAGES = 16
+# Pages of a discard chunk (64 KiB), aligned on the device's page numbers.
+DISCARD_CHUNK = 16
 
 
 def coalesce(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -49,15 +49,21 @@ def coalesce(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-class Discarder:
-    """Discards what the pager's device table holds (merged runs of ``min_pages`` or
-    more) and gives it all back. Creating it attaches it to ``pager`` (until then the
-    table holds nothing: freed blocks go straight back); run :meth:`run` in the mount's
-    nursery."""
+def chunks_of(runs: list[tuple[int, int]], chunk: int, npages: int) -> list[int]:
+    """The first pages of the ``chunk``-page chunks that ``runs`` touch, in order,
+    whole chunks below ``npages`` only."""
+    firsts = {c for page, n in runs for c in range(page // chunk, (page + n - 1) // chunk + 1)}
+    return [c * chunk for c in sorted(firsts) if (c + 1) * chunk <= npages]
 
-    def __init__(self, pager: Pager, min_pages: int = DISCARD_MIN_PAGES) -> None:
+
+class Discarder:
+    """Discards the free chunks of ``chunk`` pages where the pager's device table freed
+    blocks (see the module notes). Creating it attaches it to ``pager`` (until then
+    nothing is noted for it); run :meth:`run` in the mount's nursery."""
+
+    def __init__(self, pager: Pager, chunk: int = DISCARD_CHUNK) -> None:
         self.space = pager.space
-        self.min_pages = min_pages
+        self.chunk = chunk
         self._wake = trio.Event()
         self._returned: trio.Event | None = None
         self.space.discard_wakeup = self._wakeup
@@ -76,30 +82,36 @@ class Discarder:
             await self.flush()
 
     async def flush(self) -> None:
-        """Discard everything held now and give it back to the free map."""
-        batches = self.space.take_held()
+        """Discard every chunk that blocks freed so far touch and that is free now;
+        give them back to the free map."""
+        space, chunk = self.space, self.chunk
+        batches = []
+        # No await until every batch is held: a chunk checked free is held at once.
+        for sp, freed in space.take_freed():
+            held = [(p, chunk) for p in chunks_of(freed, chunk, sp.nblks)
+                    if space.hold(sp, p, chunk)]
+            if held:
+                batches.append((sp, coalesce(held)))
         try:
             while batches:
                 sp, runs = batches[0]
                 done, first = 0, None
                 try:
-                    # Across this await: more blocks may be freed and held (the next
-                    # round takes them); the device may begin or finish swapoff
-                    # (discard_done handles both, and close waits for a discard in
-                    # flight). The runs taken stay held: nothing can be handed them.
-                    big = [r for r in coalesce(runs) if r[1] >= self.min_pages]
-                    if big:
-                        done, first = await sp.dev.adiscard_runs(big)
+                    # Across this await: blocks may be freed (the next round looks at
+                    # them) and the device may begin or finish swapoff (discard_done
+                    # handles both; close waits for a discard in flight). Held blocks
+                    # are not free, so nothing can be handed them meanwhile.
+                    done, first = await sp.dev.adiscard_runs(runs)
                 finally:
                     del batches[0]
-                    self.space.discard_done(sp, runs, done)
+                    space.discard_done(sp, runs, done)
                     self._notify()
                 if first is not None:
                     log.warning("discard on %s: %s", sp.name, first)
         finally:
             # Cancelled: what was not discarded is free all the same, never held for good.
             for sp, runs in batches:
-                self.space.discard_done(sp, runs, 0)
+                space.discard_done(sp, runs, 0)
             self._notify()
 
     def _notify(self) -> None:

@@ -49,11 +49,11 @@ Accounting, and where it departs from the kernel:
   highest priority first and spills to the next level only when none of them
   has a free run; within a level it is the seed's round robin. With every
   device at the default 0 that is exactly the seed's order.
-* Discard: blocks freed on a device with ``discard_pages`` do not go back
-  to the blist at once. They are *held* (``held``, ``_held_runs``) until the
-  discarder has punched them out of the backing store and calls
-  ``discard_done``; so a block is never handed out again while its discard
-  may still run. Per device not closing the invariant above reads
+* Discard: runs freed on a device with ``discard_pages`` are noted for the
+  discarder (``take_freed``). It discards only blocks that are free in the
+  blist, and only after taking them out of it (``hold``): *held* blocks
+  (``held``) are never handed out while their discard may run, and go back
+  with ``discard_done``. Per device not closing the invariant above reads
   ``avail + used + bad + held + BBPAGES == nblks``.
 """
 
@@ -113,7 +113,7 @@ class SwapDevice:
     # discard=pages: freed blocks are held for the discarder, not freed (module notes).
     discard_pages: bool = False
     held: int = 0
-    _held_runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    _freed_runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
     discarded: int = 0  # pages given back to the backing store so far
 
     @property
@@ -165,7 +165,7 @@ class SwapSpace:
         self.uid_reserved: dict[int, int] = {}
         self.uid_limit: dict[int, int] = {}
         self._rlimit_fail_last = float("-inf")
-        # Called (no arguments) when blocks are held for discard; set by the discarder.
+        # Called (no arguments) when a discard device frees blocks; set by the discarder.
         self.discard_wakeup: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------
@@ -303,11 +303,11 @@ class SwapSpace:
         if sp.closing:
             sp._freed_closing.append((rel, npages))
             return
-        if sp.discard_pages and self.discard_wakeup is not None:
-            self._hold(sp, rel, npages)
-            return
         sp.blist.free(rel, npages)
         self.swap_pager_avail += npages
+        if sp.discard_pages and self.discard_wakeup is not None:
+            sp._freed_runs.append((rel, npages))
+            self.discard_wakeup()
         self._sizecheck()
 
     def mark_bad(self, blk: int, npages: int) -> None:
@@ -506,28 +506,36 @@ class SwapSpace:
         prios = sorted({sp.priority for sp in self._devs}, reverse=True)
         self._levels = [[sp for sp in self._devs if sp.priority == p] for p in prios]
 
-    def _hold(self, sp: SwapDevice, rel: int, npages: int) -> None:
-        sp.held += npages
-        sp._held_runs.append((rel, npages))
-        if self.discard_wakeup is not None:
-            self.discard_wakeup()
-
-    def take_held(self) -> list[tuple[SwapDevice, list[tuple[int, int]]]]:
-        """The runs held for discard since the last call, per device, as
-        device-relative ``(page, count)``. They stay held (never handed
-        out) until ``discard_done`` gives them back."""
+    def take_freed(self) -> list[tuple[SwapDevice, list[tuple[int, int]]]]:
+        """The device-relative ``(page, count)`` runs freed on each discard=pages
+        device since the last call (devices closing meanwhile left out)."""
         out = []
         for sp in self._devs:
-            if sp._held_runs:
-                out.append((sp, sp._held_runs))
-                sp._held_runs = []
+            if sp._freed_runs:
+                if not sp.closing:
+                    out.append((sp, sp._freed_runs))
+                sp._freed_runs = []
         return out
+
+    def hold(self, sp: SwapDevice, rel: int, npages: int) -> bool:
+        """Take device pages [rel, rel + npages) of ``sp`` out of the free map for a
+        discard, if every one of them is free; False, nothing changed, otherwise
+        (or if ``sp`` is closing). Give them back with ``discard_done``."""
+        if sp.closing:
+            return False
+        isfree = sp.blist.isfree
+        if not all(isfree(b) for b in range(rel, rel + npages)):
+            return False
+        sp.blist.fill(rel, npages)
+        sp.held += npages
+        self.swap_pager_avail -= npages
+        return True
 
     def discard_done(self, sp: SwapDevice, runs: list[tuple[int, int]],
                      discarded: int) -> None:
-        """The discarder is through with ``runs`` (from ``take_held``), of
-        which ``discarded`` pages reached the backing store: the blocks are
-        free again (or, on a closing device, remembered as freed)."""
+        """The discarder is through with held ``runs``, of which ``discarded``
+        pages reached the backing store: the blocks are free again (or, on a
+        device closing meanwhile, remembered as freed)."""
         sp.discarded += discarded
         on = any(d is sp for d in self._devs)
         for rel, n in runs:

@@ -24,7 +24,8 @@ The oracle (what a user of the pager may rely on):
 (e) at the end every object reads back exactly as the model says;
 (f) with ``discard`` (every device discard=pages, the discarder running): a discard
     never touches a block that a page maps to or that a pinned reader may still read
-    (a deferred free), and (a)-(e) hold all the same (a discard zeroes the blocks).
+    (a deferred free), and (a)-(e) hold all the same (a discard zeroes its blocks, so
+    one that hit a block a write had taken would show in the data).
 """
 
 from __future__ import annotations
@@ -202,8 +203,8 @@ class Explorer:
         for _ in range(rng.randint(1, 3)):
             self._swapon()
         self.pager = Pager(self.space, swap_async_max=rng.randint(1, 4))
-        # Every freed run is discarded, however short: the oracle sees them all.
-        self.discarder = Discarder(self.pager, min_pages=1) if discard else None
+        # Chunks of one page: every freed block that is still free gets discarded.
+        self.discarder = Discarder(self.pager, chunk=1) if discard else None
         self.objects = [Tracked(k, self.pager.alloc()) for k in range(rng.randint(2, 5))]
         self.max_cells = rng.choice((8, 24, 48)) * CELLS_PER_PAGE
         self.ops = rng.randint(15, 40)

@@ -10,7 +10,7 @@ import trio
 from explorer import TimedDevice
 from swapfs import errors
 from swapfs.device import open_device
-from swapfs.discard import Discarder, coalesce
+from swapfs.discard import Discarder, chunks_of, coalesce
 from swapfs.pager import Pager
 from swapfs.params import BBPAGES, PAGE_SIZE
 from swapfs.swapspace import SwapSpace
@@ -32,7 +32,7 @@ def discard_pager(npages: int) -> tuple[Pager, SlowDiscard]:
     dev = SlowDiscard(npages, "d0")
     space.swapon(dev, discard_pages=True)
     pager = Pager(space)
-    Discarder(pager, min_pages=1)
+    Discarder(pager, chunk=1)
     return pager, dev
 
 
@@ -48,11 +48,11 @@ async def test_blocks_held_for_a_discard_are_never_handed_out(autojump_clock):
     await b.write(0, b"b" * (8 * PAGE_SIZE))
     old = blocks_of(a)
     await pager.dealloc(a)
-    assert space.held == 16 and space.swap_pager_avail == 8
+    assert space.held == 0 and space.swap_pager_avail == 24
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pager.discarder.run)
         await trio.sleep(0.5)  # the discard of a's blocks is in flight now
-        assert dev.discards and space.held == 16
+        assert dev.discards and space.held == 16 and space.swap_pager_avail == 8
         # 8 blocks are free: d takes them; c needs 16 and must wait for the discard,
         # not get a's blocks before it runs (it would zero c's data) nor ENOSPC.
         d, c = pager.alloc(), pager.alloc()
@@ -78,8 +78,8 @@ async def test_a_pinned_reader_keeps_blocks_from_the_discarder(autojump_clock):
     await pager.discarder.flush()
     assert not getattr(dev, "discards", [])
     pager.unpin(epoch)
-    assert pager.space.held == 4
     await pager.discarder.flush()
+    assert [n for batch in dev.discards for _p, n in batch] == [4]
     assert pager.space.held == 0 and pager.space.devices[0].discarded == 4
     assert pager.space.swap_pager_avail == 32
 
@@ -108,30 +108,35 @@ async def test_swapoff_with_a_discard_in_flight(autojump_clock):
     assert sp.blist.avail() + sp.used + sp.held + BBPAGES == sp.nblks
 
 
-async def test_short_runs_are_freed_without_a_discard(autojump_clock):
-    pager, dev = discard_pager(BBPAGES + 64)
-    pager.discarder.min_pages = 16
-    objs = [pager.alloc() for _ in range(3)]
-    for o in objs:
-        await o.write(0, b"x" * (8 * PAGE_SIZE))
-    await pager.dealloc(objs[1])  # 8 pages alone: not worth a discard
-    await pager.discarder.flush()
-    assert not getattr(dev, "discards", [])
-    assert pager.space.held == 0 and pager.space.swap_pager_avail == 64 - 16
-    await pager.dealloc(objs[0])
-    await pager.dealloc(objs[2])  # in one batch, two runs of 8 that do not touch
-    await pager.discarder.flush()
-    assert not getattr(dev, "discards", [])
-    o = pager.alloc()
-    await o.write(0, b"y" * (24 * PAGE_SIZE))
-    await pager.dealloc(o)  # 24 pages in a row: discarded
-    await pager.discarder.flush()
-    assert sum(n for batch in dev.discards for _p, n in batch) == 24
-    assert pager.space.devices[0].discarded == 24 and pager.space.swap_pager_avail == 64
+async def test_chunks_are_discarded_once_all_their_blocks_are_free():
+    space = SwapSpace()
+    dev = SlowDiscard(64, "d0")
+    dev.discard_delay = 0
+    sp = space.swapon(dev, discard_pages=True)
+    pager = Pager(space)
+    Discarder(pager, chunk=16)
+    while space.getswapspace(64) is not None:
+        pass  # every block taken: pages BBPAGES..63
+
+    async def free_then_flush(*runs):
+        for page, n in runs:
+            space.freeswapspace(sp.first + page, n)
+        dev.discards = []
+        await pager.discarder.flush()
+        return dev.discards
+
+    assert await free_then_flush((20, 4)) == []  # chunk 16..31 still in use
+    assert await free_then_flush((16, 4), (24, 8)) == [[(16, 16)]]  # now it is free
+    assert await free_then_flush((32, 16), (48, 16)) == [[(32, 32)]]  # merged
+    assert await free_then_flush((BBPAGES, 16 - BBPAGES)) == []  # the label stays
+    assert sp.discarded == 48 and space.held == 0
+    assert space.swap_pager_avail == 64 - BBPAGES
 
 
-def test_coalesce_merges_touching_runs():
+def test_coalesce_and_chunks():
     assert coalesce([(10, 2), (0, 4), (4, 6), (12, 1), (20, 1)]) == [(0, 13), (20, 1)]
+    assert chunks_of([(15, 2), (40, 1), (60, 4)], 16, 64) == [0, 16, 32, 48]
+    assert chunks_of([(60, 4)], 16, 63) == []  # no whole chunk there
 
 
 def test_file_discard_punches_holes_and_reads_zeros(tmp_path: Path):
