@@ -73,7 +73,7 @@ class Discarder:
         self._wake.set()
 
     async def run(self) -> None:
-        """Forever: wait for held blocks, let a batch gather, discard it."""
+        """Forever: wait for freed blocks, let a batch gather, discard its free chunks."""
         while True:
             await self._wake.wait()
             await trio.sleep(BATCH_DELAY)
@@ -120,7 +120,7 @@ class Discarder:
             event.set()
 
     async def returned(self) -> None:
-        """Return once held blocks next go back to the free map."""
+        """Return once held chunks next go back to the free map."""
         if self._returned is None:
             self._returned = trio.Event()
         await self._returned.wait()
