@@ -17,6 +17,10 @@ Guarantees every method keeps:
   order, where a run is extended whenever the next block is the previous run's
   ``blk + n`` (FreeBSD's freerange pair), so the caller frees each run with one call.
 
+Beside the blocks, a chunk may carry the 16 pages' checksums (``set_sums``,
+``sums``): an ``array('I')`` kept while the chunk exists and dropped with it, made
+only when a checksum is first stored (about 8 more bytes per swapped page).
+
 This module only keeps the map. It never allocates or frees swap space itself, and it
 does not check that a block is used by one page only: that is the pager's business.
 """
@@ -50,6 +54,7 @@ _NONE = SWAPBLK_NONE
 # Copied (by slicing, a memcpy) for every new chunk and to blank a slot range; a chunk
 # equal to it is empty.
 _EMPTY = array("q", [SWAPBLK_NONE] * SWAP_META_PAGES)
+_NO_SUMS = array("I", [0] * SWAP_META_PAGES)  # a new chunk's checksums
 
 Chunk = "array[int] | int"  # an int: all 16 slots hold that value (never SWAPBLK_NONE)
 
@@ -118,7 +123,7 @@ class SwapMeta:
     Not thread-safe: the caller serialises all changes to one object.
     """
 
-    __slots__ = ("_chunks", "_keys", "_swapped")
+    __slots__ = ("_chunks", "_keys", "_swapped", "_sums")
 
     def __init__(self) -> None:
         # key -> 16 encoded slots (or their one value); _keys holds the same keys,
@@ -126,6 +131,7 @@ class SwapMeta:
         self._chunks: dict[int, Chunk] = {}
         self._keys: SortedList = SortedList()
         self._swapped = 0
+        self._sums: dict[int, array[int]] = {}  # key -> the chunk's 16 checksums
 
     def __repr__(self) -> str:
         return f"<SwapMeta swapped={self._swapped} chunks={len(self._chunks)}>"
@@ -171,6 +177,7 @@ class SwapMeta:
     def _drop_chunk(self, key: int) -> None:
         del self._chunks[key]
         self._keys.remove(key)
+        self._sums.pop(key, None)
 
     def _keys_in(self, first: int, end: int) -> list[int]:
         """Keys of the existing chunks that overlap pages [first, end), in order."""
@@ -403,6 +410,7 @@ class SwapMeta:
                 _push(freed, b, m)
         chunks.clear()
         self._keys.clear()
+        self._sums.clear()
         self._swapped = 0
         return [(b, n) for b, n in freed]
 
@@ -437,4 +445,44 @@ class SwapMeta:
             hi = end if end < b + n else b + n
             if lo < hi:
                 out.append((p + lo - b, lo, hi - lo))
+        return out
+
+    # -- checksums -------------------------------------------------------------------
+
+    def set_sums(self, pindex: int, sums: array[int]) -> None:
+        """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
+        (call it right after ``build_run``): a chunk's sums go when the chunk does."""
+        chunks, store = self._chunks, self._sums
+        p, i, end = pindex, 0, pindex + len(sums)
+        while p < end:
+            key = p & _KEY
+            lo = p - key
+            n = min(_NPG - lo, end - p)
+            if key in chunks:
+                c = store.get(key)
+                if c is None:
+                    c = store[key] = _NO_SUMS[:]
+                c[lo:lo + n] = sums[i:i + n]
+            p += n
+            i += n
+
+    def sums(self, pindex: int, npages: int) -> array[int] | None:
+        """The checksums of pages [pindex, pindex + npages), or None when a chunk in
+        the range holds none (written without checksums). Pages without a block
+        have no meaningful entry."""
+        store = self._sums
+        out = array("I")
+        p, end = pindex, pindex + npages
+        while p < end:
+            key = p & _KEY
+            lo = p - key
+            n = min(_NPG - lo, end - p)
+            c = store.get(key)
+            if c is None:
+                if key in self._chunks:
+                    return None
+                out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
+            else:
+                out.extend(c[lo:lo + n])
+            p += n
         return out
