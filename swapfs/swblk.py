@@ -17,9 +17,9 @@ Guarantees every method keeps:
   order, where a run is extended whenever the next block is the previous run's
   ``blk + n`` (FreeBSD's freerange pair), so the caller frees each run with one call.
 
-Beside the blocks, a chunk may carry the 16 pages' checksums (``set_sums``,
-``sums``): an ``array('I')`` kept while the chunk exists and dropped with it, made
-only when a checksum is first stored (about 8 more bytes per swapped page).
+Beside the blocks, the pages' checksums (``set_sums``, ``sums``): an ``array('I')``
+per group of 128 pages, made when a checksum in it is first stored and dropped with
+the group's last chunk (about 5 more bytes per swapped page).
 
 This module only keeps the map. It never allocates or frees swap space itself, and it
 does not check that a block is used by one page only: that is the pager's business.
@@ -54,7 +54,11 @@ _NONE = SWAPBLK_NONE
 # Copied (by slicing, a memcpy) for every new chunk and to blank a slot range; a chunk
 # equal to it is empty.
 _EMPTY = array("q", [SWAPBLK_NONE] * SWAP_META_PAGES)
-_NO_SUMS = array("I", [0] * SWAP_META_PAGES)  # a new chunk's checksums
+# Checksums are kept per group of _GROUP pages (8 chunks), keyed by its first page:
+# one array header per 128 pages rather than per 16 keeps them at about 5 bytes a page.
+_GROUP = 8 * SWAP_META_PAGES
+_GKEY = ~(_GROUP - 1)
+_NO_SUMS = array("I", [0] * _GROUP)  # a new group's checksums
 
 Chunk = "array[int] | int"  # an int: all 16 slots hold that value (never SWAPBLK_NONE)
 
@@ -131,7 +135,7 @@ class SwapMeta:
         self._chunks: dict[int, Chunk] = {}
         self._keys: SortedList = SortedList()
         self._swapped = 0
-        self._sums: dict[int, array[int]] = {}  # key -> the chunk's 16 checksums
+        self._sums: dict[int, array[int]] = {}  # group key -> its 128 pages' checksums
 
     def __repr__(self) -> str:
         return f"<SwapMeta swapped={self._swapped} chunks={len(self._chunks)}>"
@@ -177,7 +181,8 @@ class SwapMeta:
     def _drop_chunk(self, key: int) -> None:
         del self._chunks[key]
         self._keys.remove(key)
-        self._sums.pop(key, None)
+        if self._sums:
+            self._drop_sums(key)
 
     def _keys_in(self, first: int, end: int) -> list[int]:
         """Keys of the existing chunks that overlap pages [first, end), in order."""
@@ -451,38 +456,45 @@ class SwapMeta:
 
     def set_sums(self, pindex: int, sums: array[int]) -> None:
         """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
-        (call it right after ``build_run``): a chunk's sums go when the chunk does."""
-        chunks, store = self._chunks, self._sums
+        (call it right after ``build_run``)."""
+        store = self._sums
         p, i, end = pindex, 0, pindex + len(sums)
         while p < end:
-            key = p & _KEY
-            lo = p - key
-            n = min(_NPG - lo, end - p)
-            if key in chunks:
-                c = store.get(key)
-                if c is None:
-                    c = store[key] = _NO_SUMS[:]
-                c[lo:lo + n] = sums[i:i + n]
+            g = p & _GKEY
+            lo = p - g
+            n = min(_GROUP - lo, end - p)
+            c = store.get(g)
+            if c is None:
+                c = store[g] = _NO_SUMS[:]
+            c[lo:lo + n] = sums[i:i + n]
             p += n
             i += n
 
     def sums(self, pindex: int, npages: int) -> array[int] | None:
-        """The checksums of pages [pindex, pindex + npages), or None when a chunk in
-        the range holds none (written without checksums). Pages without a block
+        """The checksums of pages [pindex, pindex + npages), or None when pages with
+        blocks there have none (written without checksums). Pages without a block
         have no meaningful entry."""
         store = self._sums
         out = array("I")
         p, end = pindex, pindex + npages
         while p < end:
-            key = p & _KEY
-            lo = p - key
-            n = min(_NPG - lo, end - p)
-            c = store.get(key)
+            g = p & _GKEY
+            lo = p - g
+            n = min(_GROUP - lo, end - p)
+            c = store.get(g)
             if c is None:
-                if key in self._chunks:
+                if self._keys_in(p, p + n):
                     return None
                 out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
             else:
                 out.extend(c[lo:lo + n])
             p += n
         return out
+
+    def _drop_sums(self, key: int) -> None:
+        """Chunk key is gone: drop its group's checksums if no chunk of it is left."""
+        g = key & _GKEY
+        if g in self._sums:
+            chunks = self._chunks
+            if not any(k in chunks for k in range(g, g + _GROUP, _NPG)):
+                del self._sums[g]

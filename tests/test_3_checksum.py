@@ -47,18 +47,21 @@ def test_page_sums_see_any_one_bit_flipped():
     assert bad_pages(data[:2 * PAGE], sums) == []  # fewer pages: only those checked
 
 
-def test_swapmeta_keeps_sums_beside_blocks_and_drops_them_with_the_chunk():
+def test_swapmeta_keeps_sums_beside_blocks_and_drops_them_with_the_last_chunk():
     m = SwapMeta()
     assert m.sums(0, 4) == array("I", [0] * 4)  # a hole: nothing to check
-    m.build_run(10, 1000, 20)
-    assert m.sums(10, 20) is None  # written without checksums
-    m.set_sums(10, array("I", range(1, 21)))
-    assert list(m.sums(10, 20)) == list(range(1, 21))
-    assert list(m.sums(8, 4)) == [0, 0, 1, 2]
-    m.free(16, 16)  # the chunk at 16 empties: its sums go with it
-    assert 16 not in m._sums and list(m.sums(10, 6)) == list(range(1, 7))
-    m.build_run(16, 2000, 4)
-    assert m.sums(16, 4) is None  # not the old sums back
+    m.build_run(120, 1000, 20)
+    assert m.sums(120, 20) is None  # written without checksums
+    m.set_sums(120, array("I", range(1, 21)))  # across two groups of 128 pages
+    assert list(m.sums(120, 20)) == list(range(1, 21))
+    assert list(m.sums(118, 4)) == [0, 0, 1, 2]
+    m.free(128, 16)  # the group from 128 has no chunk left: its sums go
+    assert sorted(m._sums) == [0] and list(m.sums(120, 8)) == list(range(1, 9))
+    m.build_run(128, 2000, 4)
+    assert m.sums(128, 4) is None  # not the old sums back
+    m.free(120, 8)
+    assert m._sums == {} and m.swapped == 4
+    m.set_sums(128, array("I", [5, 6, 7, 8]))
     m.free_all()
     assert m._sums == {}
 
