@@ -188,7 +188,6 @@ class Faults:
         if p and self._rng.random() < p:
             raise errors.DeviceIOError.at(what, errno.EIO, start, count)
 
-
     def corrupt_write(self, start: int, data: memoryview) -> memoryview:
         """What a write of data at page start stores: data itself, or a copy with one
         bit flipped in each page a ``corrupt`` fault covers."""

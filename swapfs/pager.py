@@ -34,18 +34,18 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
    readers or writes in flight hold blocks there; it syncs what it moved and closes
    the device only while no sync round is running.
 10. With checksums on (``Pager.checksums``), putpages stores each page's checksum
-   with its block in the same switch, and whoever reads a block takes the checksums
-   in the same step as the lookup (no await between) and checks what it read against
-   them: a page that fails never leaves the pager as data (EIO, or it stays behind).
+    with its block in the same switch, and whoever reads a block takes the checksums
+    in the same step as the lookup (no await between) and checks what it read against
+    them: a page that fails never leaves the pager as data (EIO, or it stays behind).
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-from array import array
 import logging
 import math
+from array import array
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -194,7 +194,7 @@ class SwapObject:
         epoch = pager.pin()  # before the lookup: rule 4
         try:
             runs = self.meta.runs(pindex, npages)
-            sums = self._sums(pindex, npages)  # with the lookup: rule 10
+            sums = self.checksums_of(pindex, npages)  # with the lookup: rule 10
             gen = self.gen
             sequential = pindex == self._next_seq
             self._next_seq = pindex + npages
@@ -246,7 +246,7 @@ class SwapObject:
             # while the mapping is still the one the run came from.
             extra = min(self.meta.contig_after(start + n - 1), READ_AROUND_MAX - n)
             if extra and sums is not None:
-                more = self._sums(start + n, extra)
+                more = self.checksums_of(start + n, extra)
                 if more is None:
                     extra = 0
                 else:
@@ -277,7 +277,7 @@ class SwapObject:
             blk = self.meta.lookup(pindex)
             if blk == SWAPBLK_NONE:
                 return None
-            sums = self._sums(pindex, 1)
+            sums = self.checksums_of(pindex, 1)
             data = await pager.read_blocks(blk, 1)
             return data if sums is None else pager.verified(self, pindex, blk, data, sums, 1)
         finally:
@@ -442,7 +442,7 @@ class SwapObject:
         if self.dead:
             raise errors.NotFound("object was deallocated")
 
-    def _sums(self, pindex: int, npages: int) -> array | None:
+    def checksums_of(self, pindex: int, npages: int) -> array | None:
         """The checksums to check pages [pindex, pindex + npages) against, or None
         (checksums off, or the pages were written without). Take them with the lookup
         of the blocks they go with, no await between (rule 10)."""
@@ -774,7 +774,7 @@ class Pager:
         many could not be read or failed their checksum (they stay where they are). A
         run that fails is retried page by page, so one bad page keeps only itself
         behind. The caller holds obj's lock, so its checksums cannot change."""
-        sums = obj._sums(p, m)
+        sums = obj.checksums_of(p, m)
         try:
             data = await self.read_blocks(blk, m)
             if sums is not None:

@@ -113,7 +113,7 @@ class Scrub:
         epoch = pager.pin()  # before the lookup: rule 4
         try:
             runs = obj.meta.runs(pindex, n)
-            sums = obj._sums(pindex, n)  # with the lookup: rule 10
+            sums = obj.checksums_of(pindex, n)  # with the lookup: rule 10
             for p, blk, m in runs:
                 if blk == SWAPBLK_NONE or not sp.contains(blk):
                     continue
