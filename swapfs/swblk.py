@@ -110,6 +110,17 @@ def _lead(seg: array[int], v: int) -> int:
     return i
 
 
+def _groups(pindex: int, npages: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split pages [pindex, pindex + npages) by checksum group: (group key, first
+    slot in it, pages, pages before it in the range)."""
+    p, end = pindex, pindex + npages
+    while p < end:
+        g = p & _GKEY
+        n = min(_GROUP - (p - g), end - p)
+        yield g, p - g, n, p - pindex
+        p += n
+
+
 def _check_range(pindex: int, npages: int) -> None:
     if pindex < 0 or npages < 0:
         raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
@@ -458,17 +469,11 @@ class SwapMeta:
         """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
         (call it right after ``build_run``)."""
         store = self._sums
-        p, i, end = pindex, 0, pindex + len(sums)
-        while p < end:
-            g = p & _GKEY
-            lo = p - g
-            n = min(_GROUP - lo, end - p)
+        for g, lo, n, i in _groups(pindex, len(sums)):
             c = store.get(g)
             if c is None:
                 c = store[g] = _NO_SUMS[:]
             c[lo:lo + n] = sums[i:i + n]
-            p += n
-            i += n
 
     def sums(self, pindex: int, npages: int) -> array[int] | None:
         """The checksums of pages [pindex, pindex + npages), or None when pages with
@@ -476,19 +481,14 @@ class SwapMeta:
         have no meaningful entry."""
         store = self._sums
         out = array("I")
-        p, end = pindex, pindex + npages
-        while p < end:
-            g = p & _GKEY
-            lo = p - g
-            n = min(_GROUP - lo, end - p)
+        for g, lo, n, _i in _groups(pindex, npages):
             c = store.get(g)
             if c is None:
-                if self._keys_in(p, p + n):
+                if self._keys_in(g + lo, g + lo + n):
                     return None
                 out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
             else:
                 out.extend(c[lo:lo + n])
-            p += n
         return out
 
     def _drop_sums(self, key: int) -> None:

@@ -11,6 +11,8 @@ from array import array
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swapfs import errors
 from swapfs.checksum import bad_pages, page_sums
@@ -64,6 +66,38 @@ def test_swapmeta_keeps_sums_beside_blocks_and_drops_them_with_the_last_chunk():
     m.set_sums(128, array("I", [5, 6, 7, 8]))
     m.free_all()
     assert m._sums == {}
+
+
+_op = st.tuples(st.sampled_from(["write", "free", "free_all"]),
+                st.integers(0, 600), st.integers(1, 70))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(_op, max_size=30))
+def test_swapmeta_sums_against_a_dict(ops):
+    """Every page with a block has the sum its last write stored; no group of sums
+    outlives the chunks it covers."""
+    m, model = SwapMeta(), {}
+    blk, stamp = 0, 0
+    for op, p, n in ops:
+        if op == "write":
+            m.build_run(p, blk, n)
+            sums = array("I", range(stamp, stamp + n))
+            m.set_sums(p, sums)
+            model.update({p + i: stamp + i for i in range(n)})
+            blk += n
+            stamp += n
+        elif op == "free":
+            m.free(p, n)
+            for i in range(n):
+                model.pop(p + i, None)
+        else:
+            m.free_all()
+            model.clear()
+        assert m.swapped == len(model)
+        got = m.sums(0, 700)
+        assert {q: got[q] for q in model} == model
+        assert set(m._sums) == {q & ~127 for q in model}
 
 
 # ---------------------------------------------------------------------- faults
