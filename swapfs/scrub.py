@@ -133,7 +133,7 @@ class Scrub:
                 if obj.meta.lookup(p) == blk:
                     self._found(obj, sp, p, blk, "unreadable")
                 return
-            for i in range(m):  # keep only the bad pages out of the count
+            for i in range(m):  # page by page: one bad page blames only itself
                 await self._check_run(obj, sp, p + i, blk + i, 1,
                                       None if sums is None else sums[i:i + 1])
             return
