@@ -162,8 +162,8 @@ class _Progress:
             self.shown = True
         elif now - self.last_plain >= self.plain_every:
             self.last_plain = now
-            self.stream.write(f"{self.what}: {self.path}: {moved} of {total} pages {self.verb}, "
-                              f"{rate:.0f} pages/s\n")
+            self.stream.write(f"{self.what}: {self.path}: {moved} of {total} pages "
+                              f"{self.verb}, {rate:.0f} pages/s\n")
             self.stream.flush()
             self.shown = True
 
@@ -247,7 +247,6 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
 def cmd_scrub(args: argparse.Namespace) -> int:
     """Start a scrub, show its progress until it is done (Ctrl-C stops watching only),
     then the summary: pages checked and each bad page. Exit status 1 if any."""
-
     target = "all" if args.path is None else os.path.abspath(args.path)
     client = MountClient(args.mountpoint)
     try:

@@ -271,8 +271,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
 _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-DEV_FIELDS = ("bad", "closing", "csum_errors", "faults", "free", "name", "npages", "swapoff_moved",
-              "swapoff_total", "unreadable", "used")
+DEV_FIELDS = ("bad", "closing", "csum_errors", "faults", "free", "name", "npages",
+              "swapoff_moved", "swapoff_total", "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 
 

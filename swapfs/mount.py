@@ -229,8 +229,8 @@ async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: st
                  ready: Callable[[], None], metrics: MetricsServer | None = None,
                  scrub: Scrub | None = None) -> None:
     """Serve requests until unmounted or signalled, then flush the devices; serve
-    ``metrics`` and carry out ``scrub``'s requests meanwhile. ``ready`` is called once the kernel has had the daemon's
-    answer to FUSE INIT."""
+    ``metrics`` and carry out ``scrub``'s requests meanwhile. ``ready`` is called
+    once the kernel has had the daemon's answer to FUSE INIT."""
     if metrics is not None:
         metrics.start(trio.lowlevel.current_trio_token())
     with trio.open_signal_receiver(*_SIGNALS) as signals:
