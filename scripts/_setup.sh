@@ -9,10 +9,13 @@ source "$TOP/scripts/_debs.sh"
 # man-db and bsdextrautils (col): the install tests read man swapfs as a user does.
 need_debs fuse3 libfuse3-dev pkg-config fio gcc man-db bsdextrautils
 
-# Reinstall only when what the install reads (metadata, build files, the compiled
-# blist's source) changed since the last install.
+# Reinstall only when what the install reads (metadata, build files, the sources of
+# the compiled modules) changed since the last install: the editable install runs
+# the compiled modules, which must not lag behind their sources.
 stamp="$VENV/.swapfs-installed"
-want=$(cd "$TOP" && cat setup.cfg setup.py pyproject.toml swapfs/*.pyx | sha256sum)
+compiled=$(sed -n 's/^COMPILED = (\(.*\))$/\1/p' "$TOP/swapfs/__init__.py" | tr -d '",')
+want=$(cd "$TOP" && cat setup.cfg setup.py pyproject.toml swapfs/__init__.py swapfs/*.pyx \
+       $(for m in $compiled; do printf 'swapfs/%s.py ' "$m"; done) | sha256sum)
 if [ ! -x "$VENV/bin/python" ]; then
     echo "swapfs: creating virtualenv in .venv" >&2
     python3 -m venv "$VENV"

@@ -7,6 +7,7 @@
     swapfs mkswap PATH SIZE
     swapfs swapon MNT PATH [SIZE]
     swapfs swapoff MNT PATH
+    swapfs scrub MNT [PATH]
     swapfs info MNT [-h | -k | -m | -g] [-v]
     swapfs sysctl MNT [NAME[=VALUE]]...
     swapfs faults MNT [PATH FAULT...]
@@ -137,11 +138,13 @@ def cmd_swapon(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """swapoff's progress: a bar redrawn in place on a terminal, otherwise a plain
-    line at most every ``plain_every`` seconds."""
+    """swapoff's (or scrub's: ``what``, ``verb``) progress: a bar redrawn in place
+    on a terminal, otherwise a plain line at most every ``plain_every`` seconds."""
 
-    def __init__(self, path: str, stream=None, plain_every: float = 1.0) -> None:
+    def __init__(self, path: str, stream=None, plain_every: float = 1.0,
+                 what: str = "swapoff", verb: str = "moved") -> None:
         self.path = path
+        self.what, self.verb = what, verb
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.plain_every = plain_every
@@ -158,14 +161,14 @@ class _Progress:
             width = 30
             filled = width * moved // total if total else width
             bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\rswapoff: {self.path} [{bar}] {moved}/{total} pages "
+            self.stream.write(f"\r{self.what}: {self.path} [{bar}] {moved}/{total} pages "
                               f"{rate:8.0f} pages/s ")
             self.stream.flush()
             self.shown = True
         elif now - self.last_plain >= self.plain_every:
             self.last_plain = now
-            self.stream.write(f"swapoff: {self.path}: {moved} of {total} pages moved, "
-                              f"{rate:.0f} pages/s\n")
+            self.stream.write(f"{self.what}: {self.path}: {moved} of {total} pages "
+                              f"{self.verb}, {rate:.0f} pages/s\n")
             self.stream.flush()
             self.shown = True
 
@@ -175,7 +178,8 @@ class _Progress:
         if self.tty and self.shown:
             self.stream.write("\n")
         if ok:
-            self.stream.write(f"swapoff: {self.path}: {total} pages moved in {elapsed:.1f} s "
+            self.stream.write(f"{self.what}: {self.path}: {total} pages {self.verb} in "
+                              f"{elapsed:.1f} s "
                               f"({total / max(elapsed, 1e-6):.0f} pages/s)\n")
         self.stream.flush()
 
@@ -243,6 +247,45 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
         print(f"swapoff: {path}: {msg}", file=sys.stderr)
         return 1
     raise exc
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    """Start a scrub, show its progress until it is done (Ctrl-C stops watching only),
+    then the summary: pages checked and each bad page. Exit status 1 if any."""
+    target = "all" if args.path is None else os.path.abspath(args.path)
+    client = MountClient(args.mountpoint)
+    try:
+        client.write("scrub", target)
+    except OSError as exc:
+        err = exc.errno or errno.EIO
+        msg = "a scrub is running" if err == errno.EBUSY else os.strerror(err)
+        print(f"scrub: {target}: {msg}", file=sys.stderr)
+        return 1
+    progress = _Progress(target, what="scrub", verb="checked")
+    try:
+        while True:
+            values = client.sysctl()
+            total = int(values["vm.swapfs.scrub.total"])
+            progress.update(int(values["vm.swapfs.scrub.checked"]), total)
+            if values["vm.swapfs.scrub.state"] != "running":
+                break
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        print(f"\nscrub: {target}: no longer watching; the scrub goes on in the daemon "
+              f"(see: swapfs sysctl {args.mountpoint} vm.swapfs.scrub)", file=sys.stderr)
+        return 130
+    report = client.read("scrub")
+    fields = dict(line.split(": ", 1) for line in report.splitlines()
+                  if not line.startswith("bad "))
+    bad = [line.split(" ", 5)[1:] for line in report.splitlines() if line.startswith("bad ")]
+    progress.last = (int(fields["checked"]), int(fields["checked"]))
+    progress.done(True)
+    paths = {row.id: row.path for row in client.objects()}
+    print(f"scrub: {target}: {fields['checked']} pages checked, {len(bad)} bad")
+    for obj, page, devpage, why, device in bad:
+        print(f"  object {obj} ({paths.get(int(obj), 'gone')}) page {page}: {why} "
+              f"at {device} page {devpage}")
+    return 1 if bad else 0
 
 
 _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 30, "1G-blocks")}
@@ -502,6 +545,19 @@ def _add_swapoff(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_swapoff)
 
 
+def _add_scrub(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scrub", help="check every used page of a device against its "
+                       "checksum", description="Read back every page in use on PATH "
+                       "(default: every device) and check it against its checksum, while "
+                       "the mount goes on working; show progress, then the pages checked "
+                       "and each bad page with its object and page. Exit status 1 if any "
+                       "page is bad. Ctrl-C stops watching, not the scrub.")
+    p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
+    p.add_argument("path", metavar="PATH", nargs="?", help="one of the mount's devices")
+    p.add_argument("--interval", type=float, default=0.2, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_scrub)
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="swapinfo(8): the devices, their size and use",
                        add_help=False,
@@ -539,7 +595,8 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("faults", help="inject device faults, or list the active ones",
                        description="Without LINE, print the active faults. Each LINE is "
                        "one write to MNT/.swapfs/faults: 'PATH write-error [FIRST-LAST | "
-                       "p=P]', 'PATH read-error [...]', 'PATH latency MS', 'PATH clear'.")
+                       "p=P]', 'PATH read-error [...]', 'PATH corrupt [...]', 'PATH "
+                       "corrupt-read [...]', 'PATH latency MS', 'PATH clear'.")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     p.add_argument("lines", metavar="LINE", nargs="*", help="a fault to inject or clear")
     p.set_defaults(func=cmd_faults)
@@ -599,7 +656,8 @@ def _add_picture(sub: argparse._SubParsersAction) -> None:
 
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_info, _add_sysctl,
+    _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_scrub, _add_info,
+    _add_sysctl,
     _add_faults, _add_objects, _add_map, _add_top, _add_picture,
 ]
 

@@ -2,8 +2,8 @@
 
 Commands and options come from the argument parser itself; on top of that, a MNT
 completes to the swapfs mounts there are (``mount``'s MNT to any directory), ``-o``
-to the mount options, swapoff's PATH to the devices of the mount named before it,
-and sysctl's NAME to that mount's names. ``scripts/install`` installs the bash hook
+to the mount options, swapoff's and scrub's PATH to the devices of the mount named
+before it, and sysctl's NAME to that mount's names. ``scripts/install`` installs the bash hook
 (``register-python-argcomplete swapfs``), which runs ``swapfs`` with argcomplete's
 environment set; ``cli.main`` then hands over to :func:`complete`.
 """
@@ -61,7 +61,7 @@ def _completer(command: str, action: argparse.Action) -> Callable[..., Any] | No
         return DirectoriesCompleter() if command == "mount" else mountpoints
     if "-o" in action.option_strings:
         return mount_options
-    return {("swapoff", "path"): devices,
+    return {("swapoff", "path"): devices, ("scrub", "path"): devices,
             ("sysctl", "names"): sysctl_names}.get((command, action.dest))
 
 

@@ -39,6 +39,7 @@ from .blist import Blist
 from .linuxswap import SwapsRow, format_proc_swaps
 from .objects import Names, format_maps, format_objects
 from .pager import Pager
+from .scrub import SCRUB_RATE_MAX, Scrub
 from .swapspace import SwapDevice
 from .params import (
     BBPAGES,
@@ -61,13 +62,17 @@ log = logging.getLogger(__name__)
 # The files of the control directory, in listing order, with what each shows and
 # takes (the man page prints these), and which take writes.
 FILE_HELP: dict[str, str] = {
-    "faults": "write 'PATH write-error|read-error [FIRST-LAST | p=P]', 'PATH latency MS' "
-              "or 'PATH clear' to inject device faults; read: the active faults",
+    "faults": "write 'PATH write-error|read-error|corrupt|corrupt-read [FIRST-LAST | p=P]', "
+              "'PATH latency MS' or 'PATH clear' to inject device faults; read: the "
+              "active faults",
     "maps": "every run of every object (object, page, device, device page, length), "
             "then the bad-block runs",
     "metrics": "the sysctl numbers in Prometheus's text exposition format",
     "objects": "one line per swap object (vmstat -o): id, inode, size, pages on swap, "
                "runs, reserved pages, owner uid, path",
+    "scrub": "write 'PATH' or 'all': check every used page of the device(s) against "
+             "its checksum, in the background; read: the last scrub's progress and "
+             "bad pages",
     "swap_fragmentation": "per device, the blist's free-space statistics "
                           "(vm.swap_fragmentation)",
     "swap_info": "swapinfo -k's table: Device, 1K-blocks, Used, Avail, Capacity",
@@ -80,7 +85,7 @@ FILE_HELP: dict[str, str] = {
     "sysctl": "'name: value' lines; write 'name=value' to set a tunable",
 }
 FILES: tuple[str, ...] = tuple(FILE_HELP)
-WRITABLE = frozenset({"faults", "swapon", "swapoff", "sysctl"})
+WRITABLE = frozenset({"faults", "scrub", "swapon", "swapoff", "sysctl"})
 
 # Longest control write accepted, newline included.
 MAX_LINE = 4096
@@ -206,6 +211,10 @@ def _set_debug(c: "Control", text: str) -> None:
     logging.getLogger().setLevel(logging.DEBUG if on else logging.INFO)
 
 
+def _set_scrub_rate(c: "Control", text: str) -> None:
+    c.scrub.rate = _int_value(text, 1, SCRUB_RATE_MAX, "vm.swapfs.scrub.rate")
+
+
 def _progress(c: "Control", which: int) -> int:
     return sum(p[which] for p in c.pager.swapoff_progress.values())
 
@@ -233,6 +242,10 @@ SYSCTLS: tuple[Sysctl, ...] = (
       for n in ("free_deferred", "free_completed")),
     Sysctl("vm.swapfs.bad_blocks", lambda c: c.space.bad, None,
            "Blocks retired after a failed write"),
+    Sysctl("vm.swapfs.checksum", lambda c: int(c.pager.checksums), None,
+           "1 when pages on swap carry checksums (0: -o nochecksum)"),
+    Sysctl("vm.swapfs.checksum_errors", lambda c: len(c.pager.csum_errors), None,
+           "Pages found not to match their checksum (each page on its block once)"),
     Sysctl("vm.swapfs.debug", lambda c: int(logging.getLogger().level <= logging.DEBUG),
            _set_debug, "Debug logging (0 or 1)"),
     Sysctl("vm.swapfs.fdatasyncs", lambda c: c.pager.fdatasyncs, None,
@@ -243,6 +256,16 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.writes", lambda c: c.pager.counters["writes"], None,
            "Write requests objects served"),
     Sysctl("vm.swapfs.pid", lambda c: os.getpid(), None, "Process id of the daemon"),
+    Sysctl("vm.swapfs.scrub.checked", lambda c: c.scrub.checked, None,
+           "Pages the last or running scrub has checked"),
+    Sysctl("vm.swapfs.scrub.errors", lambda c: c.scrub.errors, None,
+           "Bad pages the last or running scrub has found"),
+    Sysctl("vm.swapfs.scrub.rate", lambda c: c.scrub.rate, _set_scrub_rate,
+           "Most pages a scrub checks per second"),
+    Sysctl("vm.swapfs.scrub.state", lambda c: c.scrub.state, None,
+           "running while a scrub runs, else idle"),
+    Sysctl("vm.swapfs.scrub.total", lambda c: c.scrub.total, None,
+           "Pages in use on the devices of the last or running scrub when it began"),
     Sysctl("vm.swapfs.swap_pager_avail", lambda c: c.space.swap_pager_avail, None,
            "Free swap blocks (pages)"),
     Sysctl("vm.swapfs.swap_pager_full", lambda c: c.space.swap_pager_full, None,
@@ -255,8 +278,9 @@ SYSCTLS: tuple[Sysctl, ...] = (
 _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-DEV_FIELDS = ("bad", "closing", "discard", "discarded", "faults", "free", "name", "npages",
-              "priority", "swapoff_moved", "swapoff_total", "unreadable", "used")
+DEV_FIELDS = ("bad", "closing", "csum_errors", "discard", "discarded", "faults", "free",
+              "name", "npages", "priority", "swapoff_moved", "swapoff_total", "unreadable",
+              "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 # Per-uid names, vm.swapfs.uid.UID.FIELD, shown for every uid with a charge or a limit:
 # reserved (bytes), limit (bytes; the one that may be set), swapped (pages on swap).
@@ -277,6 +301,7 @@ class Control:
         self.space = pager.space
         self.swapon_gate = swapon_gate
         self.names: Names = dict
+        self.scrub = Scrub(pager)  # the mount runs scrub.serve()
 
     # ------------------------------------------------------------------ reads
 
@@ -301,6 +326,8 @@ class Control:
             return format_maps(self.pager)
         if name == "metrics":
             return metrics.render(*self.metric_values())
+        if name == "scrub":
+            return self.scrub.report()
         raise errors.NotFound(f"no control file {name!r}")
 
     def swap_info(self) -> str:
@@ -335,6 +362,7 @@ class Control:
                       "free": 0 if sp.closing else sp.blist.avail(),
                       "swapoff_moved": moved, "swapoff_total": total,
                       "faults": len(sp.dev.faults.describe()),
+                      "csum_errors": self.pager.csum_errors_on(sp.name),
                       "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0),
                       "priority": sp.priority, "discard": int(sp.discard_pages),
                       "discarded": sp.discarded}
@@ -373,6 +401,8 @@ class Control:
             await self.swapoff(line)
         elif name == "faults":
             await self.set_fault(line)
+        elif name == "scrub":
+            await self.start_scrub(line)
         else:
             self.set_sysctl(line)
 
@@ -461,14 +491,15 @@ class Control:
 
     # -- faults --------------------------------------------------------------------
 
-    _FAULT_KINDS = ("write-error", "read-error", "latency")
+    _FAULT_KINDS = ("write-error", "read-error", "corrupt", "corrupt-read", "latency")
+    _WHOLE_DEVICE = ("write-error", "read-error", "corrupt", "corrupt-read")
 
     async def set_fault(self, line: str) -> None:
         """``PATH KIND [ARG]`` or ``PATH clear``: see the module notes."""
         head, sep, last = line.rstrip(" ").rpartition(" ")
         if not sep:
             raise errors.InvalidArgument(f"not PATH FAULT: {line!r}")
-        if last in ("clear", "write-error", "read-error"):
+        if last == "clear" or last in self._WHOLE_DEVICE:
             path, fault = head.rstrip(" "), last
         else:
             path, sep, kind = head.rstrip(" ").rpartition(" ")
@@ -478,7 +509,20 @@ class Control:
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: not an absolute path")
         sp = await self._find(path)
-        if fault in ("write-error", "read-error"):
+        if fault in self._WHOLE_DEVICE:
             fault = f"{fault} 0-{sp.nblks - 1}"
         sp.dev.faults.apply(fault)  # raises InvalidArgument, changing nothing
         log.warning("faults %s: %s", sp.name, fault)
+
+    # -- scrub ---------------------------------------------------------------------
+
+    async def start_scrub(self, line: str) -> None:
+        """``PATH`` or ``all``: start a scrub of that device or of every one (EBUSY
+        while one runs); it goes on in the background."""
+        if line == "all":
+            devices = tuple(self.space.devices)
+        elif line.startswith("/"):
+            devices = (await self._find(line),)
+        else:
+            raise errors.InvalidArgument(f"{line}: not an absolute path or 'all'")
+        self.scrub.start(devices)

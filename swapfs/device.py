@@ -114,7 +114,8 @@ class Device:
             f.check("read", page, npages)
         if npages == 0:
             return b""
-        return self._pread(page * PAGE_SIZE, npages * PAGE_SIZE, page)
+        data = self._pread(page * PAGE_SIZE, npages * PAGE_SIZE, page)
+        return f.corrupt_read(page, data) if f.active else data
 
     def write_pages(self, page: int, data: bytes | bytearray | memoryview) -> None:
         """Write whole pages at device page ``page``; all of it or an error.
@@ -131,6 +132,7 @@ class Device:
         if f.active:
             f.delay()
             f.check("write", page, npages)
+            mv = f.corrupt_write(page, mv)
         if npages:
             self._pwrite(page * PAGE_SIZE, mv, page)
 

@@ -1,5 +1,6 @@
 """Injected device failures: write and read errors on page ranges or at random,
-latency, and backing stores found to have shrunk.
+silent corruption of what is written or read, latency, and backing stores found to
+have shrunk.
 
 One ``Faults`` per device, checked by the device layer before the real I/O, on every
 kind of device; an injected error is indistinguishable from a real one. The text
@@ -11,8 +12,10 @@ from __future__ import annotations
 import errno
 import random
 import time
+from typing import Any
 
 from . import errors
+from .params import PAGE_SIZE
 
 __all__ = ["Faults", "MAX_LATENCY_MS", "MAX_FAULT_RANGES"]
 
@@ -26,7 +29,13 @@ class Faults:
 
     Text form, one fault a line (what :meth:`describe` returns and
     :meth:`apply` accepts): ``write-error FIRST-LAST`` (inclusive pages),
-    ``write-error p=P``, the same with ``read-error``, ``latency MS``.
+    ``write-error p=P``, the same with ``read-error``, ``corrupt`` and
+    ``corrupt-read``, ``latency MS``.
+
+    ``corrupt`` and ``corrupt-read`` raise nothing: a write to those pages stores
+    them with one bit flipped each, or a read returns them so, and the device
+    reports success (:meth:`corrupt_write`, :meth:`corrupt_read`). A probability
+    corrupts every page of the request it hits.
 
     ``lost_from`` is not injected but found: the backing file shrank behind
     swapfs's back, so every page from there on fails reads and writes alike
@@ -41,6 +50,10 @@ class Faults:
         self.read_ranges: tuple[tuple[int, int], ...] = ()
         self.write_p = 0.0
         self.read_p = 0.0
+        self.corrupt_ranges: tuple[tuple[int, int], ...] = ()
+        self.corrupt_read_ranges: tuple[tuple[int, int], ...] = ()
+        self.corrupt_p = 0.0
+        self.corrupt_read_p = 0.0
         self.latency_ms = 0.0
         self.lost_from: int | None = None
         self._rng = random.Random(seed)
@@ -54,7 +67,8 @@ class Faults:
         self.read_ranges += (_check_range(start, count),)
 
     def _check_room(self) -> None:
-        if len(self.write_ranges) + len(self.read_ranges) >= MAX_FAULT_RANGES:
+        if (len(self.write_ranges) + len(self.read_ranges) + len(self.corrupt_ranges)
+                + len(self.corrupt_read_ranges)) >= MAX_FAULT_RANGES:
             raise errors.InvalidArgument(f"more than {MAX_FAULT_RANGES} fault ranges")
 
     def set_write_error_p(self, p: float) -> None:
@@ -75,14 +89,17 @@ class Faults:
 
     def clear(self) -> None:
         self.write_ranges = self.read_ranges = ()
+        self.corrupt_ranges = self.corrupt_read_ranges = ()
         self.write_p = self.read_p = self.latency_ms = 0.0
+        self.corrupt_p = self.corrupt_read_p = 0.0
         self.lost_from = None
 
     # Whether any fault is set: asked on every I/O, so kept up to date on every change
     # of a fault field rather than computed each time.
     active = False
     _FIELDS = frozenset({"write_ranges", "read_ranges", "write_p", "read_p",
-                         "latency_ms", "lost_from"})
+                         "latency_ms", "lost_from", "corrupt_ranges",
+                         "corrupt_read_ranges", "corrupt_p", "corrupt_read_p"})
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -91,6 +108,8 @@ class Faults:
             object.__setattr__(self, "active", bool(
                 d.get("write_ranges") or d.get("read_ranges") or d.get("write_p")
                 or d.get("read_p") or d.get("latency_ms")
+                or d.get("corrupt_ranges") or d.get("corrupt_read_ranges")
+                or d.get("corrupt_p") or d.get("corrupt_read_p")
                 or d.get("lost_from") is not None))
 
     def describe(self) -> list[str]:
@@ -99,6 +118,8 @@ class Faults:
         for kind, ranges, p in (
             ("write-error", self.write_ranges, self.write_p),
             ("read-error", self.read_ranges, self.read_p),
+            ("corrupt", self.corrupt_ranges, self.corrupt_p),
+            ("corrupt-read", self.corrupt_read_ranges, self.corrupt_read_p),
         ):
             lines += [f"{kind} {s}-{s + n - 1}" for s, n in ranges]
             if p:
@@ -126,14 +147,11 @@ class Faults:
             if kind == "latency":
                 self.set_latency(float(arg))
                 return
-            if kind not in ("write-error", "read-error"):
+            if kind not in _KINDS:
                 raise ValueError
             if arg.startswith("p="):
-                p = float(arg[2:])
-                if kind == "write-error":
-                    self.set_write_error_p(p)
-                else:
-                    self.set_read_error_p(p)
+                p = _check_p(float(arg[2:]))
+                setattr(self, _KINDS[kind] + "_p", p)
                 return
             first, _, last = arg.partition("-")
             lo = int(first)
@@ -142,10 +160,9 @@ class Faults:
                 raise ValueError
         except ValueError:
             raise errors.InvalidArgument(f"bad fault: {line!r}") from None
-        if kind == "write-error":
-            self.add_write_error(lo, hi - lo + 1)
-        else:
-            self.add_read_error(lo, hi - lo + 1)
+        self._check_room()
+        field = _KINDS[kind] + "_ranges"
+        setattr(self, field, getattr(self, field) + (_check_range(lo, hi - lo + 1),))
 
     # Called from worker threads, before the real I/O.
 
@@ -171,6 +188,34 @@ class Faults:
         if p and self._rng.random() < p:
             raise errors.DeviceIOError.at(what, errno.EIO, start, count)
 
+    def corrupt_write(self, start: int, data: memoryview) -> memoryview:
+        """What a write of data at page start stores: data itself, or a copy with one
+        bit flipped in each page a ``corrupt`` fault covers."""
+        return self._corrupt(start, data, self.corrupt_ranges, self.corrupt_p)
+
+    def corrupt_read(self, start: int, data: bytes) -> bytes:
+        """What a read of pages from start returns, given what the device holds."""
+        return self._corrupt(start, data, self.corrupt_read_ranges, self.corrupt_read_p)
+
+    def _corrupt(self, start: int, data: Any, ranges: tuple[tuple[int, int], ...],
+                 p: float) -> Any:
+        count = len(data) // PAGE_SIZE
+        end = start + count
+        pages = [q for s, n in ranges for q in range(max(s, start), min(s + n, end))]
+        if p and self._rng.random() < p:
+            pages = range(start, end)
+        if not pages:
+            return data
+        buf = bytearray(data)
+        for q in pages:
+            # A different byte and bit in each page, as a failing medium would.
+            buf[(q - start) * PAGE_SIZE + q * 613 % PAGE_SIZE] ^= 1 << q % 8
+        return type(data)(buf) if isinstance(data, bytes) else memoryview(buf)
+
+
+# Fault kinds with page ranges or a probability -> the name their fields start with.
+_KINDS = {"write-error": "write", "read-error": "read", "corrupt": "corrupt",
+          "corrupt-read": "corrupt_read"}
 
 # Bounds on what a fault line may ask for: a latency that never ends would stall
 # every request on the device, and an endless list of ranges every check.

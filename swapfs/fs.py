@@ -133,36 +133,46 @@ def _kill_priv(node: Inode) -> None:
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+def _fuse_error(name: str, exc: Exception) -> FUSEError:
+    """The FUSEError a handler's exception becomes: SwapfsError's errno, EIO (with the
+    traceback in the log) for anything unexpected."""
+    if isinstance(exc, FUSEError):
+        return exc
+    if isinstance(exc, errors.SwapfsError):
+        log.debug("%s: %s", name, exc)
+        return FUSEError(exc.errno)
+    log.error("unexpected error in %s", name, exc_info=exc)
+    return FUSEError(errno.EIO)
+
+
 def _fuse_errors(fn: F) -> F:
-    """Only FUSEError may leave a handler: map SwapfsError to its errno, anything
-    unexpected to EIO with the traceback in the log (the daemon keeps running)."""
+    """Only FUSEError may leave a handler (see _fuse_error); the daemon keeps running."""
+    name = fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
-        except FUSEError:
-            raise
-        except errors.SwapfsError as exc:
-            log.debug("%s: %s", fn.__name__, exc)
-            raise FUSEError(exc.errno) from None
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise FUSEError(errno.EIO) from None
+        except Exception as exc:
+            raise _fuse_error(name, exc) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _or_control(fn: F) -> F:
-    """Requests whose inode or handle number (the first argument) belongs to the
-    ``.swapfs`` directory go to the ControlDir method of the same name."""
+    """As _fuse_errors, and requests whose inode or handle number (the first argument)
+    belongs to the ``.swapfs`` directory go to the ControlDir method of the same name.
+    One wrapper, not two: it runs on every read and write."""
     name = fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self: "Operations", first: int, *args: Any) -> Any:
-        if first >= CTL_BASE:
-            return await getattr(self.ctl, name)(first, *args)
-        return await fn(self, first, *args)
+        try:
+            if first >= CTL_BASE:
+                return await getattr(self.ctl, name)(first, *args)
+            return await fn(self, first, *args)
+        except Exception as exc:
+            raise _fuse_error(name, exc) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -382,13 +392,11 @@ class Operations(pyfuse3.Operations):
             except Exception:
                 log.exception("forget of inode %d failed", ino)
 
-    @_fuse_errors
     @_or_control
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("getattr %d", inode)
         return self._attr(self._inode(inode))
 
-    @_fuse_errors
     @_or_control
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any,
                       fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
@@ -647,7 +655,6 @@ class Operations(pyfuse3.Operations):
         fh = self._new_handle(node)
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io), self._attr(node)
 
-    @_fuse_errors
     @_or_control
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         log.debug("open %d %#o", inode, flags)
@@ -671,7 +678,6 @@ class Operations(pyfuse3.Operations):
                 _kill_priv(node)
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io)
 
-    @_fuse_errors
     @_or_control
     async def read(self, fh: int, off: int, size: int) -> bytes:
         log.debug("read fh=%d %d+%d", fh, off, size)
@@ -683,7 +689,6 @@ class Operations(pyfuse3.Operations):
             node.atime_ns = now
         return data
 
-    @_fuse_errors
     @_or_control
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         log.debug("write fh=%d %d+%d", fh, off, len(buf))
@@ -694,7 +699,6 @@ class Operations(pyfuse3.Operations):
         node.mtime_ns = node.ctime_ns = _now()
         return len(buf)
 
-    @_fuse_errors
     @_or_control
     async def flush(self, fh: int) -> None:
         # Called on every close(): data this file wrote since the last sync reaches
@@ -714,13 +718,11 @@ class Operations(pyfuse3.Operations):
             node.opens -= 1
             await self._maybe_destroy(node)
 
-    @_fuse_errors
     @_or_control
     async def release(self, fh: int) -> None:
         log.debug("release fh=%d", fh)
         await self._release_handle(fh)
 
-    @_fuse_errors
     @_or_control
     async def fsync(self, fh: int, datasync: bool) -> None:
         log.debug("fsync fh=%d", fh)
@@ -728,14 +730,12 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ directories
 
-    @_fuse_errors
     @_or_control
     async def opendir(self, inode: int, ctx: Any) -> int:
         log.debug("opendir %d", inode)
         node = self._dir(inode)
         return self._new_handle(node)
 
-    @_fuse_errors
     @_or_control
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         log.debug("readdir fh=%d from %d", fh, start_id)
@@ -765,7 +765,6 @@ class Operations(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         await self.release(fh)      # directory and file handles share one table
 
-    @_fuse_errors
     @_or_control
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         # Directories live in memory only: nothing to flush.
@@ -807,7 +806,6 @@ class Operations(pyfuse3.Operations):
         if not self.xattrs:
             raise FUSEError(errno.ENOSYS)
 
-    @_fuse_errors
     @_or_control
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         log.debug("getxattr %d %r", inode, name)
@@ -821,7 +819,6 @@ class Operations(pyfuse3.Operations):
         except KeyError:
             raise FUSEError(pyfuse3.ENOATTR) from None
 
-    @_fuse_errors
     @_or_control
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         log.debug("listxattr %d", inode)
@@ -841,7 +838,6 @@ class Operations(pyfuse3.Operations):
             # As on Linux: user xattrs only on regular files and directories.
             raise FUSEError(errno.EPERM)
 
-    @_fuse_errors
     @_or_control
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
         log.debug("setxattr %d %r", inode, name)
@@ -851,7 +847,6 @@ class Operations(pyfuse3.Operations):
         node.xattrs[bytes(name)] = bytes(value)
         node.ctime_ns = _now()
 
-    @_fuse_errors
     @_or_control
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
         log.debug("removexattr %d %r", inode, name)

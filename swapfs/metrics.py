@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from . import errors
 
-__all__ = ["METRICS", "DEVICE_METRICS", "families", "render", "parse_address",
+__all__ = ["METRICS", "DEVICE_METRICS", "as_number", "families", "render", "parse_address",
            "MetricsServer"]
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,14 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.stats.swap.free_completed": ("swapfs_frees_completed", True,
                                      "Frees handed back to the device table"),
     "vm.swapfs.bad_blocks": ("swapfs_bad_pages", False, ""),
+    "vm.swapfs.checksum": ("swapfs_checksum", False, ""),
+    "vm.swapfs.checksum_errors": ("swapfs_checksum_errors", True, ""),
+    "vm.swapfs.scrub.checked": ("swapfs_scrub_checked_pages", False, ""),
+    "vm.swapfs.scrub.errors": ("swapfs_scrub_bad_pages", False, ""),
+    "vm.swapfs.scrub.rate": ("swapfs_scrub_rate_pages", False, ""),
+    "vm.swapfs.scrub.state": ("swapfs_scrub_running", False,
+                              "1 while a scrub runs (vm.swapfs.scrub.state)"),
+    "vm.swapfs.scrub.total": ("swapfs_scrub_total_pages", False, ""),
     "vm.swapfs.debug": ("swapfs_debug", False, ""),
     "vm.swapfs.fdatasyncs": ("swapfs_fdatasyncs", True, ""),
     "vm.swapfs.objects": ("swapfs_objects", False, ""),
@@ -61,6 +69,14 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.swapfs.swapoff_moved": ("swapfs_swapoff_moved_pages", False, ""),
     "vm.swapfs.swapoff_total": ("swapfs_swapoff_total_pages", False, ""),
 }
+
+# Sysctls that show a word: their number here.
+_STATES = {"idle": 0.0, "running": 1.0}
+
+
+def as_number(text: str) -> float:
+    """A sysctl value as its sample's value (a state word as 0 or 1)."""
+    return _STATES[text] if text in _STATES else float(text)
 
 # vm.swapfs.dev.N.FIELD -> (family, help); used/free/bad share swapfs_device_pages.
 DEVICE_METRICS: dict[str, tuple[str, str]] = {
@@ -77,6 +93,8 @@ DEVICE_METRICS: dict[str, tuple[str, str]] = {
     "unreadable": ("swapfs_device_unreadable_pages",
                    "Pages the last swapoff of the device could not read"),
     "faults": ("swapfs_device_faults", "Injected faults active on the device"),
+    "csum_errors": ("swapfs_device_checksum_errors",
+                    "Pages of the device found not to match their checksum"),
     "priority": ("swapfs_device_priority", "Allocation priority of the device"),
     "discard": ("swapfs_device_discard", "1 when freed blocks are discarded (discard=pages)"),
     "discarded": ("swapfs_device_discarded_pages",
@@ -90,7 +108,7 @@ def families(values: Mapping[str, str], descr: Mapping[str, str]) -> list[Metric
     out: list[Metric] = []
     for name, (metric, counter, help_) in METRICS.items():
         cls = CounterMetricFamily if counter else GaugeMetricFamily
-        out.append(cls(metric, help_ or descr[name], value=float(values[name])))
+        out.append(cls(metric, help_ or descr[name], value=as_number(values[name])))
     by_metric: dict[str, Metric] = {}
     k = 0
     while f"vm.swapfs.dev.{k}.name" in values:

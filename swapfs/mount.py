@@ -48,6 +48,7 @@ from .metrics import MetricsServer, parse_address
 from .mountopts import FUSE_FLAGS, split_options
 from .objects import object_names
 from .pager import Pager
+from .scrub import Scrub
 from .swapspace import SwapSpace
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class MountConfig:
     read_ahead: int = DEFAULT_READ_AHEAD
     debug: bool = False
     metrics: tuple[str, int] | None = None  # (host, port) of the metrics endpoint
+    checksum: bool = True  # pages on swap carry checksums (-o nochecksum: not)
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
@@ -156,6 +158,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
             cfg.direct_io = True
         elif key in ("xattr", "noxattr"):
             cfg.xattr = key == "xattr"
+        elif key in ("checksum", "nochecksum"):
+            cfg.checksum = key == "checksum"
         elif key == "read_ahead":
             cfg.read_ahead = parse_size(value)
         elif key == "metrics":
@@ -236,10 +240,11 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: str,
-                 ready: Callable[[], None], metrics: MetricsServer | None = None) -> None:
+                 ready: Callable[[], None], metrics: MetricsServer | None = None,
+                 scrub: Scrub | None = None) -> None:
     """Serve requests until unmounted or signalled, then flush the devices; serve
-    ``metrics`` meanwhile. ``ready`` is called once the kernel has had the daemon's
-    answer to FUSE INIT."""
+    ``metrics`` and carry out ``scrub``'s requests meanwhile. ``ready`` is called
+    once the kernel has had the daemon's answer to FUSE INIT."""
     if metrics is not None:
         metrics.start(trio.lowlevel.current_trio_token())
     with trio.open_signal_receiver(*_SIGNALS) as signals:
@@ -259,6 +264,8 @@ async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: st
             if pager.discarder is not None:
                 nursery.start_soon(pager.discarder.run)
             nursery.start_soon(_when_initialized, mountpoint, cfg.read_ahead, ready)
+            if scrub is not None:
+                nursery.start_soon(scrub.serve)
             # A swapoff holds its control write (one task) until it is done.
             await pyfuse3.main(max_tasks=MAX_TASKS)
             nursery.cancel_scope.cancel()
@@ -402,6 +409,7 @@ def mount(cfg: MountConfig) -> int:
         gate = SwapOn(space, mountpoint, locks)
         open_space(specs, gate)
         pager = Pager(space)
+        pager.checksums = cfg.checksum
         Discarder(pager)  # attaches itself; _serve runs it
         control = Control(pager, gate)
         ops = Operations(pager, control=control,
@@ -443,7 +451,8 @@ def mount(cfg: MountConfig) -> int:
         log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
                  mountpoint, ",".join(sorted(opts)), os.getpid())
         try:
-            trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics)
+            trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics,
+                     control.scrub)
             clean = True
         except BaseException:
             log.exception("the filesystem failed")

@@ -24,6 +24,9 @@ OPTIONS: dict[str, str] = {
     "xattr": "answer extended attributes: the read-only user.swapfs.swapped and "
              "user.swapfs.map, other user.* kept in memory",
     "noxattr": "no extended attributes (the default)",
+    "nochecksum": "keep no checksum of the pages on swap: what a device returns is "
+                  "handed on unchecked, and scrub checks only that pages read",
+    "checksum": "a checksum of every page on swap, checked on every read (the default)",
     "read_ahead=SIZE": "the kernel's read-ahead window for the mount (default 1M; only "
                        "root may set it, others keep the kernel's 128K)",
     "device=PATH[:SIZE]": "one more backing device, as --device (repeatable); a "

@@ -33,6 +33,10 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 9. swapoff moves pages until none is left on the device, waiting as long as pinned
    readers or writes in flight hold blocks there; it syncs what it moved and closes
    the device only while no sync round is running.
+10. With checksums on (``Pager.checksums``), putpages stores each page's checksum
+    with its block in the same switch, and whoever reads a block takes the checksums
+    in the same step as the lookup (no await between) and checks what it read against
+    them: a page that fails never leaves the pager as data (EIO, or it stays behind).
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ import collections
 import itertools
 import logging
 import math
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 import trio
 
 from . import errors
+from .checksum import bad_pages, page_sums
 from .params import (
     MAXFILESIZE,
     PAGE_SIZE,
@@ -194,6 +200,7 @@ class SwapObject:
         epoch = pager.pin()  # before the lookup: rule 4
         try:
             runs = self.meta.runs(pindex, npages)
+            sums = self.checksums_of(pindex, npages)  # with the lookup: rule 10
             gen = self.gen
             sequential = pindex == self._next_seq
             self._next_seq = pindex + npages
@@ -204,7 +211,8 @@ class SwapObject:
                 if blk == SWAPBLK_NONE:
                     parts.append(bytes(n * PAGE_SIZE))
                 else:
-                    parts.append(await self._read_run(gen, start, blk, n, sequential))
+                    want = None if sums is None else sums[start - pindex:start - pindex + n]
+                    parts.append(await self._read_run(gen, start, blk, n, sequential, want))
         finally:
             pager.unpin(epoch)
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -228,9 +236,10 @@ class SwapObject:
         self._advised = hi
 
     async def _read_run(self, gen: int, start: int, blk: int, n: int,
-                        sequential: bool) -> bytes:
+                        sequential: bool, sums: array | None = None) -> bytes:
         """Read n pages mapped to consecutive blocks from blk on, as the mapping of
-        generation gen says. The caller holds a pin taken before that lookup."""
+        generation gen says, and check them against their checksums ``sums`` (None:
+        none kept). The caller holds a pin taken before that lookup."""
         ra = self._ra
         if ra is not None and ra[0] == gen:
             _gen, rstart, rdata = ra
@@ -242,6 +251,12 @@ class SwapObject:
             # Read ahead what is contiguous on swap after the run (haspage's "after"),
             # while the mapping is still the one the run came from.
             extra = min(self.meta.contig_after(start + n - 1), READ_AROUND_MAX - n)
+            if extra and sums is not None:
+                more = self.checksums_of(start + n, extra)
+                if more is None:
+                    extra = 0
+                else:
+                    sums = sums + more
         try:
             data = await self.pager.read_blocks(blk, n + extra)
         except errors.DeviceIOError:
@@ -250,6 +265,9 @@ class SwapObject:
             # The read-ahead failed, maybe only beyond the request: read just the request.
             extra = 0
             data = await self.pager.read_blocks(blk, n)
+        if sums is not None:
+            data = self.pager.verified(self, start, blk, data, sums, n)
+            extra = len(data) // PAGE_SIZE - n  # read-ahead kept up to a bad page
         if extra:
             self._ra = (gen, start, data)
             return data[:n * PAGE_SIZE]
@@ -265,7 +283,9 @@ class SwapObject:
             blk = self.meta.lookup(pindex)
             if blk == SWAPBLK_NONE:
                 return None
-            return await pager.read_blocks(blk, 1)
+            sums = self.checksums_of(pindex, 1)
+            data = await pager.read_blocks(blk, 1)
+            return data if sums is None else pager.verified(self, pindex, blk, data, sums, 1)
         finally:
             pager.unpin(epoch)
 
@@ -347,11 +367,15 @@ class SwapObject:
         The caller holds ``self.lock``.
         """
         pager = self.pager
-        placed = await pager.write_pages(memoryview(buf).cast("B"))
+        view = memoryview(buf).cast("B")
+        sums = page_sums(view) if pager.checksums else None
+        placed = await pager.write_pages(view)
         # Switch: no await from here to the end, so readers see all of it or none.
         freed: list[Run] = []
         for off, blk, n in placed:
             freed.extend(self.meta.build_run(pindex + off, blk, n))
+        if sums is not None:
+            self.meta.set_sums(pindex, sums)
         self.gen += 1
         pager.write_seq += 1
         self.last_write = pager.write_seq
@@ -424,6 +448,12 @@ class SwapObject:
         if self.dead:
             raise errors.NotFound("object was deallocated")
 
+    def checksums_of(self, pindex: int, npages: int) -> array | None:
+        """The checksums to check pages [pindex, pindex + npages) against, or None
+        (checksums off, or the pages were written without). Take them with the lookup
+        of the blocks they go with, no await between (rule 10)."""
+        return self.meta.sums(pindex, npages) if self.pager.checksums else None
+
 
 @dataclass(eq=False)
 class _SyncRound:
@@ -463,6 +493,9 @@ class Pager:
         self._dirty: dict[SwapDevice, None] = {}
         self._round: _SyncRound | None = None
         self.fdatasyncs = 0  # fdatasync calls made on the devices
+        self.checksums = True  # rule 10; the mount's -o nochecksum turns it off
+        # Bad pages found, as (object id, page, block): each counted and logged once.
+        self.csum_errors: dict[tuple[int, int, int], str] = {}
 
     # -- objects -------------------------------------------------------------------
 
@@ -753,10 +786,14 @@ class Pager:
 
     async def _move_run(self, obj: SwapObject, p: int, blk: int, m: int) -> int:
         """Rewrite pages [p, p + m), mapped from blk on, to new blocks; return how
-        many could not be read (they stay where they are). A run that fails to read
-        is retried page by page, so one bad page keeps only itself behind."""
+        many could not be read or failed their checksum (they stay where they are). A
+        run that fails is retried page by page, so one bad page keeps only itself
+        behind. The caller holds obj's lock, so its checksums cannot change."""
+        sums = obj.checksums_of(p, m)
         try:
             data = await self.read_blocks(blk, m)
+            if sums is not None:
+                data = self.verified(obj, p, blk, data, sums, m)
         except errors.DeviceIOError:
             if m == 1:
                 return 1
@@ -766,3 +803,41 @@ class Pager:
             return unreadable
         await obj.putpages(p, data)
         return 0
+
+    # -- checksums -------------------------------------------------------------------
+
+    def verified(self, obj: SwapObject, pindex: int, blk: int, data: bytes,
+                 sums: array, need: int) -> bytes:
+        """data, the pages from pindex of obj read from blocks blk on, cut before its
+        first page whose checksum is not in sums (rule 10). A bad page within the
+        first ``need`` is recorded (``bad_page``) and raises DeviceIOError (EIO):
+        the caller must not use any of it. Bad pages beyond are only cut off
+        (read-ahead: they are checked again when asked for)."""
+        bad = bad_pages(data, sums)
+        if not bad:
+            return data
+        if bad[0] >= need:
+            return data[:bad[0] * PAGE_SIZE]
+        for i in bad:
+            if i < need:
+                self.bad_page(obj.id, pindex + i, blk + i)
+        swdev, devpage = self.space.lookup(blk + bad[0])
+        raise errors.DeviceIOError(
+            f"checksum mismatch: object {obj.id} page {pindex + bad[0]} "
+            f"({swdev.name} block {devpage})")
+
+    def bad_page(self, obj_id: int, pindex: int, blk: int) -> bool:
+        """Count and log a page whose data failed its checksum, the first time this
+        page on this block is found; return whether it was new."""
+        key = (obj_id, pindex, blk)
+        if key in self.csum_errors:
+            return False
+        swdev, devpage = self.space.lookup(blk)
+        self.csum_errors[key] = swdev.name
+        log.error("checksum mismatch: object %d page %d, device %s block %d",
+                  obj_id, pindex, swdev.name, devpage)
+        return True
+
+    def csum_errors_on(self, name: str) -> int:
+        """Bad pages found on device ``name`` (vm.swapfs.dev.N.csum_errors)."""
+        return sum(1 for dev in self.csum_errors.values() if dev == name)

@@ -17,6 +17,10 @@ Guarantees every method keeps:
   order, where a run is extended whenever the next block is the previous run's
   ``blk + n`` (FreeBSD's freerange pair), so the caller frees each run with one call.
 
+Beside the blocks, the pages' checksums (``set_sums``, ``sums``): an ``array('I')``
+per group of 128 pages, made when a checksum in it is first stored and dropped with
+the group's last chunk (about 5 more bytes per swapped page).
+
 This module only keeps the map. It never allocates or frees swap space itself, and it
 does not check that a block is used by one page only: that is the pager's business.
 """
@@ -50,6 +54,11 @@ _NONE = SWAPBLK_NONE
 # Copied (by slicing, a memcpy) for every new chunk and to blank a slot range; a chunk
 # equal to it is empty.
 _EMPTY = array("q", [SWAPBLK_NONE] * SWAP_META_PAGES)
+# Checksums are kept per group of _GROUP pages (8 chunks), keyed by its first page:
+# one array header per 128 pages rather than per 16 keeps them at about 5 bytes a page.
+_GROUP = 8 * SWAP_META_PAGES
+_GKEY = ~(_GROUP - 1)
+_NO_SUMS = array("I", [0] * _GROUP)  # a new group's checksums
 
 Chunk = "array[int] | int"  # an int: all 16 slots hold that value (never SWAPBLK_NONE)
 
@@ -101,6 +110,17 @@ def _lead(seg: array[int], v: int) -> int:
     return i
 
 
+def _groups(pindex: int, npages: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split pages [pindex, pindex + npages) by checksum group: (group key, first
+    slot in it, pages, pages before it in the range)."""
+    p, end = pindex, pindex + npages
+    while p < end:
+        g = p & _GKEY
+        n = min(_GROUP - (p - g), end - p)
+        yield g, p - g, n, p - pindex
+        p += n
+
+
 def _check_range(pindex: int, npages: int) -> None:
     if pindex < 0 or npages < 0:
         raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
@@ -118,7 +138,7 @@ class SwapMeta:
     Not thread-safe: the caller serialises all changes to one object.
     """
 
-    __slots__ = ("_chunks", "_keys", "_swapped")
+    __slots__ = ("_chunks", "_keys", "_swapped", "_sums")
 
     def __init__(self) -> None:
         # key -> 16 encoded slots (or their one value); _keys holds the same keys,
@@ -126,6 +146,7 @@ class SwapMeta:
         self._chunks: dict[int, Chunk] = {}
         self._keys: SortedList = SortedList()
         self._swapped = 0
+        self._sums: dict[int, array[int]] = {}  # group key -> its 128 pages' checksums
 
     def __repr__(self) -> str:
         return f"<SwapMeta swapped={self._swapped} chunks={len(self._chunks)}>"
@@ -171,6 +192,8 @@ class SwapMeta:
     def _drop_chunk(self, key: int) -> None:
         del self._chunks[key]
         self._keys.remove(key)
+        if self._sums:
+            self._drop_sums(key)
 
     def _keys_in(self, first: int, end: int) -> list[int]:
         """Keys of the existing chunks that overlap pages [first, end), in order."""
@@ -403,6 +426,7 @@ class SwapMeta:
                 _push(freed, b, m)
         chunks.clear()
         self._keys.clear()
+        self._sums.clear()
         self._swapped = 0
         return [(b, n) for b, n in freed]
 
@@ -438,3 +462,39 @@ class SwapMeta:
             if lo < hi:
                 out.append((p + lo - b, lo, hi - lo))
         return out
+
+    # -- checksums -------------------------------------------------------------------
+
+    def set_sums(self, pindex: int, sums: array[int]) -> None:
+        """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
+        (call it right after ``build_run``)."""
+        store = self._sums
+        for g, lo, n, i in _groups(pindex, len(sums)):
+            c = store.get(g)
+            if c is None:
+                c = store[g] = _NO_SUMS[:]
+            c[lo:lo + n] = sums[i:i + n]
+
+    def sums(self, pindex: int, npages: int) -> array[int] | None:
+        """The checksums of pages [pindex, pindex + npages), or None when pages with
+        blocks there have none (written without checksums). Pages without a block
+        have no meaningful entry."""
+        store = self._sums
+        out = array("I")
+        for g, lo, n, _i in _groups(pindex, npages):
+            c = store.get(g)
+            if c is None:
+                if self._keys_in(g + lo, g + lo + n):
+                    return None
+                out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
+            else:
+                out.extend(c[lo:lo + n])
+        return out
+
+    def _drop_sums(self, key: int) -> None:
+        """Chunk key is gone: drop its group's checksums if no chunk of it is left."""
+        g = key & _GKEY
+        if g in self._sums:
+            chunks = self._chunks
+            if not any(k in chunks for k in range(g, g + _GROUP, _NPG)):
+                del self._sums[g]

@@ -22,7 +22,10 @@ The oracle (what a user of the pager may rely on):
     cannot hold it; a shrinking truncate never fails for space;
 (d) swapoff fails only for want of room (ENOMEM, or ENOSPC/EIO with swap nearly full);
 (e) at the end every object reads back exactly as the model says;
-(f) with ``discard`` (every device discard=pages, the discarder running): a discard
+(f) no page ever fails its checksum (none is corrupted here): not a read, whose
+    failure (a) already reports, and not a scrub running beside the workload, which
+    pins, looks up and reads as a reader does while pages move under it.
+(g) with ``discard`` (every device discard=pages, the discarder running): a discard
     never touches a block that a page maps to or that a pinned reader may still read
     (a deferred free), and (a)-(e) hold all the same (a discard zeroes its blocks, so
     one that hit a block a write had taken would show in the data).
@@ -44,6 +47,7 @@ from swapfs.device import MemoryDevice
 from swapfs.discard import Discarder
 from swapfs.pager import Pager
 from swapfs.params import PAGE_SIZE
+from swapfs.scrub import Scrub
 from swapfs.swapspace import SwapSpace
 
 CELL = 16
@@ -213,7 +217,7 @@ class Explorer:
         self.reads: list[tuple[Tracked, int, int, int, bytes]] = []
         self.problems: list[str] = []
         self.hang_state = ""
-        self.stats = {"reads": 0, "writes": 0, "fsyncs": 0, "swapoffs": 0,
+        self.stats = {"reads": 0, "writes": 0, "fsyncs": 0, "swapoffs": 0, "scrubbed": 0,
                       "enospc": 0, "truncates": 0}
 
     # -- set-up --------------------------------------------------------------
@@ -390,6 +394,18 @@ class Explorer:
             await trio.sleep(rng.choice((0.0, 0.01, 0.5)))
             dev.faults.clear()
 
+    async def scrubber(self, rng: random.Random) -> None:
+        """Scrubs of every device, now and then, at a rate that lets pages move."""
+        scrub = Scrub(self.pager, rate=rng.choice((50, 5000)))
+        for _ in range(rng.randint(1, 3)):
+            await trio.sleep(rng.choice((0.0, 0.01, 0.5)))
+            await scrub.run(tuple(self.space.devices))
+            for bad in scrub.bad:
+                self.fail(f"scrub found a bad page: {bad}")
+                return
+            self.stats["scrubbed"] += scrub.checked
+            scrub.checked = 0
+
     async def watchdog(self) -> None:
         """Just before a run counts as hung, note what holds swap, for the report."""
         await trio.sleep(HANG_SECONDS - 1)
@@ -496,6 +512,8 @@ class Explorer:
                     work.start_soon(self.truncater, random.Random(rng.random()))
                     for _ in range(rng.randint(1, 2)):
                         work.start_soon(self.syncer, random.Random(rng.random()))
+                    if rng.random() < 0.5:
+                        work.start_soon(self.scrubber, random.Random(rng.random()))
                 done.set()
                 outer.cancel_scope.cancel()  # the watchdog
             for sp in self.space.devices:

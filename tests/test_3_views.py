@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from swapfs import errors
-from swapfs.metrics import DEVICE_METRICS, METRICS, parse_address
+from swapfs.metrics import DEVICE_METRICS, METRICS, as_number, parse_address
 from swapfs.objects import MapRun, escape_name, object_names, parse_maps, parse_objects
 from swapfs.params import BBPAGES
 from swapfs.picture import BAD, FREE, LABEL, _cells
@@ -131,7 +131,7 @@ async def test_metrics_parse_and_equal_the_sysctl_values(tmp_path):
     for name, (metric, counter, _help) in METRICS.items():
         fam = fams[metric]
         assert fam.type == ("counter" if counter else "gauge")
-        assert [s.value for s in fam.samples] == [float(values[name])], name
+        assert [s.value for s in fam.samples] == [as_number(values[name])], name
     pages = {(s.labels["device"], s.labels["state"]): s.value
              for s in fams["swapfs_device_pages"].samples}
     for k, sp in enumerate(c.space.devices):

@@ -244,7 +244,8 @@ def test_man_swapfs(installed: Installed) -> None:
     assert sections == ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "MOUNT OPTIONS",
                         "FSTAB AND MOUNT(8)", "CONTROL FILES", "SYSCTL NAMES", "FILES",
                         "EXIT STATUS", "SEE ALSO"]
-    for cmd in ("mount", "umount", "mkswap", "swapon", "swapoff", "info", "sysctl", "faults"):
+    for cmd in ("mount", "umount", "mkswap", "swapon", "swapoff", "scrub", "info", "sysctl",
+                "faults"):
         assert re.search(rf"^ +swapfs {cmd} ", page, re.M), cmd
     words = [w.partition("=")[0] for w in OPTIONS] + list(FILE_HELP)
     words += [s.name for s in SYSCTLS] + ["vm.swapfs.dev.N.FIELD", *DEV_FIELDS]
@@ -290,8 +291,8 @@ def test_bash_completion(installed: Installed, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     try:
         assert _complete(installed, "swapfs ") == [
-            "mount", "umount", "mkswap", "swapon", "swapoff", "info", "sysctl", "faults",
-            "objects", "map", "top", "picture"]
+            "mount", "umount", "mkswap", "swapon", "swapoff", "scrub", "info", "sysctl",
+            "faults", "objects", "map", "top", "picture"]
         assert _complete(installed, "swapfs -") == ["-h", "--help", "--version"]
         assert _complete(installed, "swapfs sw") == ["swapon", "swapoff"]
         assert _complete(installed, "swapfs info --ve") == ["--verbose"]
@@ -300,6 +301,7 @@ def test_bash_completion(installed: Installed, tmp_path: Path) -> None:
         assert _complete(installed, "swapfs mount -o dev") == ["device="]
         assert str(mnt) in _complete(installed, "swapfs umount ")
         assert _complete(installed, f"swapfs swapoff {mnt} ") == devs
+        assert _complete(installed, f"swapfs scrub {mnt} ") == devs
         assert "vm.swap_async_max" in _complete(installed, f"swapfs sysctl {mnt} vm.swap_")
     finally:
         r = _run(swapfs, "umount", str(mnt), env=env)

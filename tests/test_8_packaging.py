@@ -1,7 +1,7 @@
 """Packaging as a packager meets it: an sdist built from the checkout carries every
 Cython source and one version; a wheel built from that sdist compiles every
-swapfs/*.pyx, and with no working C compiler (CC=false) still builds and falls back
-to the plain-Python blist. Each wheel is unpacked and imported on its own (no
+swapfs/*.pyx and every module of swapfs.COMPILED, and with no working C compiler
+(CC=false) still builds and falls back to the plain-Python blist and sources. Each wheel is unpacked and imported on its own (no
 site-packages, not the checkout) to see which blist it really uses.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from swapfs import __version__
+from swapfs import COMPILED, __version__
 
 TOP = Path(__file__).resolve().parent.parent
 PYX = sorted(Path(p).stem for p in glob.glob(str(TOP / "swapfs" / "*.pyx")))
@@ -90,7 +90,7 @@ def test_sdist_carries_every_pyx_and_one_version(sdist: Path) -> None:
 def test_wheels_with_and_without_a_compiler(sdist: Path, tmp_path: Path) -> None:
     wheel, unpacked = _wheel(sdist, tmp_path / "cc")
     built = {Path(n).name.split(".")[0] for n in wheel.namelist() if n.endswith(".so")}
-    assert built == set(PYX)
+    assert built == set(PYX) | set(COMPILED)
     assert f"swapfs-{__version__}.dist-info/METADATA" in wheel.namelist()
     compiled = _exercise(unpacked)
     assert compiled.startswith("swapfs._cblist ")
