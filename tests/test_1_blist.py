@@ -344,6 +344,7 @@ def _stats_of(model: Model) -> str:
     return "\n".join(out) + "\n"
 
 
+@pytest.mark.skipif(bool(os.environ.get("SWAPFS_PURE_PYTHON")), reason="the reference run")
 def test_compiled_allocator_is_built():
     # The set-up builds the extension; without it the daemon falls back to PyBlist.
     assert Blist is not PyBlist, "swapfs._cblist was not built"

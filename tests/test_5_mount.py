@@ -564,6 +564,11 @@ def _read_ahead_kb(mnt: Path) -> int:
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
 def test_read_ahead_window_and_sequential_reads_in_big_requests(mount_factory) -> None:
     with mount_factory() as mnt:
+        # Set once the kernel took the answer to INIT (a background mount returns only
+        # then; this foreground one may be seen a moment before).
+        deadline = time.monotonic() + 5
+        while _read_ahead_kb(mnt) != 1024 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert _read_ahead_kb(mnt) == 1024
         data = os.urandom(8 << 20)
         (mnt / "f").write_bytes(data)
@@ -581,4 +586,7 @@ def test_read_ahead_window_and_sequential_reads_in_big_requests(mount_factory) -
         # 8 MiB in windows of 1 MiB: a handful of requests, not 64 of 128 KiB.
         assert reads <= 16, reads
     with mount_factory(opts="read_ahead=256K", name="m2") as mnt:
+        deadline = time.monotonic() + 5
+        while _read_ahead_kb(mnt) != 256 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert _read_ahead_kb(mnt) == 256
