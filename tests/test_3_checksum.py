@@ -182,10 +182,10 @@ async def test_without_checksums_the_bad_bytes_are_handed_on(kind):
     obj = pager.alloc()
     data = os.urandom(8 * PAGE)
     if kind == "corrupt":
-        dev.faults.apply(f"corrupt 0-255")
+        dev.faults.apply("corrupt 0-255")
     await obj.write(0, data)
     if kind == "corrupt-read":
-        dev.faults.apply(f"corrupt-read 0-255")
+        dev.faults.apply("corrupt-read 0-255")
     got = await obj.read(0, len(data))
     assert got != data and len(got) == len(data)
     assert pager.csum_errors == {} and obj.meta._sums == {}
