@@ -29,7 +29,7 @@ import trio
 
 from . import errors
 from .faults import Faults
-from .params import PAGE_SIZE, off_to_idx
+from .params import PAGE_SHIFT, PAGE_SIZE, off_to_idx
 
 
 def identity(st: os.stat_result) -> Hashable:
@@ -107,7 +107,8 @@ class Device:
 
     def read_pages(self, page: int, npages: int) -> bytes:
         """Read ``npages`` whole pages from device page ``page``. Blocks."""
-        self._check("read", page, npages)
+        if page < 0 or npages < 0 or page + npages > self.npages:
+            self._check("read", page, npages)
         f = self.faults
         if f.active:
             f.delay()
@@ -123,11 +124,14 @@ class Device:
         On error, the pages from the first one not known to be written are
         reported in ``exc.pages``. Blocks.
         """
-        mv = memoryview(data).cast("B")
+        mv = data
+        if type(mv) is not memoryview or mv.format != "B" or mv.ndim != 1:
+            mv = memoryview(data).cast("B")
         if len(mv) % PAGE_SIZE:
             raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
-        npages = off_to_idx(len(mv))
-        self._check("write", page, npages)
+        npages = len(mv) >> PAGE_SHIFT
+        if page < 0 or page + npages > self.npages:
+            self._check("write", page, npages)
         f = self.faults
         if f.active:
             f.delay()
@@ -201,11 +205,11 @@ class Device:
         """``write_pages``: small writes to a device that has been quick are done at
         once, the rest in a worker thread. With a limiter, at most its total of
         writes are in flight, quick ones included."""
-        mv = memoryview(data).cast("B")
-        if self._quick_write(len(mv), limiter):
-            self.write_pages(page, mv)
+        nbytes = data.nbytes if type(data) is memoryview else len(data)
+        if self._quick_write(nbytes, limiter):
+            self.write_pages(page, data)
             return
-        await trio.to_thread.run_sync(self.write_pages, page, mv, limiter=limiter)
+        await trio.to_thread.run_sync(self.write_pages, page, data, limiter=limiter)
 
     async def afsync(self, limiter: trio.CapacityLimiter | None = None) -> None:
         """``fsync`` in a worker thread."""
@@ -335,7 +339,8 @@ class FileDevice(Device):
         done = 0
         start = time.monotonic()
         try:
-            while done < size:
+            done = os.pwrite(fd, data, off)
+            while done < size:  # a short write: go on from where it stopped
                 n = os.pwrite(fd, data[done:], off + done)
                 if n <= 0:
                     raise OSError(errno.EIO, os.strerror(errno.EIO))

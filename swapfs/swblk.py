@@ -78,7 +78,7 @@ def _seg_runs(seg: array[int], slot: int) -> list[tuple[int, int, int]]:
     ``(index in seg, blk, n)`` of consecutive blocks, leaving out empty slots."""
     v = seg[0]
     n = len(seg)
-    if seg == array("q", (v,)) * n:
+    if seg.count(v) == n:  # a C-level count: no array built to compare with
         return [] if v == _NONE else [(0, v + slot, n)]
     out: list[tuple[int, int, int]] = []
     i = 0
@@ -102,7 +102,7 @@ def _push(out: list[list[int]], blk: int, n: int) -> None:
 
 def _lead(seg: array[int], v: int) -> int:
     """How many slots at the start of seg hold v."""
-    if seg == array("q", (v,)) * len(seg):
+    if seg.count(v) == len(seg):
         return len(seg)
     i = 0
     while seg[i] == v:
@@ -183,7 +183,7 @@ class SwapMeta:
     def _settle(self, key: int, c: array[int]) -> None:
         """Put a changed chunk in its one form: dropped if empty, an int if uniform."""
         v = c[0]
-        if c == array("q", (v,)) * _NPG:
+        if c.count(v) == _NPG:
             if v == _NONE:
                 self._drop_chunk(key)
             else:
@@ -350,8 +350,17 @@ class SwapMeta:
             n = hi - lo
             added += n
             old = chunks.get(key)
-            if old is not None:
-                for _, b, m in _seg_runs(_slots(old)[lo:hi], lo):
+            if type(old) is int:
+                # Uniform: the pages replaced sit on consecutive blocks.
+                _push(freed, old + lo, n)
+                added -= n
+            elif n == 1 and old is not None:
+                # A lone page (random writes): no slice to split.
+                if old[lo] != _NONE:
+                    _push(freed, old[lo] + lo, 1)
+                    added -= 1
+            elif old is not None:
+                for _, b, m in _seg_runs(old[lo:hi], lo):
                     _push(freed, b, m)
                     added -= m
             if n == _NPG:
@@ -359,8 +368,16 @@ class SwapMeta:
                     self._keys.add(key)
                 chunks[key] = v  # the whole chunk on consecutive blocks
             else:
-                c = self._mutable(key) if old is not None else self._new_chunk(key)
-                c[lo:hi] = array("q", (v,)) * n  # type: ignore[index]
+                if old is None:
+                    c = self._new_chunk(key)
+                elif type(old) is int:
+                    c = chunks[key] = _slots(old)
+                else:
+                    c = old
+                if n == 1:
+                    c[lo] = v  # type: ignore[index]
+                else:
+                    c[lo:hi] = array("q", (v,)) * n  # type: ignore[index]
                 self._settle(key, c)  # type: ignore[arg-type]
             p += n
             v += _NPG
@@ -469,6 +486,14 @@ class SwapMeta:
         """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
         (call it right after ``build_run``)."""
         store = self._sums
+        g = pindex & _GKEY
+        lo = pindex - g
+        if lo + len(sums) <= _GROUP:  # one group: no need to split
+            c = store.get(g)
+            if c is None:
+                c = store[g] = _NO_SUMS[:]
+            c[lo:lo + len(sums)] = sums
+            return
         for g, lo, n, i in _groups(pindex, len(sums)):
             c = store.get(g)
             if c is None:
@@ -480,6 +505,10 @@ class SwapMeta:
         blocks there have none (written without checksums). Pages without a block
         have no meaningful entry."""
         store = self._sums
+        g = pindex & _GKEY
+        lo = pindex - g
+        if lo + npages <= _GROUP and g in store:  # one group that has sums: a slice
+            return store[g][lo:lo + npages]
         out = array("I")
         for g, lo, n, _i in _groups(pindex, npages):
             c = store.get(g)
