@@ -26,6 +26,8 @@ _LOW32 = 0xFFFFFFFF
 
 def page_sums(data: bytes | bytearray | memoryview) -> array[int]:
     """The checksum of each whole page of data, in order (``array('I')``)."""
+    if len(data) == PAGE_SIZE and type(data) is not memoryview:  # one page: no slicing
+        return array("I", (xxh3_64_intdigest(data) & _LOW32,))
     mv = memoryview(data).cast("B")
     return array("I", [xxh3_64_intdigest(mv[i:i + PAGE_SIZE]) & _LOW32
                        for i in range(0, len(mv), PAGE_SIZE)])

@@ -23,13 +23,14 @@ import stat
 import struct
 import threading
 import time
-from typing import Hashable
+from typing import Awaitable, Hashable
 
 import trio
 
 from . import errors
 from .faults import Faults
 from .params import PAGE_SHIFT, PAGE_SIZE, off_to_idx
+from .ready import READY
 
 
 def identity(st: os.stat_result) -> Hashable:
@@ -196,20 +197,21 @@ class Device:
             self.read_pages, page, npages, limiter=limiter
         )
 
-    async def awrite_pages(
+    def awrite_pages(
         self,
         page: int,
         data: bytes | bytearray | memoryview,
         limiter: trio.CapacityLimiter | None = None,
-    ) -> None:
-        """``write_pages``: small writes to a device that has been quick are done at
-        once, the rest in a worker thread. With a limiter, at most its total of
+    ) -> Awaitable[None]:
+        """``write_pages``, to await. Small writes to a device that has been quick are
+        done during the call (which raises their error) and READY is returned; the rest
+        run in a worker thread once awaited. With a limiter, at most its total of
         writes are in flight, quick ones included."""
         nbytes = data.nbytes if type(data) is memoryview else len(data)
         if self._quick_write(nbytes, limiter):
             self.write_pages(page, data)
-            return
-        await trio.to_thread.run_sync(self.write_pages, page, data, limiter=limiter)
+            return READY
+        return trio.to_thread.run_sync(self.write_pages, page, data, limiter=limiter)
 
     async def afsync(self, limiter: trio.CapacityLimiter | None = None) -> None:
         """``fsync`` in a worker thread."""
