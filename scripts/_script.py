@@ -19,16 +19,18 @@ VENV_PY = os.path.join(VENV, "bin", "python")
 def setup_and_reexec(script: str, argv: list[str]) -> None:
     """Run scripts/_setup.sh, then run ``script`` again with ``argv`` under the
     checkout's virtualenv, unless this already is it; returns only when there is
-    nothing left to do. The set-up is skipped with --no-setup, -h or --help, and
-    both are skipped once done: SWAPFS_<NAME>_SETUP_DONE (NAME: the script's name in
-    capitals, SOAK say) is set in the environment, or may be set by a caller that
-    has done them. Exits with a message if the set-up fails.
+    nothing left to do. The set-up is skipped with --no-setup, and with -h or --help
+    once the virtualenv exists (the help needs swapfs, hence its dependencies, but
+    not a fresh install); both are skipped once done: SWAPFS_<NAME>_SETUP_DONE (NAME:
+    the script's name in capitals, SOAK say) is set in the environment, or may be set
+    by a caller that has done them. Exits with a message if the set-up fails.
     """
     name = os.path.basename(script)
     done_env = f"SWAPFS_{name.upper().replace('-', '_')}_SETUP_DONE"
     if os.environ.get(done_env):
         return
-    if "--no-setup" not in argv and "-h" not in argv and "--help" not in argv:
+    helping = "-h" in argv or "--help" in argv
+    if "--no-setup" not in argv and not (helping and os.path.exists(VENV_PY)):
         setup = os.path.join(TOP, "scripts", "_setup.sh")
         if os.path.exists(setup):
             rc = subprocess.call(["bash", "-c", 'source "$1"', f"{name}-setup", setup])
