@@ -110,17 +110,6 @@ def _lead(seg: array[int], v: int) -> int:
     return i
 
 
-def _groups(pindex: int, npages: int) -> Iterator[tuple[int, int, int, int]]:
-    """Split pages [pindex, pindex + npages) by checksum group: (group key, first
-    slot in it, pages, pages before it in the range)."""
-    p, end = pindex, pindex + npages
-    while p < end:
-        g = p & _GKEY
-        n = min(_GROUP - (p - g), end - p)
-        yield g, p - g, n, p - pindex
-        p += n
-
-
 def _check_range(pindex: int, npages: int) -> None:
     if pindex < 0 or npages < 0:
         raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
@@ -486,38 +475,42 @@ class SwapMeta:
         """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
         (call it right after ``build_run``)."""
         store = self._sums
-        g = pindex & _GKEY
-        lo = pindex - g
-        if lo + len(sums) <= _GROUP:  # one group: no need to split
-            c = store.get(g)
-            if c is None:
-                c = store[g] = _NO_SUMS[:]
-            c[lo:lo + len(sums)] = sums
-            return
-        for g, lo, n, i in _groups(pindex, len(sums)):
+        i, total = 0, len(sums)
+        while i < total:  # group by group (one, for a request's pages)
+            p = pindex + i
+            g = p & _GKEY
+            lo = p - g
+            n = min(_GROUP - lo, total - i)
             c = store.get(g)
             if c is None:
                 c = store[g] = _NO_SUMS[:]
             c[lo:lo + n] = sums[i:i + n]
+            i += n
 
     def sums(self, pindex: int, npages: int) -> array[int] | None:
         """The checksums of pages [pindex, pindex + npages), or None when pages with
         blocks there have none (written without checksums). Pages without a block
         have no meaningful entry."""
         store = self._sums
-        g = pindex & _GKEY
-        lo = pindex - g
-        if lo + npages <= _GROUP and g in store:  # one group that has sums: a slice
-            return store[g][lo:lo + npages]
         out = array("I")
-        for g, lo, n, _i in _groups(pindex, npages):
+        i = 0
+        while i < npages:  # group by group (one, for a request's pages)
+            p = pindex + i
+            g = p & _GKEY
+            lo = p - g
+            n = min(_GROUP - lo, npages - i)
             c = store.get(g)
-            if c is None:
-                if self._keys_in(g + lo, g + lo + n):
-                    return None
-                out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
+            if c is not None:
+                part = c[lo:lo + n]
+            elif self._keys_in(p, p + n):
+                return None
             else:
-                out.extend(c[lo:lo + n])
+                part = _NO_SUMS[:n]  # a hole: nothing there to check
+            if i == 0:
+                out = part  # a fresh array already: no copy into out
+            else:
+                out.extend(part)
+            i += n
         return out
 
     def _drop_sums(self, key: int) -> None:
