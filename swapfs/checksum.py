@@ -26,9 +26,9 @@ _LOW32 = 0xFFFFFFFF
 
 def page_sums(data: bytes | bytearray | memoryview) -> array[int]:
     """The checksum of each whole page of data, in order (``array('I')``)."""
-    if len(data) == PAGE_SIZE and type(data) is not memoryview:  # one page: no slicing
-        return array("I", (xxh3_64_intdigest(data) & _LOW32,))
     mv = memoryview(data).cast("B")
+    if len(mv) == PAGE_SIZE:  # one page, the common request: hash it whole, no slices
+        return array("I", (xxh3_64_intdigest(mv) & _LOW32,))
     return array("I", [xxh3_64_intdigest(mv[i:i + PAGE_SIZE]) & _LOW32
                        for i in range(0, len(mv), PAGE_SIZE)])
 
@@ -36,7 +36,7 @@ def page_sums(data: bytes | bytearray | memoryview) -> array[int]:
 def bad_pages(data: bytes | bytearray | memoryview, sums: array[int]) -> list[int]:
     """Indices of the pages of data whose checksum is not the one in sums (data holds
     ``len(sums)`` pages, or fewer: only those are checked)."""
-    if len(data) == PAGE_SIZE and sums:  # the common 4 KiB request, without arrays
+    if len(data) == PAGE_SIZE and sums:  # the common 4 KiB read: no arrays to build
         return [] if xxh3_64_intdigest(data) & _LOW32 == sums[0] else [0]
     got = page_sums(data)
     if got == sums[:len(got)]:  # one C-level comparison for the common case

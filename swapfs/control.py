@@ -54,7 +54,7 @@ from .params import (
 
 __all__ = [
     "Control", "FILES", "FILE_HELP", "WRITABLE", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
-    "humanize_number", "format_swapinfo", "parse_line", "UID_FIELDS",
+    "humanize_number", "format_swapinfo", "parse_line", "UID_FIELDS", "UID_SYSCTL_RE",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 # Per-uid names, vm.swapfs.uid.UID.FIELD, shown for every uid with a charge or a limit:
 # reserved (bytes), limit (bytes; the one that may be set), swapped (pages on swap).
 UID_FIELDS = ("limit", "reserved", "swapped")
-_UID_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]{1,10})\.([a-z_]+)")
+UID_SYSCTL_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]{1,10})\.([a-z_]+)")
 
 
 # ---------------------------------------------------------------------- Control
@@ -412,7 +412,7 @@ class Control:
         if not sep or not _NAME_RE.fullmatch(name):
             raise errors.InvalidArgument(f"not name=value: {line!r}")
         entry = _BY_NAME.get(name)
-        m = _UID_RE.fullmatch(name)
+        m = UID_SYSCTL_RE.fullmatch(name)
         if entry is None and m and m.group(2) in UID_FIELDS:
             if m.group(2) != "limit":
                 raise errors.NotPermitted(f"{name} is read-only")

@@ -29,7 +29,7 @@ import trio
 
 from . import errors
 from .faults import Faults
-from .params import PAGE_SHIFT, PAGE_SIZE, off_to_idx
+from .params import PAGE_SIZE, off_to_idx
 from .ready import READY
 
 
@@ -108,8 +108,7 @@ class Device:
 
     def read_pages(self, page: int, npages: int) -> bytes:
         """Read ``npages`` whole pages from device page ``page``. Blocks."""
-        if page < 0 or npages < 0 or page + npages > self.npages:
-            self._check("read", page, npages)
+        self._check("read", page, npages)
         f = self.faults
         if f.active:
             f.delay()
@@ -125,14 +124,11 @@ class Device:
         On error, the pages from the first one not known to be written are
         reported in ``exc.pages``. Blocks.
         """
-        mv = data
-        if type(mv) is not memoryview or mv.format != "B" or mv.ndim != 1:
-            mv = memoryview(data).cast("B")
+        mv = memoryview(data).cast("B")
         if len(mv) % PAGE_SIZE:
             raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
-        npages = len(mv) >> PAGE_SHIFT
-        if page < 0 or page + npages > self.npages:
-            self._check("write", page, npages)
+        npages = off_to_idx(len(mv))
+        self._check("write", page, npages)
         f = self.faults
         if f.active:
             f.delay()

@@ -211,9 +211,7 @@ class SwapObject:
                 if blk == SWAPBLK_NONE:
                     parts.append(bytes(n * PAGE_SIZE))
                 else:
-                    want = sums
-                    if sums is not None and n < npages:
-                        want = sums[start - pindex:start - pindex + n]
+                    want = None if sums is None else sums[start - pindex:start - pindex + n]
                     parts.append(await self._read_run(gen, start, blk, n, sequential, want))
         finally:
             pager.unpin(epoch)

@@ -110,6 +110,20 @@ def _lead(seg: array[int], v: int) -> int:
     return i
 
 
+def _groups(pindex: int, npages: int) -> list[tuple[int, int, int, int]]:
+    """Split pages [pindex, pindex + npages) by checksum group: (group key, first
+    slot in it, pages, pages before it in the range). A list, not a generator: a
+    request's pages lie in one group, and a generator costs more than the walk."""
+    out = []
+    p, end = pindex, pindex + npages
+    while p < end:
+        g = p & _GKEY
+        n = min(_GROUP - (p - g), end - p)
+        out.append((g, p - g, n, p - pindex))
+        p += n
+    return out
+
+
 def _check_range(pindex: int, npages: int) -> None:
     if pindex < 0 or npages < 0:
         raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
@@ -343,11 +357,6 @@ class SwapMeta:
                 # Uniform: the pages replaced sit on consecutive blocks.
                 _push(freed, old + lo, n)
                 added -= n
-            elif n == 1 and old is not None:
-                # A lone page (random writes): no slice to split.
-                if old[lo] != _NONE:
-                    _push(freed, old[lo] + lo, 1)
-                    added -= 1
             elif old is not None:
                 for _, b, m in _seg_runs(old[lo:hi], lo):
                     _push(freed, b, m)
@@ -363,10 +372,7 @@ class SwapMeta:
                     c = chunks[key] = _slots(old)
                 else:
                     c = old
-                if n == 1:
-                    c[lo] = v  # type: ignore[index]
-                else:
-                    c[lo:hi] = array("q", (v,)) * n  # type: ignore[index]
+                c[lo:hi] = array("q", (v,)) * n  # type: ignore[index]
                 self._settle(key, c)  # type: ignore[arg-type]
             p += n
             v += _NPG
@@ -475,17 +481,11 @@ class SwapMeta:
         """Keep sums[i] as the checksum of page pindex + i. The pages have blocks
         (call it right after ``build_run``)."""
         store = self._sums
-        i, total = 0, len(sums)
-        while i < total:  # group by group (one, for a request's pages)
-            p = pindex + i
-            g = p & _GKEY
-            lo = p - g
-            n = min(_GROUP - lo, total - i)
+        for g, lo, n, i in _groups(pindex, len(sums)):
             c = store.get(g)
             if c is None:
                 c = store[g] = _NO_SUMS[:]
             c[lo:lo + n] = sums[i:i + n]
-            i += n
 
     def sums(self, pindex: int, npages: int) -> array[int] | None:
         """The checksums of pages [pindex, pindex + npages), or None when pages with
@@ -493,24 +493,14 @@ class SwapMeta:
         have no meaningful entry."""
         store = self._sums
         out = array("I")
-        i = 0
-        while i < npages:  # group by group (one, for a request's pages)
-            p = pindex + i
-            g = p & _GKEY
-            lo = p - g
-            n = min(_GROUP - lo, npages - i)
+        for g, lo, n, _i in _groups(pindex, npages):
             c = store.get(g)
-            if c is not None:
-                part = c[lo:lo + n]
-            elif self._keys_in(p, p + n):
-                return None
+            if c is None:
+                if self._keys_in(g + lo, g + lo + n):
+                    return None
+                out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
             else:
-                part = _NO_SUMS[:n]  # a hole: nothing there to check
-            if i == 0:
-                out = part  # a fresh array already: no copy into out
-            else:
-                out.extend(part)
-            i += n
+                out.extend(c[lo:lo + n])
         return out
 
     def _drop_sums(self, key: int) -> None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import stat
 from typing import Sequence
 
 from . import errors
 from .client import MountClient
-from .control import humanize_number
+from .control import UID_SYSCTL_RE, humanize_number
 from .objects import MapRun, ObjectRow
 from .params import PAGE_SIZE
 
@@ -84,9 +83,6 @@ def format_map(path: str, size: int, row: ObjectRow, runs: Sequence[MapRun]) -> 
     return "".join(out)
 
 
-_UID_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]+)\.([a-z_]+)")
-
-
 def _user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -100,7 +96,7 @@ def format_users(values: dict[str, str]) -> str:
     in pages."""
     users: dict[int, dict[str, str]] = {}
     for key, value in values.items():
-        m = _UID_RE.fullmatch(key)
+        m = UID_SYSCTL_RE.fullmatch(key)
         if m:
             users.setdefault(int(m.group(1)), {})[m.group(2)] = value
     fmt = "{:<12} {:>6} {:>8} {:>9} {:>8}\n"
