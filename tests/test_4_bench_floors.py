@@ -50,7 +50,8 @@ def test_cow_floor_writes_fresh_offsets_and_moves_mtime(tmp_path: Path) -> None:
                 out.write(page)
         assert os.stat(f).st_mtime_ns > m0 > 0
         assert os.stat(f).st_size == 2 * 4096
-        # The data is not kept: reads give zeros, as nullfs's do.
+        # The mtime moved, so the kernel dropped its cached copy (auto_inval_data) and
+        # the read reached nullfs, which keeps no data: zeros.
         assert f.read_bytes() == bytes(2 * 4096)
     finally:
         _unmount(mnt, proc)
