@@ -366,12 +366,7 @@ class SwapMeta:
                     self._keys.add(key)
                 chunks[key] = v  # the whole chunk on consecutive blocks
             else:
-                if old is None:
-                    c = self._new_chunk(key)
-                elif type(old) is int:
-                    c = chunks[key] = _slots(old)
-                else:
-                    c = old
+                c = self._mutable(key) if old is not None else self._new_chunk(key)
                 c[lo:hi] = array("q", (v,)) * n  # type: ignore[index]
                 self._settle(key, c)  # type: ignore[arg-type]
             p += n

@@ -7,29 +7,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from helpers import requires_fuse
+
+from swapfs.client import MountProcess
 
 TOP = Path(__file__).resolve().parent.parent
 NULLFS = TOP / "scripts" / "nullfs"
 
 
-def _mount(mnt: Path, *opts: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(NULLFS), *opts, str(mnt)],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not os.path.ismount(mnt):
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "nullfs did not mount"
-        time.sleep(0.05)
-    return proc
-
-
-def _unmount(mnt: Path, proc: subprocess.Popen) -> None:
-    subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
-    assert proc.wait(timeout=20) == 0
+def _nullfs(mnt: Path, *opts: str) -> MountProcess:
+    return MountProcess(mnt, command=[sys.executable, str(NULLFS), *opts, str(mnt)])
 
 
 @requires_fuse
@@ -37,8 +26,8 @@ def test_cow_floor_writes_fresh_offsets_and_moves_mtime(tmp_path: Path) -> None:
     mnt, dev = tmp_path / "mnt", tmp_path / "cow.dev"
     mnt.mkdir()
     dev.write_bytes(bytes(3 * 4096))
-    proc = _mount(mnt, "--mtime", "--cow", str(dev))
-    try:
+    nullfs = _nullfs(mnt, "--mtime", "--cow", str(dev))
+    with nullfs:
         f = mnt / "f"
         pages = [bytes([65 + i]) * 4096 for i in range(4)]
         with open(f, "wb", buffering=0) as out:
@@ -53,8 +42,7 @@ def test_cow_floor_writes_fresh_offsets_and_moves_mtime(tmp_path: Path) -> None:
         # The mtime moved, so the kernel dropped its cached copy (auto_inval_data) and
         # the read reached nullfs, which keeps no data: zeros.
         assert f.read_bytes() == bytes(2 * 4096)
-    finally:
-        _unmount(mnt, proc)
+    assert nullfs.returncode == 0
     # Three pages fit; the fourth wrapped to offset 0.
     assert dev.read_bytes() == pages[3] + pages[1] + pages[2]
 
@@ -63,13 +51,12 @@ def test_cow_floor_writes_fresh_offsets_and_moves_mtime(tmp_path: Path) -> None:
 def test_plain_nullfs_keeps_no_mtime(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = _mount(mnt)
-    try:
+    nullfs = _nullfs(mnt)
+    with nullfs:
         f = mnt / "f"
         f.write_bytes(b"x" * 4096)
         assert os.stat(f).st_mtime_ns == 0 and os.stat(f).st_size == 4096
-    finally:
-        _unmount(mnt, proc)
+    assert nullfs.returncode == 0
 
 
 def test_bad_command_line_is_refused(tmp_path: Path) -> None:
