@@ -23,7 +23,10 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 5. The read-ahead buffer belongs to the mapping generation it was read at; any
    change of the object's mapping makes it useless.
 6. A write whose device fails is retried on whatever free runs exist, split as
-   needed: ENOSPC or EIO comes only when no free block is left to take it.
+   needed: ENOSPC or EIO comes only when no free block is left to take it and none
+   is on its way back. A writer short of space waits for the frees that pinned
+   readers defer (rule 4) and for blocks held by a discard; so nothing that writes
+   holds a pin.
 7. A shrinking truncate only frees; bytes of the last page past ``size`` may keep
    old data on swap, and whoever grows the object zeroes them first (``_zero_tail``).
    So truncate never needs space to shrink.
@@ -570,11 +573,17 @@ class Pager:
                 while todo:
                     off, count = todo.pop()
                     got = space.getswapspace(min(count, nsw_cluster_max))  # limit 1
-                    if got is None and space.held and self.discarder is not None:
-                        # Blocks on their way back from a discard: wait, then retry. Across
-                        # the wait the blocks taken so far stay ours (allocated, unmapped).
+                    if got is None and (self._deferred or space.held and self.discarder is not None):
+                        # Blocks on their way back, from readers' pins (deferred frees)
+                        # or from a discard: wait for them, then retry. Across the wait
+                        # the blocks taken so far stay ours (allocated, unmapped), and
+                        # the caller holds no pin (rule 4), so the wait cannot be on
+                        # itself.
                         todo.append((off, count))
-                        await self.discarder.returned()
+                        if self._deferred:
+                            await self.next_change().wait()
+                        else:
+                            await self.discarder.returned()
                         continue
                     if got is None:
                         if failure is not None:
@@ -624,6 +633,7 @@ class Pager:
         log.warning("write of %d pages at %s page %d failed: %s; writing elsewhere",
                     n, swdev.name, blk - swdev.first, exc)
         self.space.mark_bad(bad_blk, bad_n)
+        self.changed()  # the device's used count fell: a swapoff may be waiting for it
         self.free_runs([r for r in ((blk, bad_blk - blk),
                                     (bad_blk + bad_n, blk + n - bad_blk - bad_n))
                         if r[1] > 0], now=True)
@@ -776,14 +786,11 @@ class Pager:
                     if obj.dead:
                         return unreadable
                     n = min(SWAPOFF_BATCH, start + count - lo)
-                    epoch = self.pin()
-                    try:
-                        # Under the lock and the pin: writes may have moved pages meanwhile.
-                        for p, blk, m in obj.meta.runs(lo, n):
-                            if swdev.contains(blk):
-                                unreadable += await self._move_run(obj, p, blk, m)
-                    finally:
-                        self.unpin(epoch)
+                    # Under the lock: writes may have moved pages meanwhile, and
+                    # nothing else can change these runs until it is released.
+                    for p, blk, m in obj.meta.runs(lo, n):
+                        if swdev.contains(blk):
+                            unreadable += await self._move_run(obj, p, blk, m)
                     self.swapoff_progress[swdev.name] = (total - swdev.used, total)
                 # Reads from the page cache and quick writes never yield: let the
                 # requests that wait meanwhile in between batches.
@@ -794,13 +801,21 @@ class Pager:
         """Rewrite pages [p, p + m), mapped from blk on, to new blocks; return how
         many could not be read or failed their checksum (they stay where they are). A
         run that fails is retried page by page, so one bad page keeps only itself
-        behind. The caller holds obj's lock, so its checksums cannot change."""
+        behind. The caller holds obj's lock, so its checksums cannot change.
+
+        The pin covers the read only: a pin held across putpages would defer the
+        frees that putpages may have to wait for when swap is short (rule 6)."""
         sums = obj.checksums_of(p, m)
+        epoch = self.pin()
         try:
             data = await self.read_blocks(blk, m)
             if sums is not None:
                 data = self.verified(obj, p, blk, data, sums, m)
         except errors.DeviceIOError:
+            data = None
+        finally:
+            self.unpin(epoch)
+        if data is None:
             if m == 1:
                 return 1
             unreadable = 0
