@@ -313,6 +313,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             state = []
             if d.get("closing") == "1":
                 state.append(f"closing {d['swapoff_moved']}/{d['swapoff_total']}")
+            if d.get("host_full") == "1":
+                state.append("host full")
             if int(d.get("bad", "0")):
                 state.append(f"bad {d['bad']}")
             if int(d.get("unreadable", "0")):

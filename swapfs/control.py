@@ -279,8 +279,8 @@ _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
 DEV_FIELDS = ("bad", "closing", "csum_errors", "discard", "discarded", "faults", "free",
-              "name", "npages", "priority", "swapoff_moved", "swapoff_total", "unreadable",
-              "used")
+              "host_full", "host_full_writes", "name", "npages", "priority",
+              "swapoff_moved", "swapoff_total", "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 # Per-uid names, vm.swapfs.uid.UID.FIELD, shown for every uid with a charge or a limit:
 # reserved (bytes), limit (bytes; the one that may be set), swapped (pages on swap).
@@ -365,7 +365,8 @@ class Control:
                       "csum_errors": self.pager.csum_errors_on(sp.name),
                       "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0),
                       "priority": sp.priority, "discard": int(sp.discard_pages),
-                      "discarded": sp.discarded}
+                      "discarded": sp.discarded, "host_full": int(sp.host_full),
+                      "host_full_writes": sp.host_full_writes}
             for f in DEV_FIELDS:
                 values[f"vm.swapfs.dev.{k}.{f}"] = str(fields[f])
         values.update(self._uid_values())

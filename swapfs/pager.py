@@ -24,7 +24,8 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
    change of the object's mapping makes it useless.
 6. A write whose device fails is retried on whatever free runs exist, split as
    needed: ENOSPC or EIO comes only when no free block is left to take it and none
-   is on its way back. A writer short of space waits for the frees that pinned
+   is on its way back. A device whose host filesystem is full (DeviceFull) is left
+   out for a while, its blocks freed, not marked bad. A writer short of space waits for the frees that pinned
    readers defer (rule 4) and for blocks held by a discard; so nothing that writes
    holds a pin.
 7. A shrinking truncate only frees; bytes of the last page past ``size`` may keep
@@ -568,6 +569,7 @@ class Pager:
         placed: list[tuple[int, int, int]] = []  # written
         pending: list[tuple[int, int, int]] = []  # taken, not written yet
         failure: errors.DeviceIOError | None = None
+        full: str | None = None  # a device whose host filesystem was full
         try:
             while todo:
                 while todo:
@@ -589,6 +591,9 @@ class Pager:
                         if failure is not None:
                             raise errors.DeviceIOError(
                                 "no device could take the data") from failure
+                        if full is not None:
+                            raise errors.NoSpace(
+                                f"out of swap space ({full}: its host filesystem is full)")
                         raise errors.NoSpace("out of swap space")
                     blk, n = got
                     if n < count:
@@ -605,6 +610,15 @@ class Pager:
                         await swdev.dev.awrite_pages(
                             devpage, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
                             self._write_limiter)
+                    except errors.DeviceFull:
+                        # Nothing wrong with the blocks: free them, leave the device
+                        # out for now, and place the pages elsewhere.
+                        del pending[0]
+                        full = swdev.name
+                        space.host_full(swdev)
+                        self.free_runs([(blk, n)], now=True)
+                        todo.append((off, n))
+                        continue
                     except errors.DeviceIOError as exc:
                         del pending[0]
                         failure = exc
