@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 # takes (the man page prints these), and which take writes.
 FILE_HELP: dict[str, str] = {
     "faults": "write 'PATH write-error|read-error|corrupt|corrupt-read [FIRST-LAST | p=P]', "
-              "'PATH latency MS' or 'PATH clear' to inject device faults; read: the "
-              "active faults",
+              "'PATH sync-error [p=P]', 'PATH latency MS' or 'PATH clear' to inject "
+              "device faults; read: the active faults",
     "maps": "every run of every object (object, page, device, device page, length), "
             "then the bad-block runs",
     "metrics": "the sysctl numbers in Prometheus's text exposition format",
@@ -492,8 +492,9 @@ class Control:
 
     # -- faults --------------------------------------------------------------------
 
-    _FAULT_KINDS = ("write-error", "read-error", "corrupt", "corrupt-read", "latency")
-    _WHOLE_DEVICE = ("write-error", "read-error", "corrupt", "corrupt-read")
+    _FAULT_KINDS = ("write-error", "read-error", "corrupt", "corrupt-read", "sync-error",
+                    "latency")
+    _WHOLE_DEVICE = ("write-error", "read-error", "corrupt", "corrupt-read", "sync-error")
 
     async def set_fault(self, line: str) -> None:
         """``PATH KIND [ARG]`` or ``PATH clear``: see the module notes."""
@@ -510,7 +511,9 @@ class Control:
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: not an absolute path")
         sp = await self._find(path)
-        if fault in self._WHOLE_DEVICE:
+        if fault == "sync-error":  # no pages to name: every fdatasync
+            fault = "sync-error p=1"
+        elif fault in self._WHOLE_DEVICE:
             fault = f"{fault} 0-{sp.nblks - 1}"
         sp.dev.faults.apply(fault)  # raises InvalidArgument, changing nothing
         log.warning("faults %s: %s", sp.name, fault)

@@ -141,8 +141,10 @@ class Device:
 
     def fsync(self) -> None:
         """Make written pages durable (fdatasync). Blocks."""
-        if self.faults.latency_ms:
-            self.faults.delay()
+        f = self.faults
+        if f.active:
+            f.delay()
+            f.check_sync(self.npages)
         self._sync()
 
     def current_npages(self) -> int:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from helpers import PAGE, requires_fuse, run_swapfs, sysctls, write
+from helpers import PAGE, read, requires_fuse, run_swapfs, sysctls, write
 
 pytestmark = [requires_fuse, pytest.mark.timeout(180)]
 
@@ -130,3 +130,86 @@ def test_rm_then_write_waits_for_an_unrelated_slow_reader(mount_factory, tmp_pat
         write(mnt, "faults", f"{dev} clear\n".encode())
         assert got["data"] == (6).to_bytes(4, "little") * (16 * 1024)
         assert (mnt / "new").read_bytes() == new
+
+
+def test_a_failed_fdatasync_reaches_every_open_file_once(mount_factory, tmp_path: Path) -> None:
+    # fsync buys the detection of the host's write-back errors: one that fails is
+    # EIO at the next fsync or close of every file open on data it held, once each.
+    dev = str(tmp_path / "dev.swap")
+    with mount_factory(devices=[f"{dev}:64M"]) as mnt:
+        a = os.open(mnt / "f", os.O_CREAT | os.O_RDWR, 0o644)
+        b = os.open(mnt / "f", os.O_RDONLY)
+        clean = os.open(mnt / "g", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            os.write(clean, b"g" * 8192)
+            os.fsync(clean)
+            os.write(a, b"f" * 8192)
+            write(mnt, "faults", f"{dev} sync-error p=1\n".encode())
+            with pytest.raises(OSError) as ei:
+                os.fsync(a)
+            assert ei.value.errno == errno.EIO
+            write(mnt, "faults", f"{dev} clear\n".encode())
+            os.fsync(a)  # reported once to this file; the device synced again
+            os.fsync(clean)  # g had nothing on the device when it failed
+            with pytest.raises(OSError) as ei:
+                os.close(b)  # the other open file learns it at close
+            assert ei.value.errno == errno.EIO
+            b = None
+            assert (mnt / "f").read_bytes() == b"f" * 8192
+        finally:
+            for fd in (a, b, clean):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+
+def test_swapoff_finishes_when_a_write_in_flight_on_its_device_goes_bad(
+        mount_factory, tmp_path: Path) -> None:
+    # A write in flight on the closing device fails, and its retry finds the other
+    # device full: the write fails, its blocks go bad, and swapoff, with nothing left
+    # on the device, must finish rather than sleep until something else happens.
+    d0, d1 = str(tmp_path / "d0.swap"), str(tmp_path / "d1.swap")
+    with mount_factory(devices=[f"{d0}:4M,pri=5", f"{d1}:4M"]) as mnt:
+        write(mnt, "faults", f"{d0} latency 3000\n".encode())
+        write(mnt, "faults", f"{d0} write-error p=1\n".encode())
+        outcome: dict[str, object] = {}
+
+        def slow_write() -> None:
+            fd = os.open(mnt / "w", os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+            try:
+                os.pwrite(fd, b"w" * (16 * PAGE), 0)
+            except OSError as exc:
+                outcome["write"] = exc.errno
+            finally:
+                os.close(fd)
+
+        def swapoff() -> None:
+            outcome["swapoff"] = run_swapfs("swapoff", str(mnt), d0, state_home=tmp_path,
+                                            timeout=60)
+            outcome["took"] = time.monotonic() - t0
+
+        writer = threading.Thread(target=slow_write)
+        writer.start()
+        time.sleep(0.5)  # the write holds 16 blocks of d0, waiting on the device
+        t0 = time.monotonic()
+        closer = threading.Thread(target=swapoff)
+        closer.start()
+        time.sleep(0.5)
+        assert sysctls(mnt)["vm.swapfs.dev.0.closing"] == "1"
+        # Fill d1 page by page until it has no block left.
+        fd = os.open(mnt / "filler", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            for off in range(0, 4 * MiB, PAGE):
+                try:
+                    os.pwrite(fd, b"x" * PAGE, off)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+        finally:
+            os.close(fd)
+        writer.join(30)
+        closer.join(30)
+        assert not closer.is_alive(), "swapoff still sleeping"
+        assert outcome["write"] in (errno.EIO, errno.ENOSPC)
+        assert outcome["swapoff"].returncode == 0, outcome["swapoff"].stderr
+        assert d0 not in read(mnt, "swapon")
