@@ -249,7 +249,7 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.debug", lambda c: int(logging.getLogger().level <= logging.DEBUG),
            _set_debug, "Debug logging (0 or 1)"),
     Sysctl("vm.swapfs.fdatasyncs", lambda c: c.pager.fdatasyncs, None,
-           "fdatasync calls made on the devices (fsync, close after a write, swapoff)"),
+           "fdatasync calls made on the devices (fsync, swapoff, unmount)"),
     Sysctl("vm.swapfs.objects", lambda c: len(c.pager.objects), None, "Swap objects"),
     Sysctl("vm.swapfs.reads", lambda c: c.pager.counters["reads"], None,
            "Read requests objects served"),
