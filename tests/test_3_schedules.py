@@ -258,3 +258,36 @@ async def test_swapoff_wakes_when_a_write_in_flight_on_its_device_fails(autojump
     assert isinstance(outcome["write"], (errors.NoSpace, errors.DeviceIOError))
     assert outcome["swapoff"] < 12
     assert d0 not in pager.space.devices
+
+
+async def test_a_swapoff_that_fails_leaves_what_it_moved_synced():
+    # One page cannot be read: swapoff moves the others, keeps the device in service
+    # and fails; the old blocks of the moved pages are free again, so their only
+    # synced copy must be where they went.
+    pager = timed_pager(2 + 16, 2 + 256)
+    d0, d1 = pager.space.devices
+    obj = pager.alloc()
+    await obj.write(0, page(b"s", 8))
+    await obj.flush()
+    d0.dev.faults.add_read_error(2 + 7)
+    with pytest.raises(errors.DeviceIOError):
+        await pager.swapoff(d0)
+    moved = [r for r in obj.map_runs() if r[1] == "t1"]
+    assert [(p, n) for p, _name, _devpage, n in moved] == [(0, 7)]
+    _p, _name, devpage, n = moved[0]
+    assert d1.dev.synced[devpage * PAGE_SIZE:(devpage + n) * PAGE_SIZE] == page(b"s", 7)
+
+
+async def test_a_cancelled_swapoff_leaves_what_it_moved_synced(autojump_clock):
+    pager = timed_pager(2 + 16, 2 + 256)
+    d0, d1 = pager.space.devices
+    obj = pager.alloc()
+    await obj.write(0, page(b"c", 8))
+    await obj.flush()
+    d1.dev.sync_delay = 10.0
+    with trio.move_on_after(1):  # every page moved, the final sync under way
+        await pager.swapoff(d0)
+    assert d0 in pager.space.devices and not d0.closing and d0.used == 0
+    [(_p, name, devpage, n)] = obj.map_runs()
+    assert (name, n) == ("t1", 8)
+    assert d1.dev.synced[devpage * PAGE_SIZE:(devpage + n) * PAGE_SIZE] == page(b"c", 8)
