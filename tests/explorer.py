@@ -10,6 +10,9 @@ replays exactly::
     python tests/explorer.py 0-9999                             # a range, summary
     python tests/explorer.py --stop 0-999                       # up to the first failure
 
+``scripts/mutants`` runs it on copies of the sources with one of the pager's rules
+undone, and reports the seed that kills each such mutant.
+
 What runs beside readers, writers, truncates and fsyncs: one or two cyclers taking
 devices off with swapoff (two at once on different devices, as two control writes
 can) and putting fresh ones on; in some seeds a filler that writes until the swap is
