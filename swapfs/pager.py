@@ -42,8 +42,9 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
    and the pages it may have cost fail their checksums (rule 10) rather than read
    as wrong bytes. close runs no fdatasync.
 9. swapoff moves pages until none is left on the device, waiting as long as pinned
-   readers or writes in flight hold blocks there; it syncs what it moved and closes
-   the device only while no sync round is running.
+   readers or writes in flight hold blocks there; it syncs what it moved, failing or
+   not, before the old blocks can be used again, and closes the device only while no
+   sync round is running.
 10. With checksums on (``Pager.checksums``), putpages stores each page's checksum
     with its block in the same switch, and whoever reads a block takes the checksums
     in the same step as the lookup (no await between) and checks what it read against
@@ -801,7 +802,7 @@ class Pager:
         put back in service holding only them and DeviceIOError (EIO) says how many
         (also kept in ``swapoff_unreadable``). If a move fails otherwise or is
         cancelled, the device is likewise put back with whatever pages are still on it.
-        No page is ever dropped.
+        No page is ever dropped, and the pages moved are synced either way (rule 9).
         """
         self.space.swapoff_begin(swdev)
         total = swdev.used
@@ -831,6 +832,15 @@ class Pager:
             while self._round is not None:
                 await self._round.done.wait()
         except BaseException:
+            # What moved must be durable where it went before swapoff_cancel frees its
+            # old blocks for reuse: synced even when the swapoff is cancelled.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.sync()
+                except errors.SwapfsError as exc:
+                    # The devices stay owed a sync: the next fsync retries and reports it.
+                    log.error("swapoff %s: sync of the moved pages failed: %s",
+                              swdev.name, exc)
             self.space.swapoff_cancel(swdev)
             raise
         finally:
