@@ -827,13 +827,15 @@ class Pager:
                 raise errors.DeviceIOError(
                     f"swapoff {swdev.name}: {unreadable} pages could not be read; "
                     f"the device stays in service holding them")
-            # What moved is durable where it went before the device goes.
+            # What moved goes through an fdatasync where it went before the device
+            # goes (rule 8): a write-back error there is swapoff's to report.
             await self.sync()
             while self._round is not None:
                 await self._round.done.wait()
         except BaseException:
-            # What moved must be durable where it went before swapoff_cancel frees its
-            # old blocks for reuse: synced even when the swapoff is cancelled.
+            # The same before swapoff_cancel frees the moved pages' old blocks for
+            # reuse, even when the swapoff is cancelled: an fsync that covered them
+            # at their old blocks must not be undone unchecked.
             with trio.CancelScope(shield=True):
                 try:
                     await self.sync()
