@@ -15,6 +15,7 @@
     swapfs map [MNT] FILE
     swapfs top MNT [--once] [--interval S]
     swapfs picture MNT [-o FILE.svg] [--cells N]
+    swapfs hostswap on FILE SIZE [-p N] [--discard] | off FILE | [MNT]
     swapfs SOURCE MNT [-o OPTS]          (the form mount.fuse3 and fstab use)
 
 SOURCE in the fstab form names one backing device (``PATH`` or ``PATH:SIZE``), or
@@ -416,6 +417,71 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- host swap
+
+_HOSTSWAP_USAGE = "swapfs hostswap on FILE SIZE [-p N] [--discard] | off FILE | [MNT]"
+
+
+def cmd_hostswap(args: argparse.Namespace) -> int:
+    from . import hostswap
+    from .backing import parse_size
+
+    words = args.words
+    verb = words[0] if words and words[0] in ("on", "off") else None
+    if verb != "on" and (args.priority is not None or args.discard):
+        args.parser.error("-p and --discard go with hostswap on")
+    if verb == "on":
+        if len(words) != 3:
+            args.parser.error("hostswap on takes FILE and SIZE")
+        area, lacks = hostswap.on(words[1], parse_size(words[2]), args.priority,
+                                  args.discard)
+        print(area.loop)
+        for line in lacks:
+            print(f"swapfs: warning: {line}", file=sys.stderr)
+        return 0
+    if verb == "off":
+        if len(words) != 2:
+            args.parser.error("hostswap off takes FILE")
+        return _hostswap_off(words[1])
+    if len(words) > 1:
+        args.parser.error("hostswap lists the areas of one MNT at most")
+    mounts = None if not words else [os.path.realpath(MountClient(words[0]).path)]
+    areas = hostswap.host_areas(mounts)
+    if areas:
+        sys.stdout.write(hostswap.format_areas(areas))
+    return 0
+
+
+def _hostswap_off(file: str) -> int:
+    """swapoff with progress (pages back in memory), then the loop detached."""
+    from . import hostswap
+    from .params import PAGE_SIZE
+
+    shown: dict[str, tuple[_Progress, int]] = {}
+
+    def watch(area: "hostswap.HostArea", used: int) -> None:
+        if area.loop not in shown:
+            start = (area.used or used) // PAGE_SIZE
+            shown[area.loop] = (_Progress(area.loop, what="hostswap off",
+                                          verb="read back"), start)
+        progress, start = shown[area.loop]
+        progress.update(max(0, start - used // PAGE_SIZE), start)
+
+    try:
+        freed = hostswap.off(file, watch)
+    except KeyboardInterrupt:
+        print(f"\nswapfs: hostswap off {file}: interrupted; see swapfs hostswap for "
+              f"what is left", file=sys.stderr)
+        return 130
+    for area in freed:
+        if area.loop in shown:
+            progress, start = shown[area.loop]
+            progress.last = (start, start)
+            progress.done(True)
+        print(f"{area.loop}: off, detached from {area.file}")
+    return 0
+
+
 def cmd_picture(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -655,10 +721,32 @@ def _add_picture(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_picture)
 
 
+def _add_hostswap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hostswap", help="the machine's own swap on a file of a swapfs "
+                       "mount (root)", usage=_HOSTSWAP_USAGE,
+                       description="on: make FILE (on a swapfs mount; created sparse with "
+                       "SIZE, or reused if it is a swap area of that size) the host's "
+                       "swap through a loop device with direct I/O, and print the loop "
+                       "device. off: swapoff it (the kernel reads every page back in "
+                       "through swapfs, with progress) and detach the loop; the file "
+                       "stays. Without on or off: list the host swap areas on swapfs "
+                       "mounts (on MNT only, when given): FILE, LOOP, SIZE, USED, PRIO. "
+                       "on and off need root; while an area is on, swapfs umount of its "
+                       "mount is refused.")
+    p.add_argument("words", nargs="*", metavar="on FILE SIZE | off FILE | MNT",
+                   help="what to do, as in the usage line")
+    p.add_argument("-p", "--priority", type=int, metavar="N",
+                   help="swap priority 0..32767 (on; default: the kernel's, below every "
+                   "area given one)")
+    p.add_argument("--discard", action="store_true",
+                   help="let the kernel discard freed swap pages (on)")
+    p.set_defaults(func=cmd_hostswap, parser=p)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_scrub, _add_info,
     _add_sysctl,
-    _add_faults, _add_objects, _add_map, _add_top, _add_picture,
+    _add_faults, _add_objects, _add_map, _add_top, _add_picture, _add_hostswap,
 ]
 
 
@@ -690,8 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if _is_fstab_form(argv):
             return cmd_fstab_mount(argv)
-        # Linux swapon's --discard[=POLICY]: a bare one means both policies.
-        argv = ["--discard=" if a == "--discard" else a for a in argv]
+        # Linux swapon's --discard[=POLICY]: a bare one means both policies
+        # (hostswap's --discard is a plain flag).
+        if argv[:1] != ["hostswap"]:
+            argv = ["--discard=" if a == "--discard" else a for a in argv]
         args = build_parser().parse_args(argv)
         return args.func(args)
     except errors.SwapfsError as exc:
