@@ -295,10 +295,13 @@ _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 3
 def cmd_info(args: argparse.Namespace) -> int:
     from .control import format_swapinfo
 
+    from .views import format_host_lines, mount_areas
+
     client = MountClient(args.mountpoint)
     if args.linux:
         from .linuxswap import format_swapon_show, parse_proc_swaps
         sys.stdout.write(format_swapon_show(parse_proc_swaps(client.read("swaps"))))
+        sys.stdout.write(format_host_lines(mount_areas(client)))
         return 0
     if args.users:
         from .views import format_users
@@ -326,6 +329,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         head, _, rest = text.partition("\n")
         text = f"{head} State\n{rest}"
     sys.stdout.write(text)
+    sys.stdout.write(format_host_lines(mount_areas(client)))
     return 0
 
 
@@ -388,10 +392,11 @@ def cmd_faults(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- views
 
 def cmd_objects(args: argparse.Namespace) -> int:
-    from .views import format_object_table, sort_objects
+    from .views import format_object_table, host_marks, mount_areas, sort_objects
 
-    rows = sort_objects(MountClient(args.mountpoint).objects(), args.sort, args.n)
-    sys.stdout.write(format_object_table(rows))
+    client = MountClient(args.mountpoint)
+    rows = sort_objects(client.objects(), args.sort, args.n)
+    sys.stdout.write(format_object_table(rows, host_marks(mount_areas(client), rows)))
     return 0
 
 
@@ -628,7 +633,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="swapinfo(8): the devices, their size and use",
                        add_help=False,
                        description="The swapinfo(8) table of MNT's devices (1K-blocks "
-                       "unless told otherwise).")
+                       "unless told otherwise), then a line for each host swap area on "
+                       "MNT (swapfs hostswap): loop device, file, size, use, priority.")
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     g = p.add_mutually_exclusive_group()
@@ -671,7 +677,8 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
 def _add_objects(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("objects", help="the swap objects (vmstat -o), sizes humanized",
                        description="The swap objects of MNT: id, inode, size, on swap, "
-                       "runs, reserved, owner uid, path.")
+                       "runs, reserved, owner uid, path; an object the host swaps on is "
+                       "marked [host swap LOOP].")
     p.add_argument("mountpoint", metavar="MNT")
     p.add_argument("--sort", choices=sorted(_sort_keys()),
                    help="biggest first by this column (default: object id order)")

@@ -374,6 +374,20 @@ def test_on_list_off_and_reuse(kernel_guard: Path) -> None:
         f = listing[1].split()
         assert f[:3] + f[4:] == [str(mnt / "area"), loop, "512M", "7"]
         assert hostswap_cli(str(mnt), base=base).stdout.splitlines() == listing
+        # The views mark the area and its loop device.
+        state = base / "state"
+        info = run_swapfs("info", str(mnt), state_home=state).stdout.splitlines()
+        assert info[-1].startswith(f"host swap {loop} over {mnt / 'area'}: 512M, ")
+        assert info[-1].endswith(", priority 7")
+        info = run_swapfs("info", "--linux", str(mnt), state_home=state).stdout
+        assert info.splitlines()[-1].startswith(f"host swap {loop} over ")
+        objects = run_swapfs("objects", str(mnt), state_home=state).stdout.splitlines()
+        assert objects[1].endswith(f" /area [host swap {loop}]")
+        top = run_swapfs("top", "--once", "--interval", "0.1", str(mnt),
+                         state_home=state).stdout.splitlines()
+        assert top[2].startswith("host swap  page-out ") and "memory locked" in top[2]
+        assert top[3].split()[0] == loop and top[3].endswith("prio 7")
+        assert any(line.endswith(f"/area [host swap {loop}]") for line in top)
         again = hostswap_cli("on", str(mnt / "area"), "512M", base=base)
         assert again.returncode == 1
         assert again.stderr == f"swapfs: {mnt / 'area'}: already the host's swap on {loop}\n"
