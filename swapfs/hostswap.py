@@ -370,6 +370,12 @@ def on(file: str, size: int, priority: int | None = None, discard: bool = False,
     area = next(a for a in host_areas([mnt]) if a.loop == loop)
     if not area.dio:
         lacks.append(f"the kernel refused direct I/O on {loop}: pages are cached twice")
+    if discard and _read(os.path.join(SYS_BLOCK, os.path.basename(loop), "queue",
+                                      "discard_max_bytes")) == "0":
+        # The loop device turns a discard into fallocate(PUNCH_HOLE), which FUSE
+        # passes on only to a filesystem that has it; after one EOPNOTSUPP it stops.
+        lacks.append(f"{loop} takes no discards (swapfs cannot punch holes): pages the "
+                     f"host frees stay on {path} until it is truncated or removed")
     return area, lacks
 
 

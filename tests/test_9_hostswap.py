@@ -411,6 +411,16 @@ def test_on_list_off_and_reuse(kernel_guard: Path) -> None:
         r = hostswap_cli("off", str(mnt / "area"), base=base)
         assert r.returncode == 1 and "not the host's swap" in r.stderr
 
+        # --discard: the kernel's discards cannot reach swapfs (no fallocate in
+        # pyfuse3); on says so, and the area works all the same.
+        r = hostswap_cli("on", str(mnt / "d"), "64M", "--discard", base=base)
+        assert r.returncode == 0, r.stderr
+        loop = r.stdout.strip()
+        assert any(row.name == loop for row in hostswap.proc_swaps())
+        max_bytes = Path(f"/sys/block/{os.path.basename(loop)}/queue/discard_max_bytes")
+        assert ("takes no discards" in r.stderr) == (max_bytes.read_text().strip() == "0")
+        assert hostswap_cli("off", str(mnt / "d"), base=base).returncode == 0
+
 
 def test_on_refuses_and_leaves_nothing(kernel_guard: Path) -> None:
     base = kernel_guard
