@@ -2,17 +2,20 @@
 each say who they are, then reads them all back, in order and shuffled, and counts
 the pages that are not what it wrote.
 
-    python -m swapfs.pagefill SIZE [--seed N] [--stat FILE]
+    python -m swapfs.pagefill SIZE [--seed N] [--stat FILE] [--sample N] [--progress]
 
 Run in a memory cgroup whose limit is below SIZE, its pages go out to swap while it
 fills and come back in while it reads. It prints one JSON line and exits 0 when every
 page read back is the one written, 1 otherwise:
 
 - ``pages``, ``bad`` (pages that differ), ``first_bad`` (up to 8 page numbers);
-- per phase (``fill``, ``read``, ``shuffled``): ``seconds`` and ``majflt`` (major
-  faults, the swap-ins the kernel made for it), and with ``--stat`` (a block device's
+- per phase (``fill``, ``read``, ``shuffled``): ``start`` (time.monotonic()),
+  ``seconds`` and ``majflt`` (major faults, the swap-ins the kernel made for it), and
+  with ``--stat`` (a block device's
   ``/sys/block/NAME/stat``) ``pages_in`` and ``pages_out``: what that device read and
-  wrote during the phase.
+  wrote during the phase. ``shuffled`` reads ``--sample`` pages at random (all of
+  them, in random order, by default). With ``--progress``, a line ``phase NAME`` on
+  stderr as each phase starts (for a caller that watches the phases).
 
 A failed swap-in kills it with SIGBUS before it can look at the page: it never
 reports wrong bytes as good ones.
@@ -60,8 +63,10 @@ def _sectors(stat: str | None) -> tuple[int, int]:
 
 
 class _Phase:
-    def __init__(self, stat: str | None) -> None:
+    def __init__(self, name: str, stat: str | None, progress: bool) -> None:
         self.stat = stat
+        if progress:
+            print(f"phase {name}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "_Phase":
         self.t = time.monotonic()
@@ -73,16 +78,20 @@ class _Phase:
         self.seconds = time.monotonic() - self.t
         self.majflt = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - self.flt
         rd, wr = _sectors(self.stat)
-        self.result = {"seconds": round(self.seconds, 3), "majflt": self.majflt}
+        # start: CLOCK_MONOTONIC, the same in every process, to line phases up
+        # with what others measured meanwhile.
+        self.result = {"seconds": round(self.seconds, 3), "majflt": self.majflt,
+                       "start": self.t}
         if self.stat is not None:
             self.result["pages_in"] = (rd - self.io[0]) * 512 // PAGE_SIZE
             self.result["pages_out"] = (wr - self.io[1]) * 512 // PAGE_SIZE
 
 
-def run(npages: int, seed: int, stat: str | None) -> dict:
+def run(npages: int, seed: int, stat: str | None, sample: int | None = None,
+        progress: bool = False) -> dict:
     mem = mmap.mmap(-1, npages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     out: dict = {"pages": npages}
-    with _Phase(stat) as fill:
+    with _Phase("fill", stat, progress) as fill:
         for i in range(npages):
             off = i * PAGE_SIZE
             mem[off:off + PAGE_SIZE] = page_bytes(seed, i)
@@ -92,7 +101,9 @@ def run(npages: int, seed: int, stat: str | None) -> dict:
     for name in ("read", "shuffled"):
         if name == "shuffled":
             random.Random(seed).shuffle(order)
-        with _Phase(stat) as phase:
+            order = order[:sample]
+            out["sampled"] = len(order)
+        with _Phase(name, stat, progress) as phase:
             for i in order:
                 off = i * PAGE_SIZE
                 if mem[off:off + PAGE_SIZE] != page_bytes(seed, i):
@@ -110,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--stat", metavar="FILE",
                    help="a block device's /sys/block/NAME/stat: count its I/O per phase")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="read only N pages in the shuffled phase (default: all)")
+    p.add_argument("--progress", action="store_true",
+                   help="say on stderr as each phase starts")
     args = p.parse_args(argv)
     try:
         npages = _size(args.size) // PAGE_SIZE
@@ -117,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"bad SIZE: {args.size!r}")
     if npages < 1:
         p.error("SIZE is less than a page")
-    out = run(npages, args.seed, args.stat)
+    out = run(npages, args.seed, args.stat, args.sample, args.progress)
     print(json.dumps(out), flush=True)
     return 0 if out["bad"] == 0 else 1
 
