@@ -317,6 +317,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             state = []
             if d.get("closing") == "1":
                 state.append(f"closing {d['swapoff_moved']}/{d['swapoff_total']}")
+            if d.get("host_full") == "1":
+                state.append("host full")
             if int(d.get("bad", "0")):
                 state.append(f"bad {d['bad']}")
             if int(d.get("unreadable", "0")):
@@ -668,7 +670,8 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
                        description="Without LINE, print the active faults. Each LINE is "
                        "one write to MNT/.swapfs/faults: 'PATH write-error [FIRST-LAST | "
                        "p=P]', 'PATH read-error [...]', 'PATH corrupt [...]', 'PATH "
-                       "corrupt-read [...]', 'PATH latency MS', 'PATH clear'.")
+                       "corrupt-read [...]', 'PATH sync-error [p=P]', 'PATH latency MS', "
+                       "'PATH clear'.")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     p.add_argument("lines", metavar="LINE", nargs="*", help="a fault to inject or clear")
     p.set_defaults(func=cmd_faults)

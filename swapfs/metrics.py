@@ -107,6 +107,10 @@ DEVICE_METRICS: dict[str, tuple[str, str]] = {
     "discard": ("swapfs_device_discard", "1 when freed blocks are discarded (discard=pages)"),
     "discarded": ("swapfs_device_discarded_pages",
                   "Pages given back to the device's backing store by discard"),
+    "host_full": ("swapfs_device_host_full",
+                  "1 while the filesystem under the device is full and writes go elsewhere"),
+    "host_full_writes": ("swapfs_device_host_full_writes",
+                         "Writes to the device its host filesystem refused for want of room"),
 }
 
 

@@ -63,11 +63,12 @@ class Violation(AssertionError):
 
 
 class TimedDevice(MemoryDevice):
-    """A memory device whose async calls run on the loop, reads and fdatasync after
-    ``read_delay`` and ``sync_delay`` seconds (virtual under trio's MockClock).
-    ``synced`` is what an fdatasync has made durable."""
+    """A memory device whose async calls run on the loop, reads, writes and fdatasync
+    after ``read_delay``, ``write_delay`` and ``sync_delay`` seconds (virtual under
+    trio's MockClock). ``synced`` is what an fdatasync has made durable."""
 
     read_delay = 0.0
+    write_delay = 0.0
     sync_delay = 0.0
 
     def __init__(self, npages: int, name: str) -> None:
@@ -75,7 +76,8 @@ class TimedDevice(MemoryDevice):
         self.synced = bytearray(npages * PAGE_SIZE)
 
     async def _before(self, what: str) -> None:
-        delay = self.read_delay if what == "read" else self.sync_delay if what == "sync" else 0
+        delay = {"read": self.read_delay, "write": self.write_delay,
+                 "sync": self.sync_delay}.get(what, 0)
         if delay:
             await trio.sleep(delay)
 

@@ -192,3 +192,69 @@ async def test_object_lock_is_fifo_and_survives_cancelled_waiters():
     assert not lock.locked()
     async with lock:  # free again, at once
         assert lock.locked()
+
+
+async def test_a_write_short_of_space_waits_for_frees_a_reader_defers(autojump_clock):
+    # rm (here: a shrinking truncate) while an unrelated read is in flight: the frees
+    # wait for the reader's pin, and a write that needs them waits too, not ENOSPC.
+    pager = timed_pager(2 + 32)
+    dev = pager.space.devices[0].dev
+    big, other = pager.alloc(), pager.alloc()
+    await big.write(0, page(b"b", 24))
+    await other.write(0, page(b"o", 4))
+    got = {}
+
+    async def reader():
+        got["other"] = await other.read(0, 4 * PAGE_SIZE)
+
+    async with trio.open_nursery() as nursery:
+        dev.read_delay = 5.0
+        nursery.start_soon(reader)
+        await trio.sleep(1)
+        dev.read_delay = 0
+        await big.truncate(0)
+        assert pager.counters["free_deferred"] == 1 and pager.space.swap_pager_avail == 4
+        new = pager.alloc()
+        await new.write(0, page(b"n", 20))  # returns once the reader is done
+        assert trio.current_time() >= 5.0
+    assert got["other"] == page(b"o", 4)
+    assert await new.read(0, 20 * PAGE_SIZE) == page(b"n", 20)
+
+
+async def test_swapoff_wakes_when_a_write_in_flight_on_its_device_fails(autojump_clock):
+    # A write in flight on the closing device fails and its retry finds no room: the
+    # blocks it held go bad, the write fails, and swapoff (with nothing left to wait
+    # for) finishes instead of sleeping until some unrelated change.
+    pager = timed_pager(2 + 16, 2 + 160)
+    d0, d1 = pager.space.devices
+    d0.priority = 1
+    pager.space._relevel()
+    writer, filler = pager.alloc(), pager.alloc()
+    d0.dev.faults.set_write_error_p(1.0)
+    d0.dev.faults._rng.seed(0)
+    outcome = {}
+
+    async def slow_write():
+        d0.dev.write_delay = 10.0
+        try:
+            await writer.write(0, page(b"w", 8))
+        except errors.SwapfsError as exc:
+            outcome["write"] = exc
+
+    async def swapoff():
+        await pager.swapoff(d0)
+        outcome["swapoff"] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_write)
+        await trio.sleep(1)
+        assert d0.used == 8
+        nursery.start_soon(swapoff)
+        await trio.sleep(1)
+        await filler.write(0, page(b"f", d1.blist.avail()))  # d1 full now
+        with trio.fail_after(60):
+            while "swapoff" not in outcome:
+                await trio.sleep(1)
+    assert isinstance(outcome["write"], (errors.NoSpace, errors.DeviceIOError))
+    assert outcome["swapoff"] < 12
+    assert d0 not in pager.space.devices
