@@ -19,6 +19,7 @@ import mmap
 import os
 import struct
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from .params import PAGE_SIZE
 __all__ = [
     "HostArea", "LoopDevice", "loop_devices", "proc_swaps", "host_areas", "areas_of",
     "refusal", "swap_header", "header_pages", "on", "off", "swapoff_area", "MIN_PAGES",
-    "SIG_DELETED", "format_areas", "loop_io",
+    "DELETED_MARK", "format_areas", "loop_io",
 ]
 
 SYS_BLOCK = "/sys/block"
@@ -47,7 +48,7 @@ SWAP_FLAG_DISCARD = 0x10000
 # How long `on` waits for the daemon to lock itself in memory (it looks twice a second).
 READY_WAIT = 10.0
 # The kernel appends this to the path of a backing file that was unlinked.
-SIG_DELETED = " (deleted)"
+DELETED_MARK = " (deleted)"
 
 # <linux/swap.h> union swap_header: the version-1 fields after 1024 boot bytes
 # (version, last_page, nr_badpages, uuid, volume label), the magic in the last 10.
@@ -133,7 +134,7 @@ def proc_swaps(path: str = PROC_SWAPS) -> list[SwapsRow]:
 def backing_path(loop: LoopDevice) -> str:
     """The backing file's path, without the kernel's mark for an unlinked one."""
     name = loop.backing
-    return name[:-len(SIG_DELETED)] if name.endswith(SIG_DELETED) else name
+    return name[:-len(DELETED_MARK)] if name.endswith(DELETED_MARK) else name
 
 
 def _under(path: str, mnt: str) -> bool:
@@ -385,8 +386,6 @@ def swapoff_area(area: HostArea, watch: Callable[[int], None] | None = None,
     memory, through swapfs. ``watch(used_bytes)`` is called every ``interval``
     seconds meanwhile. Raises with the kernel's errno (ENOMEM: the pages do not fit
     in memory; EINTR: interrupted); the area stays on then."""
-    import threading
-
     result: list[OSError | None] = []
 
     def run() -> None:
