@@ -294,7 +294,6 @@ _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 3
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .control import format_swapinfo
-
     from .views import format_host_lines, mount_areas
 
     client = MountClient(args.mountpoint)

@@ -41,7 +41,7 @@ from typing import IO, Callable
 import pyfuse3
 import trio
 
-from . import errors, hostswap, swappath
+from . import errors, hostswap
 from .backing import DeviceLocks, SwapOn, is_swap_option, parse_size, parse_swap_options
 from .client import MountClient, dead_mount, find_mount
 from .control import Control
@@ -53,7 +53,7 @@ from .objects import object_names
 from .pager import Pager
 from .scrub import Scrub
 from .swapspace import SwapSpace
-from .swappath import SwapPath
+from .swappath import SwapPath, become_io_flusher
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +464,7 @@ def mount(cfg: MountConfig) -> int:
         log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
                  mountpoint, ",".join(sorted(opts)), os.getpid())
         # Before trio starts a thread: each thread created later inherits it.
-        err = swappath.become_io_flusher()
+        err = become_io_flusher()
         if err:
             log.info("not an I/O flusher (PR_SET_IO_FLUSHER: %s): should the host swap "
                      "here, the daemon's allocations may wait on reclaim that needs it",

@@ -138,7 +138,7 @@ def _oom_score_adj(value: str | None = None) -> str:
 SYSCTL_HELP = {
     "areas": "Loop devices over files of this mount (host swap areas, on or not)",
     "active": "Host swap areas the kernel swaps on",
-    "locked": "1 while the daemon's memory is locked and it is exempt from the OOM killer",
+    "locked": "1 while the daemon's memory is locked (mlockall)",
     "lock_errno": "errno of the daemon's last failed attempt to lock its memory (0: none)",
     "oom_exempt": "1 while the daemon's oom_score_adj is -1000 (needs CAP_SYS_RESOURCE)",
     "io_flusher": "1 when the daemon is an I/O flusher (PR_SET_IO_FLUSHER; needs Linux "
@@ -177,22 +177,21 @@ class SwapPath:
         self._io: dict[str, tuple[int, int]] = {}
         self._gone = (0, 0)
         self.oom_exempt = False
+        # One look at a time (the watcher's, a signal's): hardening is not reentrant.
+        self._looking = trio.Lock()
 
     # ------------------------------------------------------------------ looking
 
-    def scan(self) -> list[HostArea]:
-        """The areas now (blocking: run it in a worker thread)."""
+    def scan(self) -> tuple[list[HostArea], dict[str, tuple[int, int]]]:
+        """The areas now, and the pages each one's loop device has read and written
+        (blocking: run it in a worker thread; it changes nothing)."""
         loops = hostswap.loop_devices()
         swaps = hostswap.proc_swaps()
         areas = hostswap.host_areas([self.mountpoint], loops, swaps)
         seen = {a.loop for a in areas}
         areas += self._still_ours(loops, seen, swaps)
-        for a in areas:
-            io = hostswap.loop_io(a.loop)
-            if io is not None:
-                self._base.setdefault(a.loop, io)
-                self._io[a.loop] = io
-        return areas
+        io = {a.loop: hostswap.loop_io(a.loop) for a in areas}
+        return areas, {loop: n for loop, n in io.items() if n is not None}
 
     def _still_ours(self, loops: Iterable[LoopDevice], seen: set[str],
                     swaps: list) -> list[HostArea]:
@@ -209,8 +208,13 @@ class SwapPath:
                                 None if row is None else row.used_kb * 1024))
         return out
 
-    def update(self, areas: list[HostArea]) -> None:
-        """Take ``areas`` as the current state (on the trio loop)."""
+    def update(self, areas: list[HostArea],
+               io: dict[str, tuple[int, int]] | None = None) -> None:
+        """Take ``areas`` and their loop devices' counts ``io`` (``scan``) as the
+        current state (on the trio loop)."""
+        for loop, n in (io or {}).items():
+            self._base.setdefault(loop, n)
+            self._io[loop] = n
         names = {a.loop for a in areas}
         for loop in [n for n in self._io if n not in names]:
             r, w = self._io.pop(loop)
@@ -256,16 +260,17 @@ class SwapPath:
 
     async def look(self) -> list[HostArea]:
         """Look at the kernel now, and harden or soften to match."""
-        areas = await trio.to_thread.run_sync(self.scan)
-        self.update(areas)
-        want = bool(areas)
-        # A lock that failed is not retried (nor logged) twice a second: once the
-        # areas are gone, the next one tries again.
-        if want != self.locked and not (want and self.lock_errno):
-            await trio.to_thread.run_sync(self.harden, want)
-        if not want:
-            self.lock_errno = 0
-        return areas
+        async with self._looking:
+            areas, io = await trio.to_thread.run_sync(self.scan)
+            self.update(areas, io)
+            want = bool(areas)
+            # A lock that failed is not retried (nor logged) twice a second: once
+            # the areas are gone, the next one tries again.
+            if want != self.locked and not (want and self.lock_errno):
+                await trio.to_thread.run_sync(self.harden, want)
+            if not want:
+                self.lock_errno = 0
+            return areas
 
     async def watch(self, interval: float = WATCH_INTERVAL) -> None:
         """Look every ``interval`` seconds, forever."""

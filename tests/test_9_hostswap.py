@@ -98,9 +98,7 @@ def test_swap_path_counts_never_go_back(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(hostswap, "loop_io", lambda loop, sys_block=None: io.get(loop))
     sp = swappath.SwapPath(str(tmp_path))
     area = HostArea(str(tmp_path / "area"), "/dev/loop4", str(tmp_path), 64 * MiB, True, 7, 0)
-    sp._base["/dev/loop4"] = io["/dev/loop4"]
-    sp._io["/dev/loop4"] = io["/dev/loop4"]
-    sp.update([area])
+    sp.update([area], {"/dev/loop4": io["/dev/loop4"]})
     assert (sp.values()["pageins"], sp.values()["pageouts"]) == (0, 0)
     io["/dev/loop4"] = (1010, 5300)
     assert (sp.values()["pageins"], sp.values()["pageouts"]) == (10, 300)
