@@ -33,7 +33,8 @@ from .params import PAGE_SIZE
 __all__ = [
     "HostArea", "LoopDevice", "loop_devices", "proc_swaps", "host_areas", "areas_of",
     "refusal", "swap_header", "header_pages", "on", "off", "swapoff_area", "MIN_PAGES",
-    "DELETED_MARK", "format_areas", "loop_io",
+    "swapon", "swapoff", "first_page",
+    "DELETED_MARK", "format_areas", "loop_io", "backing_path", "fstype",
 ]
 
 SYS_BLOCK = "/sys/block"
@@ -116,8 +117,8 @@ def loop_devices(sys_block: str = SYS_BLOCK) -> list[LoopDevice]:
 
 
 def loop_io(loop: str, sys_block: str = SYS_BLOCK) -> tuple[int, int] | None:
-    """(pages read, pages written) by ``/dev/loopN`` since it was attached, or None
-    once it is gone."""
+    """(pages read, pages written) by ``/dev/loopN`` so far, or None where there is
+    no such device. The counts outlive attachments: callers take differences."""
     text = _read(os.path.join(sys_block, os.path.basename(loop), "stat"))
     if text is None:
         return None
@@ -237,6 +238,26 @@ def _syscall(name: str, *args: object) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def swapon(device: str, priority: int | None = None, discard: bool = False) -> None:
+    """swapon(2) of ``device`` with ``priority`` (None: the kernel's default) and
+    ``discard``; OSError with the kernel's errno."""
+    flags = SWAP_FLAG_DISCARD if discard else 0
+    if priority is not None:
+        flags |= SWAP_FLAG_PREFER | priority
+    _syscall("swapon", os.fsencode(device), flags)
+
+
+def swapoff(device: str) -> None:
+    """swapoff(2) of ``device`` (blocks until every page on it is back in memory);
+    OSError with the kernel's errno."""
+    _syscall("swapoff", os.fsencode(device))
+
+
+def first_page(path: str) -> bytes:
+    """The first page of ``path`` as the loop device sees it (O_DIRECT)."""
+    return _direct(path, os.O_RDONLY)
+
+
 def _root(what: str) -> None:
     if os.geteuid() != 0:
         raise errors.NotPermitted(f"hostswap {what}: only root may change the host's swap")
@@ -253,13 +274,13 @@ def _losetup(*args: str) -> str:
     return r.stdout.strip()
 
 
-def _fstype(path: str) -> str:
+def fstype(path: str) -> str:
     """The type of the filesystem holding ``path`` (its deepest mount)."""
     real = os.path.realpath(path)
     best, kind = "", ""
-    for mnt, fstype, _source in mount_table():
+    for mnt, kind_there, _source in mount_table():
         if (real == mnt or _under(real, mnt) or mnt == "/") and len(mnt) >= len(best):
-            best, kind = mnt, fstype
+            best, kind = mnt, kind_there
     return kind
 
 
@@ -313,7 +334,7 @@ def _prepare_file(path: str, size: int) -> str:
             return made
     finally:
         os.close(fd)
-    if st.st_size == size and header_pages(_direct(path, os.O_RDONLY)) == size // PAGE_SIZE:
+    if st.st_size == size and header_pages(first_page(path)) == size // PAGE_SIZE:
         return "reused"
     raise errors.SwapfsError(f"{path}: exists and is not a swap area of {size} bytes "
                              f"(remove it, or name another file)", err=errno.EEXIST)
@@ -341,7 +362,7 @@ def on(file: str, size: int, priority: int | None = None, discard: bool = False,
         a = areas_of(path)[0]
         raise errors.Busy(f"{path}: already the host's swap on {a.loop}")
     for dev in MountClient(mnt).devices():
-        if _fstype(dev) == "tmpfs":
+        if fstype(dev) == "tmpfs":
             # Its pages may be swapped out onto the very area they back: a cycle.
             raise errors.InvalidArgument(
                 f"{mnt}: its device {dev} is on tmpfs, whose pages the host may swap "
@@ -353,11 +374,8 @@ def on(file: str, size: int, priority: int | None = None, discard: bool = False,
         lacks = _wait_ready(mnt, ready_wait)
         if made != "reused":
             _direct(loop, os.O_WRONLY, swap_header(npages))
-        flags = SWAP_FLAG_DISCARD if discard else 0
-        if priority is not None:
-            flags |= SWAP_FLAG_PREFER | priority
         try:
-            _syscall("swapon", os.fsencode(loop), flags)
+            swapon(loop, priority, discard)
         except OSError as exc:
             raise errors.SwapfsError(f"swapon {loop}: {exc.strerror}", err=exc.errno) from None
     except BaseException:
@@ -390,7 +408,7 @@ def swapoff_area(area: HostArea, watch: Callable[[int], None] | None = None,
 
     def run() -> None:
         try:
-            _syscall("swapoff", os.fsencode(area.loop))
+            swapoff(area.loop)
             result.append(None)
         except OSError as exc:
             result.append(exc)

@@ -297,7 +297,7 @@ class SwapPath:
             if base is None:
                 continue
             io = hostswap.loop_io(area.loop)
-            if io is None:  # detached since the last look
+            if io is None:  # gone since the last look
                 io = self._io[area.loop]
             else:
                 self._io[area.loop] = io

@@ -199,8 +199,8 @@ def _probe_swapon(where: Path) -> str | None:
     else:
         loop = r.stdout.strip()
         try:
-            hostswap._syscall("swapon", os.fsencode(loop), 0)
-            hostswap._syscall("swapoff", os.fsencode(loop))
+            hostswap.swapon(loop)
+            hostswap.swapoff(loop)
         except OSError as exc:
             why = f"swapon is not allowed here: {exc.strerror}"
         finally:
@@ -213,12 +213,12 @@ def _probe_swapon(where: Path) -> str | None:
 @pytest.fixture
 def disk_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory on a disk filesystem (hostswap refuses backing devices on tmpfs)."""
-    if hostswap._fstype(str(tmp_path)) != "tmpfs":
+    if hostswap.fstype(str(tmp_path)) != "tmpfs":
         yield tmp_path
         return
     d = Path(tempfile.mkdtemp(prefix="swapfs-hostswap-", dir="/var/tmp"))
     try:
-        if hostswap._fstype(str(d)) == "tmpfs":
+        if hostswap.fstype(str(d)) == "tmpfs":
             pytest.skip("no directory on a disk filesystem for the backing device")
         yield d
     finally:
@@ -389,7 +389,7 @@ def test_on_list_off_and_reuse(kernel_guard: Path) -> None:
         again = hostswap_cli("on", str(mnt / "area"), "512M", base=base)
         assert again.returncode == 1
         assert again.stderr == f"swapfs: {mnt / 'area'}: already the host's swap on {loop}\n"
-        header = hostswap._direct(loop, os.O_RDONLY)
+        header = hostswap.first_page(loop)
 
         r = hostswap_cli("off", str(mnt / "area"), base=base)
         assert r.returncode == 0, r.stderr
@@ -404,7 +404,7 @@ def test_on_list_off_and_reuse(kernel_guard: Path) -> None:
         # The same file again: its header is reused as it is, not written anew.
         r = hostswap_cli("on", str(mnt / "area"), "512M", base=base)
         assert r.returncode == 0, r.stderr
-        assert hostswap._direct(r.stdout.strip(), os.O_RDONLY) == header
+        assert hostswap.first_page(r.stdout.strip()) == header
         assert hostswap_cli("off", str(mnt / "area"), base=base).returncode == 0
         r = hostswap_cli("off", str(mnt / "area"), base=base)
         assert r.returncode == 1 and "not the host's swap" in r.stderr
