@@ -387,6 +387,12 @@ def on(file: str, size: int, priority: int | None = None, discard: bool = False,
             os.truncate(path, 0)
         raise
     area = next(a for a in host_areas([mnt]) if a.loop == loop)
+    room = int(MountClient(mnt).sysctl().get("vm.swapfs.swap_pager_avail", "0")) * PAGE_SIZE
+    need = npages * PAGE_SIZE - os.stat(path).st_blocks * 512  # st_blocks: pages on swap
+    if room < need:
+        lacks.append(f"{mnt} has {size_to_human(room)} of swap free for an area of "
+                     f"{size_to_human(npages * PAGE_SIZE)}: once it is full, page-outs "
+                     f"fail and the kernel keeps those pages in memory")
     if not area.dio:
         lacks.append(f"the kernel refused direct I/O on {loop}: pages are cached twice")
     if discard and _read(os.path.join(SYS_BLOCK, os.path.basename(loop), "queue",

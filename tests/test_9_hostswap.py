@@ -439,6 +439,11 @@ def test_on_refuses_and_leaves_nothing(kernel_guard: Path) -> None:
         assert r.returncode == 1 and "0..32767" in r.stderr
         assert not (mnt / "tiny").exists() and not (mnt / "area").exists()
         assert not any(_ours(loop, mnt) for loop in hostswap.loop_devices())
+        # Bigger than the mount's swap: allowed (it is sparse), with a warning.
+        r = hostswap_cli("on", str(mnt / "big"), "2G", base=base)
+        assert r.returncode == 0, r.stderr
+        assert "of swap free for an area of 2G: once it is full, page-outs fail" in r.stderr
+        assert hostswap_cli("off", str(mnt / "big"), base=base).returncode == 0
 
 
 def _fill_report(r: subprocess.CompletedProcess) -> dict:
