@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,9 +168,9 @@ def _kernel_skip() -> str | None:
         return FUSE_SKIP
     if os.geteuid() != 0:
         return "swapon, loop devices and cgroups need root"
-    for tool in ("losetup",):
-        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
-            return f"{tool} is not installed"
+    for tool in ("losetup", "swapoff"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (util-linux)"
     if not os.path.exists("/dev/loop-control"):
         return "no loop driver (/dev/loop-control)"
     why = memcg.unavailable()
@@ -222,7 +223,7 @@ def disk_dir(tmp_path: Path) -> Iterator[Path]:
             pytest.skip("no directory on a disk filesystem for the backing device")
         yield d
     finally:
-        subprocess.run(["rm", "-rf", str(d)])
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _ours(loop: LoopDevice, base: Path) -> bool:
