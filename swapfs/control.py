@@ -41,6 +41,8 @@ from .objects import Names, format_maps, format_objects
 from .pager import Pager
 from .scrub import SCRUB_RATE_MAX, Scrub
 from .swapspace import SwapDevice
+from .swappath import SYSCTL_HELP as _HOSTSWAP_HELP
+from .swappath import SwapPath
 from .params import (
     BBPAGES,
     PAGE_SHIFT,
@@ -274,6 +276,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Pages moved by the swapoffs in progress"),
     Sysctl("vm.swapfs.swapoff_total", lambda c: _progress(c, 1), None,
            "Pages the swapoffs in progress started with"),
+    *(Sysctl(f"vm.swapfs.hostswap.{n}", lambda c, n=n: c.host.values()[n], None, d)
+      for n, d in _HOSTSWAP_HELP.items()),
 )
 _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
@@ -302,6 +306,7 @@ class Control:
         self.swapon_gate = swapon_gate
         self.names: Names = dict
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
+        self.host = SwapPath(swapon_gate.mountpoint)  # the mount runs host.watch()
 
     # ------------------------------------------------------------------ reads
 

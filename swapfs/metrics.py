@@ -68,6 +68,14 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.swapfs.swap_pager_full": ("swapfs_swap_pager_full", False, ""),
     "vm.swapfs.swapoff_moved": ("swapfs_swapoff_moved_pages", False, ""),
     "vm.swapfs.swapoff_total": ("swapfs_swapoff_total_pages", False, ""),
+    "vm.swapfs.hostswap.areas": ("swapfs_hostswap_areas", False, ""),
+    "vm.swapfs.hostswap.active": ("swapfs_hostswap_active_areas", False, ""),
+    "vm.swapfs.hostswap.locked": ("swapfs_hostswap_locked", False, ""),
+    "vm.swapfs.hostswap.lock_errno": ("swapfs_hostswap_lock_errno", False, ""),
+    "vm.swapfs.hostswap.oom_exempt": ("swapfs_hostswap_oom_exempt", False, ""),
+    "vm.swapfs.hostswap.io_flusher": ("swapfs_io_flusher", False, ""),
+    "vm.swapfs.hostswap.pageins": ("swapfs_hostswap_pageins", True, ""),
+    "vm.swapfs.hostswap.pageouts": ("swapfs_hostswap_pageouts", True, ""),
 }
 
 # Sysctls that show a word: their number here.
