@@ -292,7 +292,7 @@ def test_bash_completion(installed: Installed, tmp_path: Path) -> None:
     try:
         assert _complete(installed, "swapfs ") == [
             "mount", "umount", "mkswap", "swapon", "swapoff", "scrub", "info", "sysctl",
-            "faults", "objects", "map", "top", "picture"]
+            "faults", "objects", "map", "top", "picture", "hostswap"]
         assert _complete(installed, "swapfs -") == ["-h", "--help", "--version"]
         assert _complete(installed, "swapfs sw") == ["swapon", "swapoff"]
         assert _complete(installed, "swapfs info --ve") == ["--verbose"]
