@@ -120,7 +120,7 @@ def format_objects(pager: "Pager", names: Mapping[int, tuple[int, str | None]]) 
         # or creator: "-".
         ino, path = names.get(oid, (None, "-"))
         out.append(_OBJECTS_FMT.format(
-            oid, _dash(ino), obj.size, obj.swapped, len(obj.meta.map_runs()), obj.resv,
+            oid, _dash(ino), obj.size, obj.swapped, obj.meta.nruns, obj.resv,
             _dash(getattr(obj, "uid", None)), DELETED if path is None else path))
     return "".join(out)
 

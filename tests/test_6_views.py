@@ -141,6 +141,34 @@ def test_map_prints_the_runs_as_the_xattr_shows_them(tmp_path, mount_factory):
         assert out.returncode == 1 and "not on the swapfs mount" in out.stderr
 
 
+def test_objects_counts_the_runs_maps_lists_as_the_file_changes(tmp_path, mount_factory):
+    devs = [f"{tmp_path}/a.swap:8M", f"{tmp_path}/b.swap:8M"]
+    with mount_factory(devices=devs) as mnt:
+        client = MountClient(mnt)
+        f = mnt / "frag"
+
+        def runs() -> int:
+            (row,) = [r for r in client.objects() if r.path == "/frag"]
+            listed = [r for r in client.maps() if r.owner == row.id]
+            assert row.runs == len(listed)
+            assert row.swapped == sum(r.length for r in listed)
+            return row.runs
+
+        _write_direct(f, [*range(0, 64, 2), 200], b"a")  # no two pages side by side
+        assert runs() == 33
+        _write_direct(f, list(range(1, 64, 2)), b"b")     # the holes, one page a write
+        runs()
+        _write_direct(f, [7, 8, 9, 100], b"c")            # a new block inside a run
+        runs()
+        os.truncate(f, 30 * PAGE)                         # cut inside a run
+        runs()
+        with open(f, "r+b") as fh:                        # one run written over many
+            fh.write(b"d" * 30 * PAGE)
+        assert 1 <= runs() <= 3
+        os.truncate(f, 0)
+        assert runs() == 0
+
+
 # ---------------------------------------------------------------------- top
 
 def test_top_once_prints_one_80x24_frame_with_devices_rates_and_objects(tmp_path,
