@@ -203,7 +203,12 @@ def _set_async_max(c: "Control", text: str) -> None:
 
 
 def _set_overcommit(c: "Control", text: str) -> None:
-    c.space.overcommit = _int_value(text, 0, _OVERCOMMIT_BITS, "vm.overcommit")
+    value = _int_value(text, 0, _OVERCOMMIT_BITS, "vm.overcommit")
+    if value & SWAP_RESERVE_ALLOW_NONWIRED:
+        raise errors.InvalidArgument(
+            "vm.overcommit: bit 4 (allow non-wired) adds free RAM to the limit, and "
+            "swapfs objects have no RAM to count")
+    c.space.overcommit = value
 
 
 def _set_debug(c: "Control", text: str) -> None:
@@ -227,7 +232,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Maximum size of a swap block in pages"),
     Sysctl("vm.nswapdev", lambda c: c.space.nswapdev, None, "Number of swap devices"),
     Sysctl("vm.overcommit", lambda c: c.space.overcommit, _set_overcommit,
-           "Virtual memory overcommit bits (1 force, 2 rlimit, 4 allow non-wired)"),
+           "Virtual memory overcommit bits (1 force, 2 rlimit; 4, allow non-wired, "
+           "is refused)"),
     Sysctl("vm.swap_async_max", lambda c: c.pager.swap_async_max, _set_async_max,
            "Maximum running async swap ops"),
     Sysctl("vm.swap_maxpages", lambda c: sum(sp.nblks for sp in c.space.devices), None,

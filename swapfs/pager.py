@@ -426,10 +426,14 @@ class SwapObject:
     def _reserve_size(self, new_size: int) -> None:
         """Reserve swap for growing to new_size bytes (FreeBSD: swap_reserve_by_cred
         from tmpfs_reg_resize). With vm.overcommit's SWAP_RESERVE_FORCE_ON a total past
-        swap_total is refused: NoSpace, nothing changed. The caller holds the lock."""
+        swap_total is refused, unless the object is root's: NoSpace, nothing changed.
+        The caller holds the lock."""
         want = pages_for(new_size)
         if want > self.resv:
-            if not self.pager.space.reserve(want - self.resv, uid=self.uid):
+            # Root passes the force check, as the seed's PRIV_VM_SWAP_NOQUOTA lets it.
+            # A FUSE write does not say who makes it: the creator stands for the caller.
+            if not self.pager.space.reserve(want - self.resv, privileged=self.uid == 0,
+                                            uid=self.uid):
                 raise errors.NoSpace("swap reservation refused (vm.overcommit)")
             self.resv = want
 
