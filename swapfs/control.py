@@ -66,10 +66,12 @@ FILE_HELP: dict[str, str] = {
               "'PATH latency MS' or 'PATH clear' to inject device faults; read: the "
               "active faults",
     "maps": "every run of every object (object, page, device, device page, length), "
-            "then the bad-block runs",
+            "then the bad-block runs; a user other than root sees only the runs of the "
+            "files it owns",
     "metrics": "the sysctl numbers in Prometheus's text exposition format",
     "objects": "one line per swap object (vmstat -o): id, inode, size, pages on swap, "
-               "runs, reserved pages, owner uid, path",
+               "runs, reserved pages, creator uid, path; a user other than root sees only "
+               "the files it owns (st_uid)",
     "scrub": "write 'PATH' or 'all': check every used page of the device(s) against "
              "its checksum, in the background; read: the last scrub's progress and "
              "bad pages",
@@ -299,20 +301,23 @@ UID_SYSCTL_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]{1,10})\.([a-z_]+)")
 class Control:
     """The control files of one mount: ``pager`` and its ``space``, and the
     ``swapon_gate`` that brings devices online (backing.SwapOn). ``names`` gives
-    each object's inode and path (objects.Names; the mount sets it once its inode
-    table exists; until then ``objects`` shows ``-`` for them)."""
+    each object's inode and path, and which files a uid owns (objects.Names; the
+    mount sets it once its inode table exists; until then ``objects`` shows ``-``
+    for them)."""
 
     def __init__(self, pager: Pager, swapon_gate: SwapOn) -> None:
         self.pager = pager
         self.space = pager.space
         self.swapon_gate = swapon_gate
-        self.names: Names = dict
+        self.names: Names = lambda owner=None: {}
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, name: str) -> str:
-        """The text of control file ``name`` now (NotFound for another name)."""
+    def read(self, name: str, reader: int | None = None) -> str:
+        """The text of control file ``name`` now (NotFound for another name), as the
+        uid ``reader`` sees it: ``objects`` and ``maps`` list to a reader other than
+        root only the objects of the files it owns. None: everything, as for root."""
         if name == "swap_info":
             return self.swap_info()
         if name == "swap_fragmentation":
@@ -326,15 +331,24 @@ class Control:
         if name == "faults":
             return "".join(f"{sp.name} {line}\n" for sp in self.space.devices
                            for line in sp.dev.faults.describe())
-        if name == "objects":
-            return format_objects(self.pager, self.names())
-        if name == "maps":
-            return format_maps(self.pager)
+        if name in ("objects", "maps"):
+            return self._objects_view(name, None if reader == 0 else reader)
         if name == "metrics":
             return metrics.render(*self.metric_values())
         if name == "scrub":
             return self.scrub.report()
         raise errors.NotFound(f"no control file {name!r}")
+
+    def _objects_view(self, name: str, owner: int | None) -> str:
+        """``objects`` or ``maps`` with the objects of the files ``owner`` owns
+        (None: every object)."""
+        if name == "maps" and owner is None:
+            return format_maps(self.pager)  # no names needed
+        names = self.names(owner)
+        ids = None if owner is None else names
+        if name == "maps":
+            return format_maps(self.pager, ids)
+        return format_objects(self.pager, names, ids)
 
     def swap_info(self) -> str:
         return format_swapinfo([(r.name, r.npages, r.used + r.bad) for r in self.space.rows()])
