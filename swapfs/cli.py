@@ -15,6 +15,7 @@
     swapfs map [MNT] FILE
     swapfs top MNT [--once] [--interval S]
     swapfs picture MNT [-o FILE.svg] [--cells N]
+    swapfs hostswap on FILE SIZE [-p N] [--discard] | off FILE | [MNT]
     swapfs SOURCE MNT [-o OPTS]          (the form mount.fuse3 and fstab use)
 
 SOURCE in the fstab form names one backing device (``PATH`` or ``PATH:SIZE``), or
@@ -293,11 +294,13 @@ _UNITS = {"k": (1 << 10, "1K-blocks"), "m": (1 << 20, "1M-blocks"), "g": (1 << 3
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .control import format_swapinfo
+    from .views import format_host_lines, mount_areas
 
     client = MountClient(args.mountpoint)
     if args.linux:
         from .linuxswap import format_swapon_show, parse_proc_swaps
         sys.stdout.write(format_swapon_show(parse_proc_swaps(client.read("swaps"))))
+        sys.stdout.write(format_host_lines(mount_areas(client)))
         return 0
     if args.users:
         from .views import format_users
@@ -313,6 +316,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             state = []
             if d.get("closing") == "1":
                 state.append(f"closing {d['swapoff_moved']}/{d['swapoff_total']}")
+            if d.get("host_full") == "1":
+                state.append("host full")
             if int(d.get("bad", "0")):
                 state.append(f"bad {d['bad']}")
             if int(d.get("unreadable", "0")):
@@ -325,6 +330,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         head, _, rest = text.partition("\n")
         text = f"{head} State\n{rest}"
     sys.stdout.write(text)
+    sys.stdout.write(format_host_lines(mount_areas(client)))
     return 0
 
 
@@ -387,10 +393,11 @@ def cmd_faults(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- views
 
 def cmd_objects(args: argparse.Namespace) -> int:
-    from .views import format_object_table, sort_objects
+    from .views import format_object_table, host_marks, mount_areas, sort_objects
 
-    rows = sort_objects(MountClient(args.mountpoint).objects(), args.sort, args.n)
-    sys.stdout.write(format_object_table(rows))
+    client = MountClient(args.mountpoint)
+    rows = sort_objects(client.objects(), args.sort, args.n)
+    sys.stdout.write(format_object_table(rows, host_marks(mount_areas(client), rows)))
     return 0
 
 
@@ -413,6 +420,71 @@ def cmd_top(args: argparse.Namespace) -> int:
         top.print_once(client, args.interval)
     else:
         top.run_live(client, args.interval)
+    return 0
+
+
+# ---------------------------------------------------------------------- host swap
+
+_HOSTSWAP_USAGE = "swapfs hostswap on FILE SIZE [-p N] [--discard] | off FILE | [MNT]"
+
+
+def cmd_hostswap(args: argparse.Namespace) -> int:
+    from . import hostswap
+    from .backing import parse_size
+
+    words = args.words
+    verb = words[0] if words and words[0] in ("on", "off") else None
+    if verb != "on" and (args.priority is not None or args.discard):
+        args.parser.error("-p and --discard go with hostswap on")
+    if verb == "on":
+        if len(words) != 3:
+            args.parser.error("hostswap on takes FILE and SIZE")
+        area, lacks = hostswap.on(words[1], parse_size(words[2]), args.priority,
+                                  args.discard)
+        print(area.loop)
+        for line in lacks:
+            print(f"swapfs: warning: {line}", file=sys.stderr)
+        return 0
+    if verb == "off":
+        if len(words) != 2:
+            args.parser.error("hostswap off takes FILE")
+        return _hostswap_off(words[1])
+    if len(words) > 1:
+        args.parser.error("hostswap lists the areas of one MNT at most")
+    mounts = None if not words else [os.path.realpath(MountClient(words[0]).path)]
+    areas = hostswap.host_areas(mounts)
+    if areas:
+        sys.stdout.write(hostswap.format_areas(areas))
+    return 0
+
+
+def _hostswap_off(file: str) -> int:
+    """swapoff with progress (pages back in memory), then the loop detached."""
+    from . import hostswap
+    from .params import PAGE_SIZE
+
+    shown: dict[str, tuple[_Progress, int]] = {}
+
+    def watch(area: "hostswap.HostArea", used: int) -> None:
+        if area.loop not in shown:
+            start = (area.used or used) // PAGE_SIZE
+            shown[area.loop] = (_Progress(area.loop, what="hostswap off",
+                                          verb="read back"), start)
+        progress, start = shown[area.loop]
+        progress.update(max(0, start - used // PAGE_SIZE), start)
+
+    try:
+        freed = hostswap.off(file, watch)
+    except KeyboardInterrupt:
+        print(f"\nswapfs: hostswap off {file}: interrupted; see swapfs hostswap for "
+              f"what is left", file=sys.stderr)
+        return 130
+    for area in freed:
+        if area.loop in shown:
+            progress, start = shown[area.loop]
+            progress.last = (start, start)
+            progress.done(True)
+        print(f"{area.loop}: off, detached from {area.file}")
     return 0
 
 
@@ -562,7 +634,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="swapinfo(8): the devices, their size and use",
                        add_help=False,
                        description="The swapinfo(8) table of MNT's devices (1K-blocks "
-                       "unless told otherwise).")
+                       "unless told otherwise), then a line for each host swap area on "
+                       "MNT (swapfs hostswap): loop device, file, size, use, priority.")
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     g = p.add_mutually_exclusive_group()
@@ -596,7 +669,8 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
                        description="Without LINE, print the active faults. Each LINE is "
                        "one write to MNT/.swapfs/faults: 'PATH write-error [FIRST-LAST | "
                        "p=P]', 'PATH read-error [...]', 'PATH corrupt [...]', 'PATH "
-                       "corrupt-read [...]', 'PATH latency MS', 'PATH clear'.")
+                       "corrupt-read [...]', 'PATH sync-error [p=P]', 'PATH latency MS', "
+                       "'PATH clear'.")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
     p.add_argument("lines", metavar="LINE", nargs="*", help="a fault to inject or clear")
     p.set_defaults(func=cmd_faults)
@@ -605,8 +679,9 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
 def _add_objects(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("objects", help="the swap objects (vmstat -o), sizes humanized",
                        description="The swap objects of MNT: id, inode, size, on swap, "
-                       "runs, reserved, creator uid, path. Other users' files are "
-                       "listed to root only.")
+                       "runs, reserved, creator uid, path; an object the host swaps on is "
+                       "marked [host swap LOOP]. Other users' files are listed to root "
+                       "only.")
     p.add_argument("mountpoint", metavar="MNT")
     p.add_argument("--sort", choices=sorted(_sort_keys()),
                    help="biggest first by this column (default: object id order)")
@@ -656,10 +731,32 @@ def _add_picture(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_picture)
 
 
+def _add_hostswap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hostswap", help="the machine's own swap on a file of a swapfs "
+                       "mount (root)", usage=_HOSTSWAP_USAGE,
+                       description="on: make FILE (on a swapfs mount; created sparse with "
+                       "SIZE, or reused if it is a swap area of that size) the host's "
+                       "swap through a loop device with direct I/O, and print the loop "
+                       "device. off: swapoff it (the kernel reads every page back in "
+                       "through swapfs, with progress) and detach the loop; the file "
+                       "stays. Without on or off: list the host swap areas on swapfs "
+                       "mounts (on MNT only, when given): FILE, LOOP, SIZE, USED, PRIO. "
+                       "on and off need root; while an area is on, swapfs umount of its "
+                       "mount is refused.")
+    p.add_argument("words", nargs="*", metavar="on FILE SIZE | off FILE | MNT",
+                   help="what to do, as in the usage line")
+    p.add_argument("-p", "--priority", type=int, metavar="N",
+                   help="swap priority 0..32767 (on; default: the kernel's, below every "
+                   "area given one)")
+    p.add_argument("--discard", action="store_true",
+                   help="let the kernel discard freed swap pages (on)")
+    p.set_defaults(func=cmd_hostswap, parser=p)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_mount, _add_umount, _add_mkswap, _add_swapon, _add_swapoff, _add_scrub, _add_info,
     _add_sysctl,
-    _add_faults, _add_objects, _add_map, _add_top, _add_picture,
+    _add_faults, _add_objects, _add_map, _add_top, _add_picture, _add_hostswap,
 ]
 
 
@@ -691,8 +788,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if _is_fstab_form(argv):
             return cmd_fstab_mount(argv)
-        # Linux swapon's --discard[=POLICY]: a bare one means both policies.
-        argv = ["--discard=" if a == "--discard" else a for a in argv]
+        # Linux swapon's --discard[=POLICY]: a bare one means both policies
+        # (hostswap's --discard is a plain flag).
+        if argv[:1] != ["hostswap"]:
+            argv = ["--discard=" if a == "--discard" else a for a in argv]
         args = build_parser().parse_args(argv)
         return args.func(args)
     except errors.SwapfsError as exc:

@@ -41,6 +41,8 @@ from .objects import Names, format_maps, format_objects
 from .pager import Pager
 from .scrub import SCRUB_RATE_MAX, Scrub
 from .swapspace import SwapDevice
+from .swappath import SYSCTL_HELP as _HOSTSWAP_HELP
+from .swappath import SwapPath
 from .params import (
     BBPAGES,
     PAGE_SHIFT,
@@ -63,8 +65,8 @@ log = logging.getLogger(__name__)
 # takes (the man page prints these), and which take writes.
 FILE_HELP: dict[str, str] = {
     "faults": "write 'PATH write-error|read-error|corrupt|corrupt-read [FIRST-LAST | p=P]', "
-              "'PATH latency MS' or 'PATH clear' to inject device faults; read: the "
-              "active faults",
+              "'PATH sync-error [p=P]', 'PATH latency MS' or 'PATH clear' to inject "
+              "device faults; read: the active faults",
     "maps": "every run of every object (object, page, device, device page, length), "
             "then the bad-block runs; a user other than root sees only the runs of the "
             "files it owns",
@@ -257,7 +259,7 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.debug", lambda c: int(logging.getLogger().level <= logging.DEBUG),
            _set_debug, "Debug logging (0 or 1)"),
     Sysctl("vm.swapfs.fdatasyncs", lambda c: c.pager.fdatasyncs, None,
-           "fdatasync calls made on the devices (fsync, close after a write, swapoff)"),
+           "fdatasync calls made on the devices (fsync, swapoff, unmount)"),
     Sysctl("vm.swapfs.objects", lambda c: len(c.pager.objects), None, "Swap objects"),
     Sysctl("vm.swapfs.reads", lambda c: c.pager.counters["reads"], None,
            "Read requests objects served"),
@@ -286,13 +288,15 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Pages moved by the swapoffs in progress"),
     Sysctl("vm.swapfs.swapoff_total", lambda c: _progress(c, 1), None,
            "Pages the swapoffs in progress started with"),
+    *(Sysctl(f"vm.swapfs.hostswap.{n}", lambda c, n=n: c.host.values()[n], None, d)
+      for n, d in _HOSTSWAP_HELP.items()),
 )
 _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
 DEV_FIELDS = ("bad", "closing", "csum_errors", "discard", "discarded", "faults", "free",
-              "name", "npages", "priority", "swapoff_moved", "swapoff_total", "unreadable",
-              "used")
+              "host_full", "host_full_writes", "name", "npages", "priority",
+              "swapoff_moved", "swapoff_total", "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 # Per-uid names, vm.swapfs.uid.UID.FIELD, shown for every uid with a charge or a limit:
 # reserved (bytes), limit (bytes; the one that may be set), swapped (pages on swap).
@@ -315,6 +319,7 @@ class Control:
         self.swapon_gate = swapon_gate
         self.names: Names = lambda owner=None: {}
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
+        self.host = SwapPath(swapon_gate.mountpoint)  # the mount runs host.watch()
 
     # ------------------------------------------------------------------ reads
 
@@ -389,7 +394,8 @@ class Control:
                       "csum_errors": self.pager.csum_errors_on(sp.name),
                       "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0),
                       "priority": sp.priority, "discard": int(sp.discard_pages),
-                      "discarded": sp.discarded}
+                      "discarded": sp.discarded, "host_full": int(sp.host_full),
+                      "host_full_writes": sp.host_full_writes}
             for f in DEV_FIELDS:
                 values[f"vm.swapfs.dev.{k}.{f}"] = str(fields[f])
         values.update(self._uid_values())
@@ -515,8 +521,9 @@ class Control:
 
     # -- faults --------------------------------------------------------------------
 
-    _FAULT_KINDS = ("write-error", "read-error", "corrupt", "corrupt-read", "latency")
-    _WHOLE_DEVICE = ("write-error", "read-error", "corrupt", "corrupt-read")
+    _FAULT_KINDS = ("write-error", "read-error", "corrupt", "corrupt-read", "sync-error",
+                    "latency")
+    _WHOLE_DEVICE = ("write-error", "read-error", "corrupt", "corrupt-read", "sync-error")
 
     async def set_fault(self, line: str) -> None:
         """``PATH KIND [ARG]`` or ``PATH clear``: see the module notes."""
@@ -533,7 +540,9 @@ class Control:
         if not path.startswith("/"):
             raise errors.InvalidArgument(f"{path}: not an absolute path")
         sp = await self._find(path)
-        if fault in self._WHOLE_DEVICE:
+        if fault == "sync-error":  # no pages to name: every fdatasync
+            fault = "sync-error p=1"
+        elif fault in self._WHOLE_DEVICE:
             fault = f"{fault} 0-{sp.nblks - 1}"
         sp.dev.faults.apply(fault)  # raises InvalidArgument, changing nothing
         log.warning("faults %s: %s", sp.name, fault)

@@ -60,6 +60,8 @@ QUICK_IO_MAX = 1024 * 1024
 QUICK_SMALL = 16 * 1024
 QUICK_WRITE_SLOW = (0.0003, 0.002)
 QUICK_READ_SLOW = 0.001
+# What a write to a backing file gets when its host filesystem has no room for it.
+HOST_FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 # The moving averages weigh a new sample 1/AVERAGE_OVER: they follow the last few
 # requests, so a stall shows within a handful of them.
 AVERAGE_OVER = 8
@@ -139,8 +141,10 @@ class Device:
 
     def fsync(self) -> None:
         """Make written pages durable (fdatasync). Blocks."""
-        if self.faults.latency_ms:
-            self.faults.delay()
+        f = self.faults
+        if f.active:
+            f.delay()
+            f.check_sync(self.npages)
         self._sync()
 
     def current_npages(self) -> int:
@@ -346,8 +350,15 @@ class FileDevice(Device):
         except OSError as exc:
             # Whole pages before `done` are on the device; the rest is not.
             p = first_page + off_to_idx(done)
-            raise errors.DeviceIOError.at("write", exc.errno or errno.EIO, p,
-                                          first_page + off_to_idx(size) - p) from None
+            n = first_page + off_to_idx(size) - p
+            if exc.errno in HOST_FULL_ERRNOS:
+                # The host's filesystem is out of room for a sparse file's new
+                # blocks (or over quota): full for now, not a bad block.
+                full = errors.DeviceFull(
+                    f"write pages {p}+{n}: {os.strerror(exc.errno)} on the host")
+                full.pages = (p, n)
+                raise full from None
+            raise errors.DeviceIOError.at("write", exc.errno or errno.EIO, p, n) from None
         finally:
             # Average time of a small write (large ones take long for their size).
             if size <= QUICK_IO_MAX:

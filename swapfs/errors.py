@@ -45,6 +45,14 @@ class NoSpace(SwapfsError):
     errno = errno.ENOSPC
 
 
+class DeviceFull(NoSpace):
+    """The filesystem that holds a device's backing file had no room for a write
+    (ENOSPC, EDQUOT or EFBIG from the host). Not a medium error: the blocks are not
+    bad, the device is only full for now. ``pages`` as for DeviceIOError."""
+
+    pages: tuple[int, int] | None = None
+
+
 class NotPermitted(SwapfsError):
     errno = errno.EPERM
 

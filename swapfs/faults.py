@@ -30,7 +30,7 @@ class Faults:
     Text form, one fault a line (what :meth:`describe` returns and
     :meth:`apply` accepts): ``write-error FIRST-LAST`` (inclusive pages),
     ``write-error p=P``, the same with ``read-error``, ``corrupt`` and
-    ``corrupt-read``, ``latency MS``.
+    ``corrupt-read``, ``latency MS``, and ``sync-error p=P`` (an fdatasync fails).
 
     ``corrupt`` and ``corrupt-read`` raise nothing: a write to those pages stores
     them with one bit flipped each, or a read returns them so, and the device
@@ -54,6 +54,7 @@ class Faults:
         self.corrupt_read_ranges: tuple[tuple[int, int], ...] = ()
         self.corrupt_p = 0.0
         self.corrupt_read_p = 0.0
+        self.sync_p = 0.0  # each fdatasync fails with this probability
         self.latency_ms = 0.0
         self.lost_from: int | None = None
         self._rng = random.Random(seed)
@@ -91,7 +92,7 @@ class Faults:
         self.write_ranges = self.read_ranges = ()
         self.corrupt_ranges = self.corrupt_read_ranges = ()
         self.write_p = self.read_p = self.latency_ms = 0.0
-        self.corrupt_p = self.corrupt_read_p = 0.0
+        self.corrupt_p = self.corrupt_read_p = self.sync_p = 0.0
         self.lost_from = None
 
     # Whether any fault is set: asked on every I/O, so kept up to date on every change
@@ -99,7 +100,7 @@ class Faults:
     active = False
     _FIELDS = frozenset({"write_ranges", "read_ranges", "write_p", "read_p",
                          "latency_ms", "lost_from", "corrupt_ranges",
-                         "corrupt_read_ranges", "corrupt_p", "corrupt_read_p"})
+                         "corrupt_read_ranges", "corrupt_p", "corrupt_read_p", "sync_p"})
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -109,7 +110,7 @@ class Faults:
                 d.get("write_ranges") or d.get("read_ranges") or d.get("write_p")
                 or d.get("read_p") or d.get("latency_ms")
                 or d.get("corrupt_ranges") or d.get("corrupt_read_ranges")
-                or d.get("corrupt_p") or d.get("corrupt_read_p")
+                or d.get("corrupt_p") or d.get("corrupt_read_p") or d.get("sync_p")
                 or d.get("lost_from") is not None))
 
     def describe(self) -> list[str]:
@@ -124,6 +125,8 @@ class Faults:
             lines += [f"{kind} {s}-{s + n - 1}" for s, n in ranges]
             if p:
                 lines.append(f"{kind} p={p:g}")
+        if self.sync_p:
+            lines.append(f"sync-error p={self.sync_p:g}")
         if self.latency_ms:
             lines.append(f"latency {self.latency_ms:g}")
         if self.lost_from is not None:
@@ -146,6 +149,11 @@ class Faults:
         try:
             if kind == "latency":
                 self.set_latency(float(arg))
+                return
+            if kind == "sync-error":  # an fdatasync has no pages to name: p= only
+                if not arg.startswith("p="):
+                    raise ValueError
+                self.sync_p = _check_p(float(arg[2:]))
                 return
             if kind not in _KINDS:
                 raise ValueError
@@ -187,6 +195,11 @@ class Faults:
                 raise errors.DeviceIOError.at(what, errno.EIO, lo, hi - lo)
         if p and self._rng.random() < p:
             raise errors.DeviceIOError.at(what, errno.EIO, start, count)
+
+    def check_sync(self, npages: int) -> None:
+        """Raise the injected error for an fdatasync of a device of npages."""
+        if self.sync_p and self._rng.random() < self.sync_p:
+            raise errors.DeviceIOError.at("fsync", errno.EIO, 0, npages)
 
     def corrupt_write(self, start: int, data: memoryview) -> memoryview:
         """What a write of data at page start stores: data itself, or a copy with one

@@ -212,6 +212,8 @@ class Operations(pyfuse3.Operations):
         self.inodes: dict[int, Inode] = {}
         self._next_ino = ROOT_INODE + 1
         self._handles: dict[int, int] = {}   # fh -> ino, for files and directories
+        # fh -> the object's sync_errors as this open file last reported them (rule 8).
+        self._seen_errors: dict[int, int] = {}
         self._next_fh = 1
         now = _now()
         root = Inode(ino=ROOT_INODE, mode=stat.S_IFDIR | (root_mode & 0o7777),
@@ -341,7 +343,9 @@ class Operations(pyfuse3.Operations):
             obj = node.obj
             if obj is not None and (obj.size or obj.swapped) and not obj.dead:
                 try:
-                    await obj.truncate(0)
+                    # Asked again under the object's lock: an open may come in
+                    # while the lock is awaited, and its content must stay.
+                    await obj.truncate(0, only_if=lambda: node.nlink == 0 and node.opens == 0)
                 except errors.SwapfsError as exc:
                     log.warning("freeing unlinked inode %d: %s", node.ino, exc)
             return
@@ -638,6 +642,8 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = node.ino
+        if node.obj is not None:
+            self._seen_errors[fh] = node.obj.sync_errors
         node.opens += 1
         return fh
 
@@ -701,17 +707,32 @@ class Operations(pyfuse3.Operations):
 
     @_or_control
     async def flush(self, fh: int) -> None:
-        # Called on every close(): data this file wrote since the last sync reaches
-        # the devices; a file with nothing new costs no fdatasync.
+        # Called on every close(): no fdatasync (content lives only while mounted, so
+        # it would buy no durability), only the report of one that failed (rule 8).
         log.debug("flush fh=%d", fh)
-        await self._flush_handle(fh)
+        await self._sync_handle(fh, False)
 
-    async def _flush_handle(self, fh: int) -> None:
+    async def _sync_handle(self, fh: int, sync: bool) -> None:
+        """fsync (``sync``) or close of an open file: raise EIO, once per open file,
+        if an fdatasync failed on a device holding this file's writes since the
+        file was opened or last told (Linux's rule for writeback errors)."""
         node = self._handle(fh)
-        if node.obj is not None:
-            await node.obj.flush()
+        obj = node.obj
+        if obj is None:
+            return
+        failed = None
+        if sync:
+            try:
+                await obj.flush()
+            except errors.DeviceIOError as exc:
+                failed = exc
+        if obj.sync_errors != self._seen_errors.get(fh, obj.sync_errors):
+            self._seen_errors[fh] = obj.sync_errors
+            raise failed or errors.DeviceIOError(
+                "an fdatasync of a device holding this file's data failed")
 
     async def _release_handle(self, fh: int) -> None:
+        self._seen_errors.pop(fh, None)
         ino = self._handles.pop(fh, None)
         node = self.inodes.get(ino) if ino is not None else None
         if node is not None:
@@ -728,7 +749,7 @@ class Operations(pyfuse3.Operations):
     @_or_control
     async def fsync(self, fh: int, datasync: bool) -> None:
         log.debug("fsync fh=%d", fh)
-        await self._flush_handle(fh)
+        await self._sync_handle(fh, True)
 
     # ------------------------------------------------------------------ directories
 

@@ -70,6 +70,14 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.swapfs.swap_pager_full": ("swapfs_swap_pager_full", False, ""),
     "vm.swapfs.swapoff_moved": ("swapfs_swapoff_moved_pages", False, ""),
     "vm.swapfs.swapoff_total": ("swapfs_swapoff_total_pages", False, ""),
+    "vm.swapfs.hostswap.areas": ("swapfs_hostswap_areas", False, ""),
+    "vm.swapfs.hostswap.active": ("swapfs_hostswap_active_areas", False, ""),
+    "vm.swapfs.hostswap.locked": ("swapfs_hostswap_locked", False, ""),
+    "vm.swapfs.hostswap.lock_errno": ("swapfs_hostswap_lock_errno", False, ""),
+    "vm.swapfs.hostswap.oom_exempt": ("swapfs_hostswap_oom_exempt", False, ""),
+    "vm.swapfs.hostswap.io_flusher": ("swapfs_io_flusher", False, ""),
+    "vm.swapfs.hostswap.pageins": ("swapfs_hostswap_pageins", True, ""),
+    "vm.swapfs.hostswap.pageouts": ("swapfs_hostswap_pageouts", True, ""),
 }
 
 # Sysctls that show a word: their number here.
@@ -101,6 +109,10 @@ DEVICE_METRICS: dict[str, tuple[str, str]] = {
     "discard": ("swapfs_device_discard", "1 when freed blocks are discarded (discard=pages)"),
     "discarded": ("swapfs_device_discarded_pages",
                   "Pages given back to the device's backing store by discard"),
+    "host_full": ("swapfs_device_host_full",
+                  "1 while the filesystem under the device is full and writes go elsewhere"),
+    "host_full_writes": ("swapfs_device_host_full_writes",
+                         "Writes to the device its host filesystem refused for want of room"),
 }
 
 

@@ -9,14 +9,17 @@ Order (nothing is mounted until every input checked out):
    cannot leave a half-mounted state;
 3. unless in the foreground, fork: the parent waits on a pipe and exits 0 only once
    the child has started serving (non-zero with the child's message otherwise);
-4. ``trio.run``: a signal task turns SIGINT/SIGTERM into ``pyfuse3.terminate()``;
+4. ``trio.run``: a signal task turns SIGINT/SIGTERM into ``pyfuse3.terminate()``,
+   unless the host swaps on a file of the mount (then it logs why and serves on);
    SIGUSR1 dumps every thread's stack (faulthandler) to the log;
 5. after ``pyfuse3.main`` returns: sync the devices, ``pyfuse3.close(unmount=True)``,
    free all objects, close the devices.
 
 While serving, ``watch_devices`` notices backing stores that shrank behind swapfs's
-back. ``umount`` (``swapfs umount``) unmounts and waits for the daemon, which it
-finds through ``MNT/.swapfs/sysctl`` (``vm.swapfs.pid``).
+back, and ``SwapPath.watch`` the host's swap on the mount's files (swappath.py: the
+daemon in the kernel's swap path). ``umount`` (``swapfs umount``) refuses while the
+host swaps on the mount, else unmounts and waits for the daemon, which it finds
+through ``MNT/.swapfs/sysctl`` (``vm.swapfs.pid``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import IO, Callable
 import pyfuse3
 import trio
 
-from . import errors
+from . import errors, hostswap
 from .backing import DeviceLocks, SwapOn, is_swap_option, parse_size, parse_swap_options
 from .client import MountClient, dead_mount, find_mount
 from .control import Control
@@ -50,6 +53,7 @@ from .objects import object_names
 from .pager import Pager
 from .scrub import Scrub
 from .swapspace import SwapSpace
+from .swappath import SwapPath, become_io_flusher
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +245,11 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: str,
                  ready: Callable[[], None], metrics: MetricsServer | None = None,
-                 scrub: Scrub | None = None) -> None:
+                 scrub: Scrub | None = None, host: SwapPath | None = None) -> None:
     """Serve requests until unmounted or signalled, then flush the devices; serve
-    ``metrics`` and carry out ``scrub``'s requests meanwhile. ``ready`` is called
-    once the kernel has had the daemon's answer to FUSE INIT."""
+    ``metrics``, carry out ``scrub``'s requests and watch the ``host``'s swap on the
+    mount meanwhile. ``ready`` is called once the kernel has had the daemon's answer
+    to FUSE INIT."""
     if metrics is not None:
         metrics.start(trio.lowlevel.current_trio_token())
     with trio.open_signal_receiver(*_SIGNALS) as signals:
@@ -253,7 +258,13 @@ async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: st
 
         async def watch() -> None:
             async for signum in signals:
-                log.info("%s: unmounting", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                # Exiting now would fail every page the kernel has on the area.
+                why = None if host is None else await host.refusal()
+                if why is not None:
+                    log.warning("%s refused: %s", name, why)
+                    continue
+                log.info("%s: unmounting", name)
                 pyfuse3.terminate()
                 return
 
@@ -266,6 +277,8 @@ async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: st
             nursery.start_soon(_when_initialized, mountpoint, cfg.read_ahead, ready)
             if scrub is not None:
                 nursery.start_soon(scrub.serve)
+            if host is not None:
+                nursery.start_soon(host.watch)
             # A swapoff holds its control write (one task) until it is done.
             await pyfuse3.main(max_tasks=MAX_TASKS)
             nursery.cancel_scope.cancel()
@@ -450,9 +463,15 @@ def mount(cfg: MountConfig) -> int:
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
         log.info("mounted %s on %s (%s), pid %d", ", ".join(d.path for d in specs),
                  mountpoint, ",".join(sorted(opts)), os.getpid())
+        # Before trio starts a thread: each thread created later inherits it.
+        err = become_io_flusher()
+        if err:
+            log.info("not an I/O flusher (PR_SET_IO_FLUSHER: %s): should the host swap "
+                     "here, the daemon's allocations may wait on reclaim that needs it",
+                     os.strerror(err))
         try:
             trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics,
-                     control.scrub)
+                     control.scrub, control.host)
             clean = True
         except BaseException:
             log.exception("the filesystem failed")
@@ -496,7 +515,8 @@ def _run_unmount(path: str, lazy: bool) -> None:
 
 def umount(mountpoint: str, lazy: bool = False, wait: float = UMOUNT_WAIT) -> None:
     """Unmount a swapfs mount and return once its daemon has exited. A dead mount
-    (daemon gone) is detached lazily. Raises SwapfsError with a one-line message."""
+    (daemon gone) is detached lazily. Refused (EBUSY) while the host swaps on one of
+    its files, lazily or not. Raises SwapfsError with a one-line message."""
     path = os.path.realpath(mountpoint)
     found = find_mount(path)
     if found is None:
@@ -504,6 +524,9 @@ def umount(mountpoint: str, lazy: bool = False, wait: float = UMOUNT_WAIT) -> No
     fstype, _source = found  # type: ignore[misc]
     if fstype != "fuse.swapfs":
         raise errors.SwapfsError(f"{mountpoint}: not a swapfs mount ({fstype})")
+    why = hostswap.refusal(path)
+    if why is not None:
+        raise errors.Busy(why)
     if dead_mount(path):
         # The daemon is gone: only the kernel's mount entry is left.
         _run_unmount(path, lazy=True)

@@ -23,16 +23,28 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 5. The read-ahead buffer belongs to the mapping generation it was read at; any
    change of the object's mapping makes it useless.
 6. A write whose device fails is retried on whatever free runs exist, split as
-   needed: ENOSPC or EIO comes only when no free block is left to take it.
+   needed: ENOSPC or EIO comes only when no free block is left to take it and none
+   is on its way back. A device whose host filesystem is full (DeviceFull) is left
+   out for a while, its blocks freed, not marked bad. A writer short of space waits for the frees that pinned
+   readers defer (rule 4) and for blocks held by a discard; so nothing that writes
+   holds a pin.
 7. A shrinking truncate only frees; bytes of the last page past ``size`` may keep
    old data on swap, and whoever grows the object zeroes them first (``_zero_tail``).
    So truncate never needs space to shrink.
-8. ``sync(upto)`` returns once every write switched in up to ``upto`` is on a device
-   that was fdatasync'ed after it. Rounds of fdatasync run one at a time; callers
-   share a round that covers them and wait for it, never skip it.
+8. fsync's contract. Content lives only while mounted, so an fdatasync of a device
+   buys the detection of the host's write-back errors, not durability across a
+   crash. ``sync(upto)`` returns once every write switched in up to ``upto`` has been
+   through an fdatasync of its device; rounds run one at a time, and callers share
+   a round that covers them and wait for it, never skip it. A device whose
+   fdatasync fails stays owed one, and every object with writes there since its
+   last good one counts the failure (``sync_errors``): the file system reports it
+   once to every file open at the time, at its next fsync or close (Linux's rule),
+   and the pages it may have cost fail their checksums (rule 10) rather than read
+   as wrong bytes. close runs no fdatasync.
 9. swapoff moves pages until none is left on the device, waiting as long as pinned
-   readers or writes in flight hold blocks there; it syncs what it moved and closes
-   the device only while no sync round is running.
+   readers or writes in flight hold blocks there; it syncs what it moved, failing or
+   not, before the old blocks can be used again, and closes the device only while no
+   sync round is running.
 10. With checksums on (``Pager.checksums``), putpages stores each page's checksum
     with its block in the same switch, and whoever reads a block takes the checksums
     in the same step as the lookup (no await between) and checks what it read against
@@ -47,7 +59,7 @@ import logging
 import math
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Iterable
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable
 
 import trio
 
@@ -216,6 +228,9 @@ class SwapObject:
         self._next_seq = -1  # page where a sequential reader would continue
         self._advised = 0  # pages before this were handed to _advise_ahead
         self.last_write = 0  # pager.write_seq when data last reached the devices
+        # fdatasyncs that failed on a device holding writes of this object (rule 8):
+        # whoever remembers the count it saw can tell whether one failed since.
+        self.sync_errors = 0
 
     @property
     def swapped(self) -> int:
@@ -429,7 +444,7 @@ class SwapObject:
         pager = self.pager
         view = memoryview(buf).cast("B")
         sums = page_sums(view) if pager.checksums else None
-        placed = await pager.write_pages(view)
+        placed = await pager.write_pages(view, self)
         # Switch: no await from here to the end, so readers see all of it or none.
         freed: list[Run] = []
         for off, blk, n in placed:
@@ -444,16 +459,21 @@ class SwapObject:
 
     # -- ranges --------------------------------------------------------------------
 
-    async def truncate(self, new_size: int) -> None:
+    async def truncate(self, new_size: int,
+                       only_if: Callable[[], bool] | None = None) -> None:
         """Set the size to new_size bytes, like tmpfs_reg_resize.
 
         Shrinking frees every whole page past the end (FreeBSD: swap_pager_freespace)
         and needs no space; growing is sparse, and needs a block only to zero the old
-        last page's tail (rule 7).
+        last page's tail (rule 7). ``only_if``, when given, is asked once the lock is
+        held (what it checked may have changed while the lock was awaited): if it
+        says no, nothing changes.
         """
         if new_size > self.pager.maxfilesize:
             raise errors.FileTooBig()
         async with self.lock:
+            if only_if is not None and not only_if():
+                return
             self._check_alive()
             if new_size < self.size:
                 keep = pages_for(new_size)
@@ -469,8 +489,20 @@ class SwapObject:
             self._trim_reserve()
 
     async def flush(self) -> None:
-        """Return once every write of this object so far is on stable storage (rule 8)."""
-        await self.pager.sync(self.last_write)
+        """Return once every write of this object so far has been through an
+        fdatasync of its device (rule 8). Raises DeviceIOError if an fdatasync of a
+        device holding some of them failed meanwhile (``sync_errors`` grew); a
+        failure of devices that hold none of them is not this object's."""
+        before = self.sync_errors
+        try:
+            await self.pager.sync(self.last_write)
+        except errors.DeviceIOError:
+            if self.sync_errors == before:
+                return
+            raise
+        if self.sync_errors != before:
+            raise errors.DeviceIOError(
+                "an fdatasync of a device holding this file's data failed")
 
     def freespace(self, pindex: int, npages: int) -> None:
         """Drop the blocks of pages [pindex, pindex + npages) (FreeBSD: swap_pager_freespace)."""
@@ -553,8 +585,9 @@ class Pager:
         # Writes switched in so far, and how many of them the last sync covered.
         self.write_seq = 0
         self.synced_seq = 0
-        # Devices written since their last fdatasync began (a dict: ordered).
-        self._dirty: dict[SwapDevice, None] = {}
+        # Devices written since their last fdatasync began (a dict: ordered), each
+        # with the objects whose writes it holds (rule 8: whom a failure concerns).
+        self._dirty: dict[SwapDevice, set[SwapObject]] = {}
         self._round: _SyncRound | None = None
         self.fdatasyncs = 0  # fdatasync calls made on the devices
         self.checksums = True  # rule 10; the mount's -o nochecksum turns it off
@@ -609,8 +642,10 @@ class Pager:
         counters["v_swappgsin"] += n
         return swdev.dev.aread_pages(devpage, n)
 
-    async def write_pages(self, view: memoryview) -> list[tuple[int, int, int]]:
-        """Write the whole pages in view to newly allocated blocks (rule 6).
+    async def write_pages(self, view: memoryview, owner: SwapObject
+                          ) -> list[tuple[int, int, int]]:
+        """Write the whole pages in view, data of ``owner``, to newly allocated
+        blocks (rule 6).
 
         Blocks are taken a cluster (nsw_cluster_max pages) at a time, as the seed's
         putpages takes them, for all the pages still to place; clusters that came out
@@ -627,21 +662,31 @@ class Pager:
         placed: list[tuple[int, int, int]] = []  # written
         pending: list[tuple[int, int, int]] = []  # taken, not written yet
         failure: errors.DeviceIOError | None = None
+        full: str | None = None  # a device whose host filesystem was full
         try:
             while todo:
                 while todo:
                     off, count = todo.pop()
                     got = space.getswapspace(min(count, nsw_cluster_max))  # limit 1
-                    if got is None and space.held and self.discarder is not None:
-                        # Blocks on their way back from a discard: wait, then retry. Across
-                        # the wait the blocks taken so far stay ours (allocated, unmapped).
+                    if got is None and (self._deferred or space.held and self.discarder is not None):
+                        # Blocks on their way back, from readers' pins (deferred frees)
+                        # or from a discard: wait for them, then retry. Across the wait
+                        # the blocks taken so far stay ours (allocated, unmapped), and
+                        # the caller holds no pin (rule 4), so the wait cannot be on
+                        # itself.
                         todo.append((off, count))
-                        await self.discarder.returned()
+                        if self._deferred:
+                            await self.next_change().wait()
+                        else:
+                            await self.discarder.returned()
                         continue
                     if got is None:
                         if failure is not None:
                             raise errors.DeviceIOError(
                                 "no device could take the data") from failure
+                        if full is not None:
+                            raise errors.NoSpace(
+                                f"out of swap space ({full}: its host filesystem is full)")
                         raise errors.NoSpace("out of swap space")
                     blk, n = got
                     if n < count:
@@ -658,6 +703,15 @@ class Pager:
                         await swdev.dev.awrite_pages(
                             devpage, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
                             self._write_limiter)
+                    except errors.DeviceFull:
+                        # Nothing wrong with the blocks: free them, leave the device
+                        # out for now, and place the pages elsewhere.
+                        del pending[0]
+                        full = swdev.name
+                        space.host_full(swdev)
+                        self.free_runs([(blk, n)], now=True)
+                        todo.append((off, n))
+                        continue
                     except errors.DeviceIOError as exc:
                         del pending[0]
                         failure = exc
@@ -666,7 +720,10 @@ class Pager:
                         continue
                     del pending[0]
                     placed.append((off, blk, n))
-                    self._dirty[swdev] = None
+                    owed = self._dirty.get(swdev)
+                    if owed is None:
+                        owed = self._dirty[swdev] = set()
+                    owed.add(owner)
                     self.counters["v_swapout"] += 1
                     self.counters["v_swappgsout"] += n
         except BaseException:
@@ -686,14 +743,17 @@ class Pager:
         log.warning("write of %d pages at %s page %d failed: %s; writing elsewhere",
                     n, swdev.name, blk - swdev.first, exc)
         self.space.mark_bad(bad_blk, bad_n)
+        self.changed()  # the device's used count fell: a swapoff may be waiting for it
         self.free_runs([r for r in ((blk, bad_blk - blk),
                                     (bad_blk + bad_n, blk + n - bad_blk - bad_n))
                         if r[1] > 0], now=True)
 
     async def sync(self, upto: int | None = None) -> None:
-        """Return once every write switched in up to ``upto`` (default: all so far) is
-        on stable storage (rule 8). A round of fdatasync already running that covers
-        ``upto`` is shared; one that does not is waited for, then a new one runs."""
+        """Return once every write switched in up to ``upto`` (default: all so far) has
+        been through an fdatasync of its device (rule 8). A round of fdatasync already
+        running that covers ``upto`` is shared; one that does not is waited for, then a
+        new one runs. Raises the first DeviceIOError of a round that covered ``upto``
+        and had a device fail."""
         if upto is None:
             upto = self.write_seq
         while self.synced_seq < upto:
@@ -708,21 +768,38 @@ class Pager:
     async def _sync_round(self) -> None:
         rnd = self._round = _SyncRound(self.write_seq, trio.Event())
         dirty, self._dirty = self._dirty, {}
+        todo = list(dirty)
         try:
-            for swdev in dirty:
-                await swdev.dev.afsync()
+            while todo:
+                swdev = todo[0]
+                try:
+                    await swdev.dev.afsync()
+                except errors.DeviceIOError as exc:
+                    # What the device held since its last good fdatasync may be lost:
+                    # every object with writes there learns it (sync_errors), and
+                    # the device is owed a sync still.
+                    log.error("fdatasync of %s failed: %s", swdev.name, exc)
+                    rnd.error = rnd.error or exc
+                    for obj in dirty[swdev]:
+                        obj.sync_errors += 1
+                    self._owe(swdev, dirty[swdev])
+                del todo[0]
                 self.fdatasyncs += 1
-        except BaseException as exc:
-            for swdev in dirty:  # still owed a sync
-                self._dirty[swdev] = None
-            if isinstance(exc, errors.SwapfsError):
-                rnd.error = exc
+        except BaseException:
+            for swdev in todo:  # cancelled: still owed a sync
+                self._owe(swdev, dirty[swdev])
             raise
-        else:
-            self.synced_seq = max(self.synced_seq, rnd.upto)
         finally:
+            if not todo and rnd.error is None:
+                self.synced_seq = max(self.synced_seq, rnd.upto)
             self._round = None
             rnd.done.set()
+        if rnd.error is not None:
+            raise rnd.error
+
+    def _owe(self, swdev: SwapDevice, objs: set[SwapObject]) -> None:
+        if swdev in self.space.devices:
+            self._dirty.setdefault(swdev, set()).update(objs)
 
     # -- freeing -------------------------------------------------------------------
 
@@ -787,7 +864,7 @@ class Pager:
         put back in service holding only them and DeviceIOError (EIO) says how many
         (also kept in ``swapoff_unreadable``). If a move fails otherwise or is
         cancelled, the device is likewise put back with whatever pages are still on it.
-        No page is ever dropped.
+        No page is ever dropped, and the pages moved are synced either way (rule 9).
         """
         self.space.swapoff_begin(swdev)
         total = swdev.used
@@ -812,11 +889,22 @@ class Pager:
                 raise errors.DeviceIOError(
                     f"swapoff {swdev.name}: {unreadable} pages could not be read; "
                     f"the device stays in service holding them")
-            # What moved is durable where it went before the device goes.
+            # What moved goes through an fdatasync where it went before the device
+            # goes (rule 8): a write-back error there is swapoff's to report.
             await self.sync()
             while self._round is not None:
                 await self._round.done.wait()
         except BaseException:
+            # The same before swapoff_cancel frees the moved pages' old blocks for
+            # reuse, even when the swapoff is cancelled: an fsync that covered them
+            # at their old blocks must not be undone unchecked.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.sync()
+                except errors.SwapfsError as exc:
+                    # The devices stay owed a sync: the next fsync retries and reports it.
+                    log.error("swapoff %s: sync of the moved pages failed: %s",
+                              swdev.name, exc)
             self.space.swapoff_cancel(swdev)
             raise
         finally:
@@ -838,14 +926,11 @@ class Pager:
                     if obj.dead:
                         return unreadable
                     n = min(SWAPOFF_BATCH, start + count - lo)
-                    epoch = self.pin()
-                    try:
-                        # Under the lock and the pin: writes may have moved pages meanwhile.
-                        for p, blk, m in obj.meta.runs(lo, n):
-                            if swdev.contains(blk):
-                                unreadable += await self._move_run(obj, p, blk, m)
-                    finally:
-                        self.unpin(epoch)
+                    # Under the lock: writes may have moved pages meanwhile, and
+                    # nothing else can change these runs until it is released.
+                    for p, blk, m in obj.meta.runs(lo, n):
+                        if swdev.contains(blk):
+                            unreadable += await self._move_run(obj, p, blk, m)
                     self.swapoff_progress[swdev.name] = (total - swdev.used, total)
                 # Reads from the page cache and quick writes never yield: let the
                 # requests that wait meanwhile in between batches.
@@ -856,13 +941,21 @@ class Pager:
         """Rewrite pages [p, p + m), mapped from blk on, to new blocks; return how
         many could not be read or failed their checksum (they stay where they are). A
         run that fails is retried page by page, so one bad page keeps only itself
-        behind. The caller holds obj's lock, so its checksums cannot change."""
+        behind. The caller holds obj's lock, so its checksums cannot change.
+
+        The pin covers the read only: a pin held across putpages would defer the
+        frees that putpages may have to wait for when swap is short (rule 6)."""
         sums = obj.checksums_of(p, m)
+        epoch = self.pin()
         try:
             data = await self.read_blocks(blk, m)
             if sums is not None:
                 data = self.verified(obj, p, blk, data, sums, m)
         except errors.DeviceIOError:
+            data = None
+        finally:
+            self.unpin(epoch)
+        if data is None:
             if m == 1:
                 return 1
             unreadable = 0

@@ -49,6 +49,10 @@ Accounting, and where it departs from the kernel:
   highest priority first and spills to the next level only when none of them
   has a free run; within a level it is the seed's round robin. With every
   device at the default 0 that is exactly the seed's order.
+* A full host (``host_full``): a backing file's filesystem that refuses a write
+  for want of room (ENOSPC, EDQUOT, EFBIG) makes the device "full for now", not
+  bad. Allocation skips it for HOST_FULL_RETRY seconds, then tries it again; its
+  blocks stay free and count as free, as nothing is wrong with them.
 * Discard: runs freed on a device with ``discard_pages`` are noted for the
   discarder (``take_freed``). It discards only blocks that are free in the
   blist, and only after taking them out of it (``hold``): *held* blocks
@@ -79,7 +83,12 @@ from .params import (
     nswap_lowat,
 )
 
-__all__ = ["SwapDevice", "SwapInfoRow", "SwapSpace", "check_priority"]
+__all__ = ["HOST_FULL_RETRY", "SwapDevice", "SwapInfoRow", "SwapSpace", "check_priority"]
+
+# Seconds a device whose host said full is left out of allocation before it is tried
+# again: long enough that a full host costs one failed write a second, short enough
+# that room made on the host (rm, a grown filesystem) is used at once.
+HOST_FULL_RETRY = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,11 @@ class SwapDevice:
     held: int = 0
     _freed_runs: list[tuple[int, int]] = field(default_factory=list, repr=False)
     discarded: int = 0  # pages given back to the backing store so far
+    # When the host's filesystem under the device last refused a write for want of
+    # room (time.monotonic); 0.0 while it has not. Allocation skips the device until
+    # HOST_FULL_RETRY has passed since (module notes).
+    host_full_at: float = 0.0
+    host_full_writes: int = 0  # writes the host refused so far
 
     @property
     def closing(self) -> bool:
@@ -122,6 +136,12 @@ class SwapDevice:
 
     def contains(self, blk: int) -> bool:
         return self.first <= blk < self.end
+
+    @property
+    def host_full(self) -> bool:
+        """Whether allocation leaves the device out now: its host filesystem
+        refused a write for want of room less than HOST_FULL_RETRY seconds ago."""
+        return bool(self.host_full_at) and time.monotonic() - self.host_full_at < HOST_FULL_RETRY
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,7 @@ class SwapSpace:
         self._rlimit_fail_last = float("-inf")
         # Called (no arguments) when a discard device frees blocks; set by the discarder.
         self.discard_wakeup: Callable[[], None] | None = None
+        self._host_full: list[SwapDevice] = []  # devices skipped for a full host
 
     # ------------------------------------------------------------------
     # The table
@@ -254,6 +275,8 @@ class SwapSpace:
         if npages < 1 or limit < 1:
             raise errors.InvalidArgument(f"getswapspace({npages}, limit={limit})")
         got = None
+        if self._host_full:
+            self._host_full_expire()
         # with nothing free every lap fails
         for devs in (self._levels if self.swap_pager_avail > 0 else ()):
             # Highest priority first; the next level only when this one has no room.
@@ -264,7 +287,7 @@ class SwapSpace:
             ndev = len(devs)
             while True:
                 sp = devs[i]
-                if not sp.closing:
+                if not sp.closing and not sp.host_full_at:
                     got = sp.blist.alloc(n, mpages)
                     if got is not None:
                         break
@@ -321,6 +344,23 @@ class SwapSpace:
         sp.bad_runs.append((rel, npages))
         self.bad += npages
         log.warning("swap device %s: %d bad block(s) at %d", sp.name, npages, blk)
+
+    def host_full(self, sp: SwapDevice) -> None:
+        """The host's filesystem under ``sp`` refused a write for want of room:
+        leave the device out of allocation for HOST_FULL_RETRY seconds."""
+        sp.host_full_writes += 1
+        if not sp.host_full_at:
+            self._host_full.append(sp)
+            log.warning("swap device %s: its host filesystem is full; writes go to "
+                        "other devices for now", sp.name)
+        sp.host_full_at = time.monotonic()
+
+    def _host_full_expire(self) -> None:
+        now = time.monotonic()
+        for sp in list(self._host_full):
+            if now - sp.host_full_at >= HOST_FULL_RETRY:
+                sp.host_full_at = 0.0
+                self._host_full.remove(sp)
 
     def _run(self, blk: int, npages: int) -> tuple[SwapDevice, int]:
         sp, rel = self.lookup(blk)
@@ -400,6 +440,8 @@ class SwapSpace:
         self._relevel()
         if self._level_hd.get(sp.priority) is sp:
             del self._level_hd[sp.priority]
+        if sp in self._host_full:
+            self._host_full.remove(sp)
         self.bad -= sp.bad
         if not self._devs:
             self.swap_pager_full = 2

@@ -6,7 +6,9 @@ A frame is made of two snapshots of the control files an interval apart: rates
 pages per second) are their differences. It shows the totals, one line per device
 (size, used, free, bad, largest free run, state: active or swapoff progress with
 rate and time left) and the objects with most pages on swap, as many as fit the
-terminal's height. Everything fits 80 columns.
+terminal's height. Where the host swaps on the mount (``swapfs hostswap``), a line
+gives the host's page-out and page-in rates and each area's loop device and use, and
+the area's object is marked with its loop device. Everything fits 80 columns.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from rich.text import Text
 
 from .client import MountClient
 from .control import humanize_number
+from .hostswap import HostArea
 from .objects import ObjectRow
+from .views import host_marks, mount_areas
 from .params import PAGE_SIZE
 
 __all__ = ["Snapshot", "snapshot", "frame", "run_live", "print_once"]
@@ -47,6 +51,8 @@ class Snapshot:
     devices: list[dict[str, str]]
     largest: dict[str, int]  # device name -> largest free run (pages)
     objects: list[ObjectRow]
+    areas: tuple[HostArea, ...] = ()  # the host's swap on the mount
+    marks: dict[int, str] | None = None  # object id -> its host swap mark
 
 
 def snapshot(client: MountClient) -> Snapshot:
@@ -59,8 +65,10 @@ def snapshot(client: MountClient) -> Snapshot:
             name = line[len("Free space on device "):-1]
         elif (m := _LARGEST.match(line)) and name is not None:
             largest[name] = int(m.group(1))
+    objects = client.objects()
+    areas = mount_areas(client)
     return Snapshot(time.monotonic(), values, client.device_rows(values), largest,
-                    client.objects())
+                    objects, tuple(areas), host_marks(areas, objects))
 
 
 def _size(pages: int) -> str:
@@ -79,7 +87,7 @@ def _short(name: str, width: int) -> str:
 
 def _state(dev: dict[str, str], prev: Snapshot, cur: Snapshot) -> str:
     if dev.get("closing") != "1":
-        return "active"
+        return "host full" if dev.get("host_full") == "1" else "active"
     moved, total = int(dev["swapoff_moved"]), int(dev["swapoff_total"])
     before = next((d for d in prev.devices if d["name"] == dev["name"]), None)
     dt = cur.when - prev.when
@@ -109,6 +117,17 @@ def frame(prev: Snapshot, cur: Snapshot, mnt: str, width: int = 80, height: int 
     totals = Text(f"swap {_size(total)}  free {_size(free)}  "
                   f"reserved {humanize_number(int(s['vm.swap_reserved']))}  "
                   f"objects {s['vm.swapfs.objects']}  bad {s['vm.swapfs.bad_blocks']}")
+    host = []
+    if cur.areas:
+        host.append(Text(
+            f"host swap  page-out {_rate(prev, cur, 'vm.swapfs.hostswap.pageouts'):.0f}/s  "
+            f"page-in {_rate(prev, cur, 'vm.swapfs.hostswap.pageins'):.0f}/s  "
+            + ("memory locked" if s.get("vm.swapfs.hostswap.locked") == "1"
+               else "memory NOT locked")))
+        for a in cur.areas:
+            use = (f"used {humanize_number(a.used or 0)} of {humanize_number(a.size)} "
+                   f"prio {a.priority}" if a.active else "not swapped on")
+            host.append(Text(f"  {a.loop} {_short(a.file, 36)}  {use}"))
     devs = Table(box=None, pad_edge=False, header_style="bold reverse")
     devs.add_column("DEVICE", no_wrap=True)
     for head in ("SIZE", "USED", "FREE", "BAD", "LARGEST"):
@@ -118,16 +137,19 @@ def frame(prev: Snapshot, cur: Snapshot, mnt: str, width: int = 80, height: int 
         devs.add_row(_short(d["name"], 20), _size(int(d["npages"])), _size(int(d["used"])),
                      _size(int(d["free"])), d["bad"], _size(cur.largest.get(d["name"], 0)),
                      _state(d, prev, cur))
-    room = max(1, height - _FIXED_LINES - len(cur.devices))
+    room = max(1, height - _FIXED_LINES - len(cur.devices) - len(host))
     objs = Table(box=None, pad_edge=False, header_style="bold reverse")
     for head in ("ID", "SWAPPED", "SIZE", "RUNS", "RESV", "UID"):
         objs.add_column(head, justify="right")
     objs.add_column("PATH", no_wrap=True, overflow="ellipsis", max_width=36)
     top = sorted(cur.objects, key=lambda o: (-o.swapped, o.id))[:room]
+    marks = cur.marks or {}
     for o in top:
         objs.add_row(str(o.id), _size(o.swapped), humanize_number(o.size), str(o.runs),
-                     _size(o.resv), "-" if o.uid is None else str(o.uid), o.path)
-    return Group(title, totals, Text(), devs, Text(), objs)
+                     _size(o.resv), "-" if o.uid is None else str(o.uid),
+                     # Text: a path (or the mark's brackets) is no rich markup.
+                     Text(f"{o.path} {marks[o.id]}" if o.id in marks else o.path))
+    return Group(title, totals, *host, Text(), devs, Text(), objs)
 
 
 def print_once(client: MountClient, interval: float) -> None:

@@ -1,7 +1,8 @@
 """Text views of a mount's objects for the command line: ``swapfs objects`` (the
 ``objects`` file as a table with humanized sizes) and ``swapfs map`` (one object's
 runs as ``filefrag -v`` prints extents). Both read control files only, through
-client.MountClient.
+client.MountClient; the host's swap on the mount (which objects, through which loop
+device) comes from the kernel (hostswap.py).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Sequence
 from . import errors
 from .client import MountClient
 from .control import UID_SYSCTL_RE, humanize_number
+from .hostswap import HostArea, host_areas
+from .linuxswap import size_to_human
 from .objects import MapRun, ObjectRow
 from .params import PAGE_SIZE
 
 __all__ = ["SORT_KEYS", "sort_objects", "format_object_table", "object_of", "format_map",
-           "format_users"]
+           "format_users", "mount_areas", "host_marks", "format_host_lines"]
 
 # --sort: biggest first.
 SORT_KEYS = {
@@ -38,15 +41,47 @@ def sort_objects(rows: Sequence[ObjectRow], key: str | None, limit: int | None
     return out if limit is None else out[:limit]
 
 
-def format_object_table(rows: Sequence[ObjectRow]) -> str:
-    """The objects as a table: SIZE, SWAPPED and RESV humanized (bytes)."""
+def format_object_table(rows: Sequence[ObjectRow], marks: dict[int, str] | None = None
+                        ) -> str:
+    """The objects as a table: SIZE, SWAPPED and RESV humanized (bytes). ``marks``:
+    object id -> a note after its PATH (``host_marks``)."""
     fmt = "{:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>6} {}\n"
     out = [fmt.format("ID", "INO", "SIZE", "SWAPPED", "RUNS", "RESV", "UID", "PATH")]
+    marks = marks or {}
     for r in rows:
+        path = f"{r.path} {marks[r.id]}" if r.id in marks else r.path
         out.append(fmt.format(
             r.id, "-" if r.ino is None else r.ino, humanize_number(r.size),
             humanize_number(r.swapped * PAGE_SIZE), r.runs,
-            humanize_number(r.resv * PAGE_SIZE), "-" if r.uid is None else r.uid, r.path))
+            humanize_number(r.resv * PAGE_SIZE), "-" if r.uid is None else r.uid, path))
+    return "".join(out)
+
+
+def mount_areas(client: MountClient) -> list[HostArea]:
+    """The host swap areas on ``client``'s mount."""
+    return host_areas([os.path.realpath(client.path)])
+
+
+def host_marks(areas: Sequence[HostArea], rows: Sequence[ObjectRow]) -> dict[int, str]:
+    """Object id -> ``[host swap /dev/loopN]`` for the objects of ``rows`` the host
+    swaps on (``areas``), found by inode."""
+    loops: dict[int, str] = {}
+    for a in areas:
+        try:
+            loops[os.stat(a.file).st_ino] = a.loop
+        except OSError:  # unlinked meanwhile
+            continue
+    return {r.id: f"[host swap {loops[r.ino]}]" for r in rows if r.ino in loops}
+
+
+def format_host_lines(areas: Sequence[HostArea]) -> str:
+    """One line per host swap area: its loop device, file, size, use and priority
+    (``swapfs info``)."""
+    out = []
+    for a in areas:
+        state = (f"{size_to_human(a.used or 0)} used, priority {a.priority}" if a.active
+                 else "attached, not swapped on")
+        out.append(f"host swap {a.loop} over {a.file}: {size_to_human(a.size)}, {state}\n")
     return "".join(out)
 
 

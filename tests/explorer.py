@@ -3,40 +3,81 @@ at seeded random points, checked against a model of every object and of each
 device's synced image.
 
 One seed decides everything: the workload, where device calls yield, their (virtual)
-latency, injected write errors, and trio's own choice among runnable tasks. A failing
-seed replays exactly::
+latency, injected faults, and trio's own choice among runnable tasks. A failing seed
+replays exactly::
 
     SWAPFS_SEED=1234 scripts/test tests/test_3_schedules.py    # one seed
     python tests/explorer.py 0-9999                             # a range, summary
+    python tests/explorer.py --stop 0-999                       # up to the first failure
+
+``scripts/mutants`` runs it on copies of the sources with one of the pager's rules
+undone, and reports the seed that kills each such mutant.
+
+What runs beside readers, writers, truncates and fsyncs: one or two cyclers taking
+devices off with swapoff (two at once on different devices, as two control writes
+can) and putting fresh ones on; in some seeds a filler that writes until the swap is
+full, removes what it wrote and writes again at once; an unlinker that deallocates
+objects while their requests are in flight; a faulter injecting write errors, read
+errors, and corruption on the way to the device (``corrupt``) or back
+(``corrupt-read``); a scrub. The devices are sized so that most swapoffs get past
+swapoff's margin (``nswap_lowat``); each seed counts its swapoffs as completed,
+refused (ENOMEM, before anything moved), failed for want of room, or left with
+unreadable pages, and tests/test_3_schedules.py fails a band of 30 seeds in which
+fewer than ``SWAPOFF_FLOOR`` (60%) of them complete.
 
 The oracle (what a user of the pager may rely on):
 
 (a) a read returns, for every 16-byte cell, this object's own cell with a version no
     older than the last write that finished before the read began (never another
-    object's bytes, never a freed block's new content);
+    object's bytes, never a freed block's new content), or fails with EIO only when
+    one of its own device reads hit an injected fault: a corrupted page gives EIO,
+    never its bytes;
 (b) after fsync (``flush``) returns, every write to that object that finished before
     it began is in the synced image of a device, at the block the page mapped to when
     the fsync began or when it returned (unless a write that ran meanwhile rewrote
-    that page, copy on write, to a new block);
-(c) a write or a growing truncate fails with ENOSPC or EIO only when the free swap
-    cannot hold it; a shrinking truncate never fails for space;
-(d) swapoff fails only for want of room (ENOMEM, or ENOSPC/EIO with swap nearly full);
-(e) at the end every object reads back exactly as the model says;
-(f) no page ever fails its checksum (none is corrupted here): not a read, whose
-    failure (a) already reports, and not a scrub running beside the workload, which
-    pins, looks up and reads as a reader does while pages move under it.
+    that page, copy on write, to a new block); and a page that was on a synced image
+    stays on one, wherever swapoffs move it, until it is written again: checked
+    whenever no swapoff is under way, and after the final swapoffs;
+(c) a write, a growing truncate or a swapoff's move fails with ENOSPC or EIO for want
+    of room only when the devices have none, judged by the model alone at the instant
+    the pager finds no free block: the capacity of the devices on the table and not
+    being swapped off, less their bad blocks (the pages whose writes failed), less
+    every page the model says may be mapped, less all that the requests and swapoff
+    moves in flight may hold (the failing one in full: it lacked a block), is below
+    zero. Blocks that pinned readers or a discard still hold are no excuse: a write
+    waits for them. Otherwise a request fails with EIO only when a read it needed hit
+    a fault, with ENOENT only once its object's dealloc has begun; a shrinking
+    truncate never fails;
+(d) swapoff fails only for want of room (ENOMEM before it starts, ENOSPC/EIO by (c)),
+    or with EIO for unreadable pages when one of its reads hit a fault; a second
+    swapoff of the same device is EINVAL;
+(e) at the end every object reads back exactly as the model says (a page stored
+    corrupted gives EIO); every device but a fresh one is swapped off, all at once;
+    and the books balance: each device's used count is the pages mapped to it, no
+    block is mapped twice or past its object's size, the blist's free map is exactly
+    the blocks neither mapped, bad nor reserved (``avail + used + bad + held +
+    BBPAGES == nblks``), the global totals are the sums over the devices, every
+    object reserves the pages of its size and ``swap_reserved`` (and each uid's
+    charge) is their sum, and no pin, deferred free, lock or swapoff is left over;
+(f) a scrub running beside the workload, which pins, looks up and reads as a reader
+    does while pages move under it, reports a bad page only when one of its reads hit
+    an injected fault;
 (g) with ``discard`` (every device discard=pages, the discarder running): a discard
     never touches a block that a page maps to or that a pinned reader may still read
-    (a deferred free), and (a)-(e) hold all the same (a discard zeroes its blocks, so
+    (a deferred free), and (a)-(f) hold all the same (a discard zeroes its blocks, so
     one that hit a block a write had taken would show in the data).
 """
 
 from __future__ import annotations
 
+import collections
+import contextvars
+import itertools
 import logging
 import random
 import struct
 import sys
+from array import array
 from dataclasses import dataclass, field
 
 import trio
@@ -45,29 +86,85 @@ import trio.testing
 from swapfs import errors
 from swapfs.device import MemoryDevice
 from swapfs.discard import Discarder
-from swapfs.pager import Pager
-from swapfs.params import PAGE_SIZE
+from swapfs.pager import SWAPOFF_BATCH, Pager, SwapObject
+from swapfs.params import BBPAGES, PAGE_SIZE, SWAPBLK_NONE, nswap_lowat, pages_for
 from swapfs.scrub import Scrub
-from swapfs.swapspace import SwapSpace
+from swapfs.swapspace import SwapDevice, SwapSpace
 
 CELL = 16
 CELLS_PER_PAGE = PAGE_SIZE // CELL
 MAGIC = 0x5CA1AB1E
-ZERO = 0  # the value of a cell that holds zeros
+ZERO = 0  # the value of a cell that holds zeros (versions start at 1)
+# Truncate events reach past any cell.
+END = 1 << 40
 # Virtual seconds after which a run counts as hung.
 HANG_SECONDS = 24 * 3600
+# Pages of a device: a cycler keeps three on the table, so the two left beside the
+# one going off have room for its pages and swapoff's margin (nswap_lowat) as long
+# as no filler has taken it.
+DEV_PAGES = (nswap_lowat // 2, 3 * nswap_lowat)
+LIVE_DEVICES = 3
+# The least share of the swapoffs a band of seeds tries that must complete.
+SWAPOFF_FLOOR = 0.6
+# Outcomes of swapoff, as counted in ``stats``.
+SWAPOFF_OUTCOMES = ("completed", "refused", "no_room", "unreadable")
 
 
 class Violation(AssertionError):
     """The oracle found a broken promise."""
 
 
+@dataclass
+class Watch:
+    """What one request ran into: the injected faults its device reads hit, and
+    whether a write of its found no room (and was checked by (c) then)."""
+
+    what: str
+    faults: list[str] = field(default_factory=list)
+    no_room: bool = False
+
+
+# The request the current task is making. The pager reads and writes in the task of
+# the request that needs it (swapoff and scrub in theirs), so this tells an EIO the
+# faults explain from one they do not.
+_watch: contextvars.ContextVar[Watch | None] = contextvars.ContextVar("watch", default=None)
+
+
+def watch(what: str) -> Watch:
+    """Watch the request the calling task makes from now on."""
+    w = Watch(what)
+    _watch.set(w)
+    return w
+
+
+def _note(fault: str) -> None:
+    w = _watch.get()
+    if w is not None:
+        w.faults.append(fault)
+
+
+class ModelPager(Pager):
+    """The pager, with ``no_room`` called at the instant a write to the devices
+    fails for want of room (before any other task runs): where (c) is checked."""
+
+    def no_room(self, exc: errors.SwapfsError) -> None:
+        pass
+
+    async def write_pages(self, *args, **kwargs):
+        try:
+            return await super().write_pages(*args, **kwargs)
+        except (errors.NoSpace, errors.DeviceIOError) as exc:
+            self.no_room(exc)
+            raise
+
+
 class TimedDevice(MemoryDevice):
-    """A memory device whose async calls run on the loop, reads and fdatasync after
-    ``read_delay`` and ``sync_delay`` seconds (virtual under trio's MockClock).
-    ``synced`` is what an fdatasync has made durable."""
+    """A memory device whose async calls run on the loop, reads, writes and fdatasync
+    after ``read_delay``, ``write_delay`` and ``sync_delay`` seconds (virtual under
+    trio's MockClock). ``synced`` is what an fdatasync has made durable."""
 
     read_delay = 0.0
+    write_delay = 0.0
     sync_delay = 0.0
 
     def __init__(self, npages: int, name: str) -> None:
@@ -75,7 +172,8 @@ class TimedDevice(MemoryDevice):
         self.synced = bytearray(npages * PAGE_SIZE)
 
     async def _before(self, what: str) -> None:
-        delay = self.read_delay if what == "read" else self.sync_delay if what == "sync" else 0
+        delay = {"read": self.read_delay, "write": self.write_delay,
+                 "sync": self.sync_delay}.get(what, 0)
         if delay:
             await trio.sleep(delay)
 
@@ -117,13 +215,20 @@ class TimedDevice(MemoryDevice):
 
 class ScheduledDevice(TimedDevice):
     """A TimedDevice whose calls yield a seeded number of times (and now and then
-    sleep, in virtual time) before and after the I/O, which happens at one instant."""
+    sleep, in virtual time) before and after the I/O, which happens at one instant.
+
+    It keeps what the model needs to know of the device without asking the pager:
+    ``bad_pages``, the pages whose write failed (the pager retires exactly those),
+    and ``corrupt``, the pages stored with a bit flipped; and it notes each injected
+    fault a read runs into for the request that asked (``watch``)."""
 
     def __init__(self, npages: int, name: str, rng: random.Random, slow_p: float) -> None:
         super().__init__(npages, name)
         self.rng = rng
         self.slow_p = slow_p
         self.faults._rng = random.Random(rng.random())
+        self.bad_pages: set[int] = set()
+        self.corrupt: set[int] = set()
 
     async def _before(self, what: str) -> None:
         r = self.rng.random()
@@ -138,9 +243,75 @@ class ScheduledDevice(TimedDevice):
 
     _after = _before
 
+    def _injected(self) -> bool:
+        # A failure of a closed device is the pager's doing, never an injected fault.
+        return self.faults.active and not self.closed
 
-def cell_value(key: int, cell: int, version: int) -> bytes:
-    return struct.pack("<IIII", MAGIC, key, cell, version)
+    async def aread_pages(self, page, npages, limiter=None):
+        await self._before("read")
+        try:
+            data = self.read_pages(page, npages)
+        except errors.DeviceIOError:
+            if self._injected():
+                _note("read error")
+            raise
+        if self.corrupt and not self.corrupt.isdisjoint(range(page, page + npages)):
+            _note("corrupt")
+        elif self.faults.active and data != self._buf[page * PAGE_SIZE:
+                                                      (page + npages) * PAGE_SIZE]:
+            _note("corrupt-read")
+        await self._after("read")
+        return data
+
+    async def awrite_pages(self, page, data, limiter=None):
+        await self._before("write")
+        try:
+            if limiter is None:
+                self.write_pages(page, data)
+            else:
+                async with limiter:
+                    self.write_pages(page, data)
+        except errors.DeviceIOError as exc:
+            if self._injected() and exc.pages is not None:
+                first, n = exc.pages
+                self.bad_pages.update(range(first, first + n))
+            raise
+        f = self.faults
+        if self.corrupt or f.corrupt_ranges or f.corrupt_p:
+            view = memoryview(data).cast("B")
+            for i in range(len(view) // PAGE_SIZE):
+                q = (page + i) * PAGE_SIZE
+                if self._buf[q:q + PAGE_SIZE] == view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]:
+                    self.corrupt.discard(page + i)
+                else:
+                    self.corrupt.add(page + i)
+        await self._after("write")
+
+    def discard_pages(self, page: int, npages: int) -> None:
+        super().discard_pages(page, npages)
+        self.corrupt.difference_update(range(page, page + npages))
+
+
+def cells(key: int, lo: int, hi: int, version: int) -> bytes:
+    """Cells [lo, hi) of object key at version: each the little-endian 32-bit words
+    MAGIC, key, cell, version (zeros for ZERO)."""
+    if version == ZERO:
+        return bytes((hi - lo) * CELL)
+    words = array("I", (MAGIC, key, 0, version)) * (hi - lo)
+    words[2::4] = array("I", range(lo, hi))
+    if sys.byteorder == "big":
+        words.byteswap()
+    return words.tobytes()
+
+
+def render(key: int, c0: int, versions: list[int]) -> bytes:
+    """The bytes of cells c0, c0 + 1, ... of object key at the given versions."""
+    parts, c = [], c0
+    for version, run in itertools.groupby(versions):
+        n = sum(1 for _ in run)
+        parts.append(cells(key, c, c + n, version))
+        c += n
+    return b"".join(parts)
 
 
 def decode(raw: bytes) -> tuple[int, int, int] | int | None:
@@ -153,7 +324,7 @@ def decode(raw: bytes) -> tuple[int, int, int] | int | None:
     return key, cell, version
 
 
-@dataclass
+@dataclass(eq=False)
 class Event:
     """A write (value = its version) or a truncate's zeroing (value ZERO) of cells
     [lo, hi) of one object, between ticks start and end."""
@@ -166,33 +337,65 @@ class Event:
     ok: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Tracked:
+    """The model of one object: its events, and per page what may map it."""
+
     key: int
-    obj: object
-    events: list[Event] = field(default_factory=list)
+    obj: SwapObject
+    uid: int | None = None
+    events: list[Event] = field(default_factory=list)  # in start order
+    done: list[Event] = field(default_factory=list)  # those that succeeded, by end
     size: int = 0  # bytes, as of the last finished write or truncate
+    unlinking: bool = False  # its dealloc has begun
+    dead: bool = False  # its dealloc has returned
+    busy: int = 0  # requests in flight
+    # Per page: the end of the last successful write covering it, and the latest
+    # start of a finished truncate that dropped it. A page may be mapped only if the
+    # first is later: a truncate that began after a write ended came after it.
+    lastw: list[int] = field(default_factory=list)
+    lastt: list[int] = field(default_factory=list)
 
-    def last_before(self, cell: int, tick: int) -> int:
-        best, value = -1, ZERO
-        for ev in self.events:
-            if ev.ok and ev.lo <= cell < ev.hi and ev.end < tick and ev.end > best:
-                best, value = ev.end, ev.value
-        return value
+    def finished(self, ev: Event, ok: bool, end: int) -> None:
+        ev.end, ev.ok = end, ok
+        if not ok:
+            return
+        self.done.append(ev)
+        if ev.value == ZERO:
+            self.size = ev.lo * CELL
+            first = pages_for(self.size)
+            self.lastt[first:] = [max(t, ev.start) for t in self.lastt[first:]]
+            return
+        self.size = max(self.size, ev.hi * CELL)
+        p0, p1 = ev.lo // CELLS_PER_PAGE, pages_for(ev.hi * CELL)
+        if p1 > len(self.lastw):
+            grow = p1 - len(self.lastw)
+            self.lastw += [0] * grow
+            self.lastt += [0] * grow
+        self.lastw[p0:p1] = [end] * (p1 - p0)
 
-    def allowed(self, cell: int, rb: int, re: int) -> set[int]:
-        out = {self.last_before(cell, rb)}
-        for ev in self.events:
-            if ev.ok and ev.lo <= cell < ev.hi and ev.start < re and ev.end > rb:
-                out.add(ev.value)
+    def may_map(self) -> int:
+        """How many pages may have a block now (an upper bound)."""
+        if self.dead:
+            return 0
+        return sum(w > t for w, t in zip(self.lastw, self.lastt))
+
+    def image(self, c0: int, c1: int, tick: int) -> list[int]:
+        """Versions of cells [c0, c1) after every write and truncate that finished
+        before tick (the last to finish wins: the object's lock orders them)."""
+        out = [ZERO] * (c1 - c0)
+        for ev in self.done:
+            if ev.end >= tick:
+                break
+            lo, hi = max(ev.lo, c0), min(ev.hi, c1)
+            if lo < hi:
+                out[lo - c0:hi - c0] = [ev.value] * (hi - lo)
         return out
 
-    def touched(self, cell: int, tb: int, te: int) -> bool:
-        """Whether a write or truncate of this cell ran at any time in [tb, te]."""
-        for ev in self.events:
-            if ev.lo <= cell < ev.hi and ev.start < te and (ev.end is None or ev.end > tb):
-                return True
-        return False
+    def overlapping(self, c0: int, c1: int, tb: int, te: int) -> list[Event]:
+        """Successful events on cells [c0, c1) that ran at some time in (tb, te)."""
+        return [ev for ev in self.done
+                if ev.end > tb and ev.start < te and ev.lo < c1 and ev.hi > c0]
 
 
 class Explorer:
@@ -202,37 +405,52 @@ class Explorer:
         self.rng = random.Random(seed)
         rng = self.rng
         self.space = SwapSpace()
+        self.stats: collections.Counter[str] = collections.Counter()
         self.slow_p = rng.choice((0.0, 0.01, 0.05))
-        self.ndev = 0
-        for _ in range(rng.randint(1, 3)):
+        self.devs: list[ScheduledDevice] = []  # on the table, by the explorer's count
+        self.swapping: set[ScheduledDevice] = set()  # from swapoff's call to its return
+        for _ in range(rng.randint(2, LIVE_DEVICES)):
             self._swapon()
-        self.pager = Pager(self.space, swap_async_max=rng.randint(1, 4))
+        self.pager = ModelPager(self.space, swap_async_max=rng.randint(1, 4))
+        self.pager.no_room = self._no_room
         # Chunks of one page: every freed block that is still free gets discarded.
         self.discarder = Discarder(self.pager, chunk=1) if discard else None
-        self.objects = [Tracked(k, self.pager.alloc()) for k in range(rng.randint(2, 5))]
+        self.tracked: list[Tracked] = []  # every object ever made
+        self.objects = [self.new_object() for _ in range(rng.randint(2, 5))]  # the pool
         self.max_cells = rng.choice((8, 24, 48)) * CELLS_PER_PAGE
         self.ops = rng.randint(15, 40)
         self.tick = 0
         self.version = 0
+        self.inflight = 0  # pages the writes and truncates in flight may hold
         self.reads: list[tuple[Tracked, int, int, int, bytes]] = []
+        # Pages found on a synced image at an fsync, with their content: (b)'s second half.
+        self.durable: dict[tuple[Tracked, int], bytes] = {}
         self.problems: list[str] = []
         self.hang_state = ""
-        self.stats = {"reads": 0, "writes": 0, "fsyncs": 0, "swapoffs": 0, "scrubbed": 0,
-                      "enospc": 0, "truncates": 0}
 
     # -- set-up --------------------------------------------------------------
 
-    def _swapon(self) -> None:
-        npages = self.rng.randint(12, 160)
-        dev = ScheduledDevice(npages, f"d{self.ndev}",
+    def _swapon(self, npages: int | None = None) -> ScheduledDevice:
+        if npages is None:
+            npages = self.rng.randint(*DEV_PAGES)
+        dev = ScheduledDevice(npages, f"d{self.stats['swapons']}",
                               random.Random(self.rng.random()), self.slow_p)
-        self.ndev += 1
+        self.stats["swapons"] += 1
         if self.discard:
             dev.on_discard = self._check_discard
         self.space.swapon(dev, discard_pages=self.discard)
+        self.devs.append(dev)
+        return dev
+
+    def new_object(self) -> Tracked:
+        obj = self.pager.alloc()
+        obj.uid = self.rng.choice((None, 0, 1000, 1001))
+        t = Tracked(len(self.tracked), obj, obj.uid)
+        self.tracked.append(t)
+        return t
 
     def _check_discard(self, dev: MemoryDevice, runs: list[tuple[int, int]]) -> None:
-        """Oracle (f): nothing discarded is mapped or waits as a deferred free."""
+        """Oracle (g): nothing discarded is mapped or waits as a deferred free."""
         sp = next((sp for sp in self.space.devices if sp.dev is dev), None)
         if sp is None:
             return
@@ -253,11 +471,115 @@ class Explorer:
     def fail(self, text: str) -> None:
         self.problems.append(text)
 
+    # -- oracle (c): room by the model alone ------------------------------------
+
+    def room(self) -> int:
+        """Blocks the devices must have free now beyond all that the requests in flight
+        may hold, by the model alone: see (c)."""
+        cap = sum(d.npages - BBPAGES - len(d.bad_pages)
+                  for d in self.devs if d not in self.swapping)
+        live = [t.may_map() for t in self.tracked]
+        # A swapoff move rewrites at most one batch of one object's pages at a time.
+        moves = len(self.swapping) * min(SWAPOFF_BATCH, max(live, default=0))
+        return cap - sum(live) - self.inflight - moves
+
+    def _no_room(self, exc: errors.SwapfsError) -> None:
+        """(c), at the instant a write found no free block: the request that made it
+        holds fewer blocks than it may (it lacked one), so room() counting it in full
+        must be negative."""
+        w = _watch.get()
+        if w is not None:
+            w.no_room = True
+        self.stats["enospc"] += 1
+        room = self.room()
+        if room >= 0:
+            self.fail(f"{w.what if w else 'a write'} failed ({exc!r}) though the model "
+                      f"leaves {room} pages free beyond all that requests in flight need")
+
+    def _failed(self, w: Watch, exc: errors.SwapfsError) -> None:
+        """A request failed with ENOSPC or EIO: for want of room (checked then), or
+        with EIO because a read it needed hit a fault."""
+        if w.no_room:
+            return
+        if isinstance(exc, errors.DeviceIOError) and w.faults:
+            self.stats["eio_expected"] += 1
+            return
+        self.fail(f"{w.what} failed ({exc!r}) with room to spare and no fault injected")
+
     # -- tasks ---------------------------------------------------------------
 
     async def pause(self, rng: random.Random) -> None:
+        if rng.random() < 0.2:
+            # Now and then in virtual time, so the tasks that sleep (the cyclers, the
+            # faulter, the unlinker) come in between requests, not only around them.
+            await trio.sleep(rng.choice((0.001, 0.01, 0.1)))
         for _ in range(rng.randint(0, 3)):
             await trio.lowlevel.checkpoint()
+
+    async def write_op(self, t: Tracked, lo: int, hi: int) -> bool:
+        """Write cells [lo, hi) of t at a new version; whether it succeeded."""
+        self.version += 1
+        v = self.version
+        buf = cells(t.key, lo, hi, v)
+        ev = Event(lo, hi, v, self.now())
+        t.events.append(ev)
+        # Its pages, and the old last page an extending write may rewrite first.
+        need = pages_for(hi * CELL) - lo // CELLS_PER_PAGE + 1
+        self.inflight += need
+        t.busy += 1
+        w = watch(f"write of {need} pages")
+        ok = False
+        try:
+            await t.obj.write(lo * CELL, buf)
+        except errors.NotFound as exc:
+            if not t.unlinking:
+                self.fail(f"write to object {t.key} failed ({exc!r}) before any dealloc")
+        except (errors.NoSpace, errors.DeviceIOError) as exc:
+            self._failed(w, exc)
+        else:
+            ok = True
+            self.stats["writes"] += 1
+        self.inflight -= need
+        t.busy -= 1
+        t.finished(ev, ok, self.now())
+        return ok
+
+    async def truncate_op(self, t: Tracked, cells_: int) -> bool:
+        old = t.size
+        ev = Event(cells_, END, ZERO, self.now())
+        t.events.append(ev)
+        self.inflight += 1  # growing, the old last page may be rewritten
+        t.busy += 1
+        w = watch(f"truncate {old} -> {cells_ * CELL}")
+        ok = False
+        try:
+            await t.obj.truncate(cells_ * CELL)
+        except errors.NotFound as exc:
+            if not t.unlinking:
+                self.fail(f"truncate of object {t.key} failed ({exc!r}) before any dealloc")
+        except (errors.NoSpace, errors.DeviceIOError) as exc:
+            if cells_ * CELL < old:
+                self.fail(f"shrinking truncate {old} -> {cells_ * CELL} failed: {exc!r}")
+            else:
+                self._failed(w, exc)
+        else:
+            ok = True
+            self.stats["truncates"] += 1
+        self.inflight -= 1
+        t.busy -= 1
+        t.finished(ev, ok, self.now())
+        return ok
+
+    async def unlink(self, t: Tracked) -> None:
+        """Deallocate t's object (the last close of an unlinked file)."""
+        if t in self.objects:
+            self.objects.remove(t)
+            self.objects.append(self.new_object())
+        t.unlinking = True
+        self.stats["unlinks"] += 1
+        self.stats["unlinks_busy"] += t.busy > 0
+        await self.pager.dealloc(t.obj)
+        t.dead = True
 
     async def writer(self, rng: random.Random) -> None:
         for _ in range(self.ops):
@@ -268,51 +590,42 @@ class Explorer:
             else:
                 lo = rng.randrange(self.max_cells)
                 n = rng.randint(1, 3 * CELLS_PER_PAGE)
-            hi = min(lo + n, self.max_cells)
-            self.version += 1
-            v = self.version
-            buf = b"".join(cell_value(t.key, c, v) for c in range(lo, hi))
-            ev = Event(lo, hi, v, self.now())
-            t.events.append(ev)
-            try:
-                await t.obj.write(lo * CELL, buf)
-            except (errors.NoSpace, errors.DeviceIOError) as exc:
-                need = -(-(hi * CELL) // PAGE_SIZE) - (lo * CELL) // PAGE_SIZE
-                avail = self.space.swap_pager_avail
-                self.stats["enospc"] += 1
-                if avail > need:  # (+1: an extending write may rewrite the old last page)
-                    self.fail(f"write of {need} pages failed ({exc!r}) "
-                              f"with {avail} pages free")
-            else:
-                ev.ok = True
-                t.size = max(t.size, hi * CELL)
-                self.stats["writes"] += 1
-            ev.end = self.now()
+            await self.write_op(t, lo, min(lo + n, self.max_cells))
             await self.pause(rng)
 
     async def truncater(self, rng: random.Random) -> None:
         for _ in range(self.ops // 2):
             t = rng.choice(self.objects)
-            cells = rng.randrange(self.max_cells + 1)
+            n = rng.randrange(self.max_cells + 1)
             if rng.random() < 0.5:
-                cells = rng.randrange(max(1, t.size // CELL + 1))
-            old = t.size
-            ev = Event(cells, self.max_cells, ZERO, self.now())
-            t.events.append(ev)
-            try:
-                await t.obj.truncate(cells * CELL)
-            except (errors.NoSpace, errors.DeviceIOError) as exc:
-                if cells * CELL < old:
-                    self.fail(f"shrinking truncate {old} -> {cells * CELL} failed: {exc!r}")
-                elif self.space.swap_pager_avail >= 1:
-                    self.fail(f"growing truncate failed ({exc!r}) with "
-                              f"{self.space.swap_pager_avail} pages free")
-            else:
-                ev.ok = True
-                t.size = cells * CELL
-                self.stats["truncates"] += 1
-            ev.end = self.now()
+                n = rng.randrange(max(1, t.size // CELL + 1))
+            await self.truncate_op(t, n)
             await self.pause(rng)
+
+    async def filler(self, rng: random.Random) -> None:
+        """Write until the swap is full, remove it all, and write again at once: the
+        frees of the removal wait for pinned readers, and the next write for them."""
+        for _ in range(rng.randint(1, 2)):
+            t = self.new_object()
+            pos = 0
+            for _ in range(200):
+                n = rng.randint(8, 64) * CELLS_PER_PAGE
+                if not await self.write_op(t, pos, pos + n):
+                    break
+                pos += n
+            self.stats["fills"] += 1
+            await trio.sleep(rng.choice((0, 0.001, 0.5)))
+            if rng.random() < 0.5:
+                await self.unlink(t)
+            else:
+                await self.truncate_op(t, 0)
+
+    async def unlinker(self, rng: random.Random) -> None:
+        """Now and then deallocate an object, one with requests in flight if any."""
+        for _ in range(rng.randint(1, 3)):
+            await trio.sleep(rng.choice((0.001, 0.1, 1.0)))
+            busy = [t for t in self.objects if t.busy]
+            await self.unlink(rng.choice(busy or self.objects))
 
     async def reader(self, rng: random.Random) -> None:
         for _ in range(self.ops):
@@ -330,12 +643,24 @@ class Explorer:
             await self.pause(rng)
 
     async def _read(self, t: Tracked, off: int, size: int) -> bool:
+        if t.dead:  # a file that is gone cannot be read
+            return False
         rb = self.now()
+        t.busy += 1
+        w = watch(f"read {off}+{size}")
         try:
             data = await t.obj.read(off, size)
+        except errors.DeviceIOError as exc:
+            if not w.faults:
+                self.fail(f"read {off}+{size} of object {t.key} failed ({exc!r}) "
+                          f"with no fault injected")
+            self.stats["read_eio"] += 1
+            return False
         except errors.SwapfsError as exc:
             self.fail(f"read {off}+{size} failed: {exc!r}")
             return False
+        finally:
+            t.busy -= 1
         re = self.now()
         self.reads.append((t, off, rb, re, data))
         self.stats["reads"] += 1
@@ -343,54 +668,113 @@ class Explorer:
 
     async def syncer(self, rng: random.Random) -> None:
         for _ in range(self.ops // 2):
-            t = rng.choice(self.objects)
-            tb = self.now()
-            before = self._mapping(t)
-            try:
-                await t.obj.flush()
-            except errors.SwapfsError as exc:
-                self.fail(f"fsync failed: {exc!r}")
-                continue
-            te = self.now()
-            self.stats["fsyncs"] += 1
-            self._check_durable(t, tb, te, before, self._mapping(t))
+            await self.flush_op(rng.choice(self.objects))
             await self.pause(rng)
+
+    async def flush_op(self, t: Tracked) -> None:
+        tb = self.now()
+        before = self._mapping(t)
+        try:
+            await t.obj.flush()
+        except errors.SwapfsError as exc:
+            self.fail(f"fsync failed: {exc!r}")
+            return
+        te = self.now()
+        self.stats["fsyncs"] += 1
+        if t.dead:
+            return
+        self._check_durable(t, tb, te, before, self._mapping(t))
+        self._note_durable(t)
 
     async def cycler(self, rng: random.Random, done: trio.Event) -> None:
-        """swapoff a device, swapon a fresh one, while the others work."""
+        """swapoff a device while the others work; keep LIVE_DEVICES on the table."""
+        backoff = 0.0
         while not done.is_set():
-            await trio.sleep(rng.choice((0, 0.001, 0.5)))
+            await trio.sleep(backoff or rng.choice((0, 0.001, 0.5)))
             await self.pause(rng)
-            live = [sp for sp in self.space.devices if not sp.closing]
-            if len(live) < 2:
-                self._swapon()
+            live = [d for d in self.devs if d not in self.swapping]
+            if self.swapping and rng.random() < 0.1:
+                again = rng.choice(sorted(self.swapping, key=lambda d: d.path))
+                await self._swapoff_again(again)
                 continue
-            sp = rng.choice(live)
-            try:
-                await self.pager.swapoff(sp)
-            except errors.NoMemory:
-                pass
-            except (errors.NoSpace, errors.DeviceIOError) as exc:
-                if self.space.swap_pager_avail >= 64:
-                    self.fail(f"swapoff failed ({exc!r}) with "
-                              f"{self.space.swap_pager_avail} pages free")
-            except errors.SwapfsError as exc:
-                self.fail(f"swapoff failed: {exc!r}")
+            if len(live) < LIVE_DEVICES:
+                self._swapon()  # not the one to go: it is empty
+            if live and await self.swapoff_op(rng.choice(live)) == "refused":
+                # As an administrator would: wait for room, longer each time.
+                backoff = min(2 * backoff or rng.choice((0.5, 2.0)), 60.0)
             else:
-                self.stats["swapoffs"] += 1
-                self._swapon()
+                backoff = 0.0
+
+    async def _swapoff_again(self, dev: ScheduledDevice) -> None:
+        """(d): a swapoff of a device whose swapoff is under way is EINVAL."""
+        sp = self._sp(dev)
+        try:
+            await self.pager.swapoff(sp)
+        except errors.InvalidArgument:
+            self.stats["swapoff_einval"] += 1
+            if not sp.closing:
+                self.fail(f"second swapoff of {dev.path} stopped the first")
+        else:
+            self.fail(f"second swapoff of {dev.path} succeeded while the first ran")
+
+    def _sp(self, dev: ScheduledDevice) -> SwapDevice:
+        return next(sp for sp in self.space.devices if sp.dev is dev)
+
+    async def swapoff_op(self, dev: ScheduledDevice, final: bool = False) -> str:
+        """swapoff dev and check the outcome by (d); return which one it was."""
+        sp = self._sp(dev)
+        if self.swapping:
+            self.stats["swapoffs_concurrent"] += 1
+        self.swapping.add(dev)
+        w = watch(f"swapoff of {dev.path}")
+        try:
+            await self.pager.swapoff(sp)
+        except errors.NoMemory:
+            self.swapping.discard(dev)
+            outcome = "refused"
+            if sp.closing or sp not in self.space.devices:
+                self.fail(f"refused swapoff of {dev.path} changed the table")
+        except errors.DeviceIOError as exc:
+            self.swapping.discard(dev)
+            if sp.name in self.pager.swapoff_unreadable:
+                outcome = "unreadable"
+                if not w.faults:
+                    self.fail(f"swapoff of {dev.path}: {exc!r} with no fault injected")
+            else:
+                outcome = "no_room"
+                self._failed(w, exc)
+        except errors.NoSpace as exc:
+            self.swapping.discard(dev)
+            outcome = "no_room"
+            self._failed(w, exc)
+        except errors.SwapfsError as exc:
+            self.swapping.discard(dev)
+            self.fail(f"swapoff of {dev.path} failed: {exc!r}")
+            return "failed"
+        else:
+            self.swapping.discard(dev)
+            self.devs.remove(dev)
+            outcome = "completed"
+            if not dev.closed:
+                self.fail(f"swapoff of {dev.path} returned with the device open")
+        if not self.swapping and not final:
+            self.check_kept(f"after swapoff of {dev.path} ({outcome})")
+        self.stats[("final_swapoff_" if final else "swapoff_") + outcome] += 1
+        return outcome
 
     async def faulter(self, rng: random.Random, done: trio.Event) -> None:
-        """Now and then a device fails some writes for a while."""
+        """Now and then a device fails writes or reads, or corrupts pages, for a while."""
         while not done.is_set():
             await trio.sleep(rng.choice((0.001, 0.1, 1.0)))
-            devs = [sp.dev for sp in self.space.devices]
-            dev = rng.choice(devs)
-            if rng.random() < 0.5:
-                dev.faults.set_write_error_p(rng.choice((0.1, 0.5)))
-            else:
+            dev = rng.choice(self.devs)
+            kind = rng.choices(("write-error", "read-error", "corrupt-read", "corrupt"),
+                               (4, 2, 2, 1))[0]
+            if kind == "corrupt" or rng.random() < 0.5:
+                # Corruption stored stays until the page is written again: a few pages.
                 first = rng.randrange(dev.npages)
-                dev.faults.add_write_error(first, rng.randint(1, 4))
+                dev.faults.apply(f"{kind} {first}-{first + rng.randint(0, 3)}")
+            else:
+                dev.faults.apply(f"{kind} p={rng.choice((0.1, 0.5))}")
             await trio.sleep(rng.choice((0.0, 0.01, 0.5)))
             dev.faults.clear()
 
@@ -399,24 +783,27 @@ class Explorer:
         scrub = Scrub(self.pager, rate=rng.choice((50, 5000)))
         for _ in range(rng.randint(1, 3)):
             await trio.sleep(rng.choice((0.0, 0.01, 0.5)))
+            w = watch("scrub")
             await scrub.run(tuple(self.space.devices))
-            for bad in scrub.bad:
-                self.fail(f"scrub found a bad page: {bad}")
+            if scrub.bad and not w.faults:
+                self.fail(f"scrub found a bad page with no fault injected: {scrub.bad[0]}")
                 return
             self.stats["scrubbed"] += scrub.checked
+            self.stats["scrub_bad"] += len(scrub.bad)
             scrub.checked = 0
+            scrub.bad = []
 
     async def watchdog(self) -> None:
         """Just before a run counts as hung, note what holds swap, for the report."""
         await trio.sleep(HANG_SECONDS - 1)
         held = []
         for sp in self.space.devices:
-            objs = {t.key: t.obj.meta.pages_on(sp.first, sp.end) for t in self.objects}
+            objs = {t.key: t.obj.meta.pages_on(sp.first, sp.end) for t in self.tracked}
             held.append(f"{sp.name} used={sp.used} closing={sp.closing} "
                         f"pages={ {k: v for k, v in objs.items() if v} }")
         self.hang_state = (f"readers={self.pager._readers} "
                            f"deferred={len(self.pager._deferred)} "
-                           f"locked={[t.key for t in self.objects if t.obj.lock.locked()]} "
+                           f"locked={[t.key for t in self.tracked if t.obj.lock.locked()]} "
                            + "; ".join(held))
 
     # -- oracle --------------------------------------------------------------
@@ -430,36 +817,92 @@ class Explorer:
         return out
 
     def _check_durable(self, t, tb, te, before, after) -> None:
+        """(b): what fsync must have made durable, at its return."""
         # A write that runs during the fsync and touches any byte of a page moves the
         # whole page to a new block (copy on write) and frees the old one: what the
         # fsync made durable may then be overwritten. Such pages are left out; a page
         # moved by swapoff alone must be synced at its old block or its new one.
-        rewritten = any(ev.start < te and (ev.end is None or ev.end > tb)
-                        for ev in t.events)
-        for cell in range(min(self.max_cells, -(-t.size // CELL))):
-            value = t.last_before(cell, tb)
-            if value == ZERO or t.touched(cell, tb, te):
+        ncells = -(-t.size // CELL)
+        want = t.image(0, ncells, tb)
+        touched = bytearray(ncells)
+        rewritten = False
+        for ev in t.events:
+            if ev.start < te and (ev.end is None or ev.end > tb):
+                rewritten = True
+                lo, hi = min(ev.lo, ncells), min(ev.hi, ncells)
+                touched[lo:hi] = b"\1" * (hi - lo)
+        for p in range(pages_for(ncells * CELL)):
+            c0, c1 = p * CELLS_PER_PAGE, min((p + 1) * CELLS_PER_PAGE, ncells)
+            check = [c for c in range(c0, c1) if want[c] != ZERO and not touched[c]]
+            if not check or before.get(p) != after.get(p) and rewritten:
                 continue
-            want = cell_value(t.key, cell, value)
-            p, k = divmod(cell, CELLS_PER_PAGE)
-            if before.get(p) != after.get(p) and rewritten:
-                continue
+            exp = render(t.key, c0, want[c0:c1])
             for where in (before.get(p), after.get(p)):
-                if where is not None:
-                    dev, devpage = where
-                    lo = devpage * PAGE_SIZE + k * CELL
-                    if dev.synced[lo:lo + CELL] == want:
-                        break
+                if where is None:
+                    continue
+                dev, devpage = where
+                got = dev.synced[devpage * PAGE_SIZE:devpage * PAGE_SIZE + (c1 - c0) * CELL]
+                if dev.corrupt and devpage in dev.corrupt:
+                    break  # stored corrupted: its checksum gives EIO, (a) checks that
+                if got == exp or all(got[(c - c0) * CELL:(c - c0 + 1) * CELL]
+                                     == exp[(c - c0) * CELL:(c - c0 + 1) * CELL]
+                                     for c in check):
+                    break
             else:
-                self.fail(f"fsync returned but object {t.key} cell {cell} "
-                          f"(version {value}) is on no synced image")
+                self.fail(f"fsync returned but object {t.key} page {p} (as of tick {tb}) "
+                          f"is on no synced image")
                 return
+
+    def _note_durable(self, t: Tracked) -> None:
+        """Remember t's pages that are on a synced image now, with their content."""
+        for p, (dev, devpage) in self._mapping(t).items():
+            lo = devpage * PAGE_SIZE
+            live = dev._buf[lo:lo + PAGE_SIZE]
+            if dev.synced[lo:lo + PAGE_SIZE] == live:
+                self.durable[(t, p)] = bytes(live)
+            else:
+                self.durable.pop((t, p), None)
+
+    def check_kept(self, when: str) -> None:
+        """(b), second half: a page that was on a synced image and has not been written
+        since (its content is the same: every write writes a new version) is on the
+        synced image of the block it maps to now. Only while no swapoff is under way:
+        one moves a page first and syncs it once all are moved."""
+        for (t, p), content in list(self.durable.items()):
+            blk = SWAPBLK_NONE if t.dead else t.obj.meta.lookup(p)
+            if blk == SWAPBLK_NONE:
+                del self.durable[(t, p)]
+                continue
+            sp, devpage = self.space.lookup(blk)
+            dev = sp.dev
+            if dev.closed:
+                self.fail(f"{when}: object {t.key} page {p} maps to closed {dev.path}")
+                return
+            lo = devpage * PAGE_SIZE
+            if dev._buf[lo:lo + PAGE_SIZE] != content:
+                del self.durable[(t, p)]  # written again since (or corrupted on the way)
+                continue
+            if dev.synced[lo:lo + PAGE_SIZE] != content:
+                self.fail(f"{when}: object {t.key} page {p} was fsync'ed and not written "
+                          f"since, yet is not on the synced image of {dev.path} page "
+                          f"{devpage}, where it is now")
+                return
+            self.stats["kept_checked"] += 1
 
     def check_reads(self) -> None:
         for t, off, rb, re, data in self.reads:
-            for i in range(0, len(data) - CELL + 1, CELL):
-                cell = (off + i) // CELL
-                got = decode(data[i:i + CELL])
+            c0, n = off // CELL, len(data) // CELL
+            base = t.image(c0, c0 + n, rb)
+            want = render(t.key, c0, base)
+            if data[:n * CELL] == want:
+                continue
+            over = t.overlapping(c0, c0 + n, rb, re)
+            for i in range(n):
+                raw = data[i * CELL:(i + 1) * CELL]
+                if raw == want[i * CELL:(i + 1) * CELL]:
+                    continue
+                cell = c0 + i
+                got = decode(raw)
                 if got is None:
                     self.fail(f"object {t.key} cell {cell}: garbage read")
                     return
@@ -470,26 +913,152 @@ class Explorer:
                                   f"cell {gcell}")
                         return
                     got = version
-                allowed = t.allowed(cell, rb, re)
+                allowed = {base[i]} | {ev.value for ev in over if ev.lo <= cell < ev.hi}
                 if got not in allowed:
                     self.fail(f"object {t.key} cell {cell}: read version {got}, "
                               f"allowed {sorted(allowed)}")
                     return
 
     async def check_final(self) -> None:
+        """(e): every object reads back as the model says; a page fails only if it
+        was stored corrupted."""
         end = self.now()
-        for t in self.objects:
+        for t in self.tracked:
+            if t.dead:
+                continue
             if t.obj.size != t.size:
                 self.fail(f"object {t.key}: size {t.obj.size}, model {t.size}")
                 continue
-            data = await t.obj.read(0, t.size)
-            for cell in range(t.size // CELL):
-                value = t.last_before(cell, end)
-                want = bytes(CELL) if value == ZERO else cell_value(t.key, cell, value)
-                if data[cell * CELL:(cell + 1) * CELL] != want:
-                    self.fail(f"object {t.key} cell {cell}: final content differs "
-                              f"from the model (want version {value})")
+            ncells = t.size // CELL
+            want = render(t.key, 0, t.image(0, ncells, end))
+            try:
+                data = await t.obj.read(0, t.size)
+            except errors.DeviceIOError:
+                data = None
+            if data == want:
+                continue
+            for p in range(pages_for(t.size)):
+                w = watch(f"final read of object {t.key} page {p}")
+                try:
+                    got = await t.obj.read(p * PAGE_SIZE, PAGE_SIZE)
+                except errors.DeviceIOError as exc:
+                    self.stats["final_eio"] += 1
+                    if w.faults:
+                        continue
+                    self.fail(f"object {t.key} page {p}: final read failed ({exc!r}) "
+                              f"with no page corrupted")
                     break
+                if got != want[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]:
+                    self.fail(f"object {t.key} page {p}: final content differs from "
+                              f"the model")
+                    break
+
+    async def finish(self) -> None:
+        """The end of a seed: every object fsync'ed, a fresh device on, every other one
+        off at once, then (b)'s second half, (e)."""
+        for dev in self.devs:
+            dev.faults.clear()
+        self.check_reads()
+        live = [t for t in self.tracked if not t.dead]
+        for t in live:
+            await self.flush_op(t)
+        fresh = self._swapon(sum(pages_for(t.size) for t in live)
+                             + nswap_lowat + BBPAGES + 16)
+        async with trio.open_nursery() as nursery:
+            for dev in list(self.devs):
+                if dev is not fresh:
+                    nursery.start_soon(self._final_swapoff, dev)
+        self.check_kept("after the final swapoffs")
+        await self.check_final()
+        # Let the discarder give back what it holds.
+        for _ in range(100):
+            if not self.space.held:
+                break
+            await trio.sleep(1)
+        self.check_books()
+
+    async def _final_swapoff(self, dev: ScheduledDevice) -> None:
+        outcome = await self.swapoff_op(dev, final=True)
+        if outcome == "completed":
+            return
+        if outcome == "unreadable":
+            # Only pages stored corrupted may stay behind.
+            sp = self._sp(dev)
+            bad = sum(1 for t in self.tracked if not t.dead
+                      for _p, blk, n in t.obj.meta.pages_on(sp.first, sp.end)
+                      for b in range(blk, blk + n) if b - sp.first in dev.corrupt)
+            if bad == self.pager.swapoff_unreadable[sp.name] == sp.used:
+                return
+        self.fail(f"final swapoff of {dev.path}: {outcome}")
+
+    def check_books(self) -> None:
+        """(e): used == mapped, the blists, the totals and the reservations add up,
+        and nothing is left pinned, deferred, locked or half swapped off."""
+        space, pager = self.space, self.pager
+        fail = self.fail
+        live = [t for t in self.tracked if not t.dead]
+        if set(pager.objects) != {t.obj.id for t in live}:
+            fail("the pager's objects are not the live ones")
+        if pager._readers or pager._deferred:
+            fail(f"left over: pins {pager._readers}, {len(pager._deferred)} deferred frees")
+        if pager.swapoff_progress or any(t.obj.lock.locked() for t in self.tracked):
+            fail("left over: a swapoff in progress or an object locked")
+        owner: dict[int, tuple[int, int]] = {}
+        for t in live:
+            mapped = 0
+            for p, blk, n in t.obj.meta.map_runs():
+                if p + n > pages_for(t.size):
+                    fail(f"object {t.key} maps page {p + n - 1} past its size {t.size}")
+                for i in range(n):
+                    if blk + i in owner:
+                        fail(f"block {blk + i} mapped by {owner[blk + i]} and "
+                             f"{(t.key, p + i)}")
+                        return
+                    owner[blk + i] = (t.key, p + i)
+                mapped += n
+            if t.obj.swapped != mapped:
+                fail(f"object {t.key}: swapped {t.obj.swapped}, maps {mapped}")
+        if [sp.dev for sp in space.devices] != self.devs:
+            fail("the device table is not the devices swapped on and not off")
+        avail = total = bad = 0
+        for sp in space.devices:
+            dev = sp.dev
+            mine = {b - sp.first for b in owner if sp.first <= b < sp.end}
+            retired = {rel + i for rel, n in sp.bad_runs for i in range(n)}
+            if sp.closing or sp.held:
+                fail(f"{sp.name}: closing {sp.closing}, held {sp.held} at the end")
+            if sp.used != len(mine):
+                fail(f"{sp.name}: used {sp.used}, but {len(mine)} pages map to it")
+            if sp.bad != len(retired) or retired != dev.bad_pages:
+                fail(f"{sp.name}: bad {sp.bad}, runs {sorted(retired)}, writes failed "
+                     f"on {sorted(dev.bad_pages)}")
+            taken = {b for b in range(sp.nblks) if not sp.blist.isfree(b)}
+            if taken != set(range(BBPAGES)) | mine | retired:
+                fail(f"{sp.name}: the blist's allocated blocks are not the label, the "
+                     f"mapped and the bad ones")
+            if (sp.blist.avail() != sp.nblks - len(taken)
+                    or sum(sp.blist.gaps()) != sp.blist.avail()):
+                fail(f"{sp.name}: blist avail {sp.blist.avail()}, free blocks "
+                     f"{sp.nblks - len(taken)}, gaps {sum(sp.blist.gaps())}")
+            if sp.blist.avail() + sp.used + sp.bad + sp.held + BBPAGES != sp.nblks:
+                fail(f"{sp.name}: avail + used + bad + held + BBPAGES != nblks")
+            avail += sp.blist.avail()
+            total += sp.nblks
+            bad += sp.bad
+        if (space.swap_pager_avail, space.swap_total, space.bad) != (avail, total, bad):
+            fail(f"totals avail/total/bad {space.swap_pager_avail}/{space.swap_total}/"
+                 f"{space.bad}, devices say {avail}/{total}/{bad}")
+        charge: collections.Counter[int] = collections.Counter()
+        for t in live:
+            if t.obj.resv != pages_for(t.size):
+                fail(f"object {t.key} reserves {t.obj.resv} pages for {t.size} bytes")
+            if t.uid is not None:
+                charge[t.uid] += pages_for(t.size)
+        if space.swap_reserved != sum(t.obj.resv for t in live):
+            fail(f"swap_reserved {space.swap_reserved}, objects reserve "
+                 f"{sum(t.obj.resv for t in live)}")
+        if space.uid_reserved != {u: n for u, n in charge.items() if n}:
+            fail(f"uid charges {space.uid_reserved}, model {dict(charge)}")
 
     # -- the run -------------------------------------------------------------
 
@@ -501,25 +1070,28 @@ class Explorer:
                 outer.start_soon(self.watchdog)
                 if self.discarder is not None:
                     outer.start_soon(self.discarder.run)
-                outer.start_soon(self.cycler, random.Random(rng.random()), done)
-                if rng.random() < 0.5:
-                    outer.start_soon(self.faulter, random.Random(rng.random()), done)
-                async with trio.open_nursery() as work:
-                    for _ in range(rng.randint(1, 3)):
-                        work.start_soon(self.writer, random.Random(rng.random()))
-                    for _ in range(rng.randint(1, 3)):
-                        work.start_soon(self.reader, random.Random(rng.random()))
-                    work.start_soon(self.truncater, random.Random(rng.random()))
-                    for _ in range(rng.randint(1, 2)):
-                        work.start_soon(self.syncer, random.Random(rng.random()))
+                async with trio.open_nursery() as admin:
+                    for _ in range(rng.choice((1, 1, 2))):
+                        admin.start_soon(self.cycler, random.Random(rng.random()), done)
                     if rng.random() < 0.5:
-                        work.start_soon(self.scrubber, random.Random(rng.random()))
-                done.set()
-                outer.cancel_scope.cancel()  # the watchdog
-            for sp in self.space.devices:
-                sp.dev.faults.clear()
-            self.check_reads()
-            await self.check_final()
+                        admin.start_soon(self.faulter, random.Random(rng.random()), done)
+                    async with trio.open_nursery() as work:
+                        for _ in range(rng.randint(1, 3)):
+                            work.start_soon(self.writer, random.Random(rng.random()))
+                        for _ in range(rng.randint(1, 3)):
+                            work.start_soon(self.reader, random.Random(rng.random()))
+                        work.start_soon(self.truncater, random.Random(rng.random()))
+                        for _ in range(rng.randint(1, 2)):
+                            work.start_soon(self.syncer, random.Random(rng.random()))
+                        if rng.random() < 0.5:
+                            work.start_soon(self.scrubber, random.Random(rng.random()))
+                        if rng.random() < 0.4:
+                            work.start_soon(self.filler, random.Random(rng.random()))
+                        if rng.random() < 0.5:
+                            work.start_soon(self.unlinker, random.Random(rng.random()))
+                    done.set()  # the cyclers finish the swapoff they are in
+                await self.finish()
+                outer.cancel_scope.cancel()  # the watchdog, the discarder
 
 
 def explore(seed: int, discard: bool = False) -> Explorer:
@@ -550,6 +1122,12 @@ def run_seed(seed: int) -> Explorer:
     return ex
 
 
+def swapoff_share(totals: collections.Counter[str]) -> tuple[int, int]:
+    """(completed, tried) swapoffs of the cyclers in these totals."""
+    tried = sum(totals[f"swapoff_{o}"] for o in SWAPOFF_OUTCOMES)
+    return totals["swapoff_completed"], tried
+
+
 def kind_of(problem: str) -> str:
     """A problem's text without its numbers: what kind of finding it is."""
     words = problem.replace("(", " (").split()
@@ -561,25 +1139,51 @@ def parse_seeds(text: str) -> range:
     return range(int(lo), int(hi) + 1 if hi else int(lo) + 1)
 
 
-if __name__ == "__main__":
-    import collections
+def main(argv: list[str]) -> int:
+    """``explorer.py [--discard] [--stop] [FIRST-LAST]``: run the seeds, print what
+    failed and the totals; with --stop, end at the first failing seed. Exit status 1
+    if a seed failed or the cyclers completed less than SWAPOFF_FLOOR of their swapoffs."""
+    import argparse
     import time
 
-    seeds = parse_seeds(sys.argv[1] if len(sys.argv) > 1 else "0-99")
+    ap = argparse.ArgumentParser(prog="explorer.py", description=main.__doc__)
+    ap.add_argument("seeds", nargs="?", default="0-99", type=parse_seeds)
+    ap.add_argument("--discard", action="store_true", help="every device discard=pages")
+    ap.add_argument("--stop", action="store_true", help="stop at the first failing seed")
+    args = ap.parse_args(argv)
     kinds: collections.Counter[str] = collections.Counter()
     first: dict[str, int] = {}
     totals: collections.Counter[str] = collections.Counter()
-    failed = 0
+    failed = ran = 0
     t0 = time.monotonic()
-    for seed in seeds:
-        ex = explore(seed)
+    for seed in args.seeds:
+        ex = explore(seed, args.discard)
+        ran += 1
         totals.update(ex.stats)
         failed += bool(ex.problems)
         for kind in {kind_of(p) for p in ex.problems}:
             kinds[kind] += 1
             first.setdefault(kind, seed)
+        if ex.problems and args.stop:
+            print(f"seed {seed} failed after {ran} seeds, {time.monotonic() - t0:.1f} s: "
+                  f"{ex.problems[0]}")
+            return 1
     took = time.monotonic() - t0
-    print(f"{len(seeds)} seeds in {took:.1f} s; {failed} failed")
+    completed, tried = swapoff_share(totals)
+    print(f"{ran} seeds in {took:.1f} s; {failed} failed")
     for kind, n in kinds.most_common():
         print(f"  {n:5d}  first seed {first[kind]:6d}  {kind}")
-    print("  totals:", dict(totals))
+    print(f"  swapoffs: {completed} completed of {tried} tried "
+          f"({100 * completed / max(tried, 1):.0f}%; floor {100 * SWAPOFF_FLOOR:.0f}%): "
+          + ", ".join(f"{o} {totals['swapoff_' + o]}" for o in SWAPOFF_OUTCOMES)
+          + f"; {totals['swapoffs_concurrent']} beside another, "
+          f"{totals['swapoff_einval']} second swapoffs of one device refused (EINVAL)")
+    print("  final swapoffs: " + ", ".join(
+        f"{o} {totals['final_swapoff_' + o]}" for o in SWAPOFF_OUTCOMES))
+    rest = {k: v for k, v in sorted(totals.items()) if "swapoff" not in k}
+    print("  totals:", ", ".join(f"{k} {v}" for k, v in rest.items()))
+    return 1 if failed or completed < SWAPOFF_FLOOR * tried else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -171,13 +171,25 @@ def test_open_permission_denied(tmp_path):
 
 
 def test_write_error_keeps_errno(fdev, monkeypatch):
-    def full(fd, data, off):
-        raise OSError(errno.ENOSPC, "full")
+    def broken(fd, data, off):
+        raise OSError(errno.EROFS, "read-only")
 
-    monkeypatch.setattr(os, "pwrite", full)
+    monkeypatch.setattr(os, "pwrite", broken)
     with pytest.raises(errors.DeviceIOError) as ei:
         fdev.write_pages(2, pattern(3, 0))
+    assert ei.value.errno == errno.EROFS and ei.value.pages == (2, 3)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_full_host_is_device_full_not_an_io_error(fdev, monkeypatch, err):
+    def full(fd, data, off):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(errors.DeviceFull) as ei:
+        fdev.write_pages(2, pattern(3, 0))
     assert ei.value.errno == errno.ENOSPC and ei.value.pages == (2, 3)
+    assert not isinstance(ei.value, errors.DeviceIOError)
 
 
 def test_short_writes_continue(fdev, monkeypatch):

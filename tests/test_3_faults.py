@@ -9,12 +9,12 @@ import os
 
 import pytest
 
-from swapfs import errors
+from swapfs import errors, swapspace
 from swapfs.client import parse_sysctl_text
 from swapfs.backing import SwapOn
 from swapfs.control import Control
 from swapfs.mount import check_devices
-from swapfs.device import FileDevice
+from swapfs.device import FileDevice, MemoryDevice
 from swapfs.pager import Pager
 from swapfs.params import PAGE_SIZE, SWAP_RESERVE_FORCE_ON
 from swapfs.swapspace import SwapSpace
@@ -268,3 +268,55 @@ async def test_swapon_never_shrinks_or_creates_what_it_refuses(tmp_path):
         await c2.write("swapon", b"%s 4M" % bytes(small))
     assert ei.value.errno == errno.EBUSY and snapshot(c2, files) == before
     assert small.read_bytes() == b"keep" * 1024
+
+
+# ---------------------------------------------------------------------- a full host
+
+class HostFullDevice(MemoryDevice):
+    """A memory device whose host has room for its first ``room`` pages only: a write
+    beyond gets the host's ENOSPC, as a sparse file on a full filesystem does."""
+
+    def __init__(self, npages: int, name: str, room: int) -> None:
+        super().__init__(npages, name=name)
+        self.room = room
+
+    def _pwrite(self, off, data, first_page):
+        end = first_page + len(data) // PAGE_SIZE
+        if end > self.room:
+            full = errors.DeviceFull("no room on the host")
+            full.pages = (max(first_page, self.room), end - max(first_page, self.room))
+            raise full
+        super()._pwrite(off, data, first_page)
+
+
+async def test_a_full_host_moves_writes_elsewhere_and_retires_nothing():
+    space = SwapSpace()
+    small = HostFullDevice(2 + 64, "small", room=2 + 8)
+    space.swapon(small, priority=1)
+    space.swapon(MemoryDevice(2 + 64, name="roomy"))
+    pager = Pager(space)
+    obj = pager.alloc()
+    await obj.write(0, b"x" * 32 * PAGE_SIZE)
+    assert await obj.read(0, 32 * PAGE_SIZE) == b"x" * 32 * PAGE_SIZE
+    sp = space.devices[0]
+    assert space.bad == 0 and sp.host_full and sp.host_full_writes == 1
+    assert {name for _p, name, _d, _n in obj.map_runs()} == {"roomy"}
+    # Room on the host again: the device is tried after HOST_FULL_RETRY.
+    small.room = small.npages
+    sp.host_full_at -= swapspace.HOST_FULL_RETRY  # as if a second had passed
+    assert not sp.host_full
+    await obj.write(0, b"y" * 8 * PAGE_SIZE)
+    assert "small" in {name for _p, name, _d, _n in obj.map_runs()}
+
+
+async def test_a_full_host_alone_is_enospc_and_keeps_the_old_data():
+    space = SwapSpace()
+    space.swapon(HostFullDevice(2 + 64, "small", room=2 + 8))
+    pager = Pager(space)
+    obj = pager.alloc()
+    await obj.write(0, b"o" * 4 * PAGE_SIZE)
+    with pytest.raises(errors.NoSpace) as ei:
+        await obj.write(0, b"n" * 16 * PAGE_SIZE)
+    assert "host filesystem is full" in str(ei.value)
+    assert await obj.read(0, 4 * PAGE_SIZE) == b"o" * 4 * PAGE_SIZE
+    assert space.bad == 0 and space.devices[0].used == 4

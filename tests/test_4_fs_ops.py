@@ -13,6 +13,8 @@ import stat
 
 import pyfuse3
 import pytest
+import trio
+import trio.testing
 from pyfuse3 import FUSEError
 
 from helpers import make_pager
@@ -306,6 +308,47 @@ async def test_forget_then_release(ops: Operations) -> None:
     assert await ops.read(fh, 0, 1) == b"x"
     await ops.release(fh)
     assert used(ops) == 0
+
+
+async def test_an_open_while_an_unlinked_file_is_being_freed_keeps_its_data(
+        ops: Operations) -> None:
+    # The last release of an unlinked file frees its content, after waiting for the
+    # object's lock; an open that comes in meanwhile (the kernel still knows the
+    # inode) must find the content there, not a file truncated under it.
+    data = b"k" * (3 * PAGE_SIZE)
+    ino, fh = await mkfile(ops, b"f", data=data)
+    await ops.unlink(ROOT_INODE, b"f", CTX)
+    obj = ops.inodes[ino].obj
+    async with trio.open_nursery() as nursery:
+        await obj.lock.__aenter__()  # a swapoff batch or a write holds it
+        nursery.start_soon(ops.release, fh)
+        await trio.testing.wait_all_tasks_blocked()
+        fi = await ops.open(ino, os.O_RDONLY, CTX)
+        await obj.lock.__aexit__(None, None, None)
+    assert await ops.read(fi.fh, 0, len(data)) == data
+    await ops.release(fi.fh)
+    assert used(ops) == 0  # the last close frees it after all
+
+
+async def test_a_failed_fdatasync_is_reported_once_to_every_open_file(
+        ops: Operations) -> None:
+    ino, fh = await mkfile(ops, b"f", data=b"1" * PAGE_SIZE)
+    fi2 = await ops.open(ino, os.O_RDWR, CTX)
+    _ino, other = await mkfile(ops, b"g", data=b"2" * PAGE_SIZE)
+    await ops.fsync(other, False)
+    dev = ops.space.devices[0].dev
+    await ops.write(fh, 0, b"3" * PAGE_SIZE)
+    dev.faults.apply("sync-error p=1")
+    assert await errno_of(ops.fsync(fh, False)) == errno.EIO
+    dev.faults.clear()
+    await ops.fsync(fh, False)   # told once: the next fsync of this file succeeds
+    await ops.fsync(other, False)  # g wrote nothing since its last good sync
+    assert await errno_of(ops.flush(fi2.fh)) == errno.EIO  # the other open file, at close
+    await ops.flush(fi2.fh)
+    fi3 = await ops.open(ino, os.O_RDONLY, CTX)  # opened after: not its news
+    await ops.fsync(fi3.fh, False)
+    for h in (fh, fi2.fh, fi3.fh, other):
+        await ops.release(h)
 
 
 async def test_write_past_eof_leaves_hole_and_st_blocks(ops: Operations) -> None:

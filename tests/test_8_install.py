@@ -314,11 +314,22 @@ def test_uninstall_removes_what_install_made(installed: Installed) -> None:
     link = inst.bindir / "swapfs"
     page = inst.mandir / "man8" / "swapfs.8"
     completion = inst.compdir / "swapfs"
-    r = _run(str(uninstall), "--prefix", str(inst.prefix))
+    state = inst.prefix.parent / "state"
+    (state / "swapfs").mkdir(parents=True)
+    (state / "swapfs" / "default.swap").write_bytes(b"x" * 8192)
+    r = _run(str(uninstall), "--prefix", str(inst.prefix),
+             env=dict(os.environ, XDG_STATE_HOME=str(state)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[:4] == [
         f"swapfs: removed {link}", f"swapfs: removed {page}",
         f"swapfs: removed {completion}", f"swapfs: removed {inst.prefix}"]
+    # The user's default device is theirs: left, with what it takes and how to remove it.
+    left = [line for line in r.stdout.splitlines() if line.startswith("swapfs: left ")]
+    assert left and re.fullmatch(
+        rf"swapfs: left {re.escape(str(state / 'swapfs'))} \([0-9.]+K on disk: the default "
+        rf"device and the daemons' logs\); remove it with: rm -r "
+        rf"'{re.escape(str(state / 'swapfs'))}'", left[0]), r.stdout
+    assert (state / "swapfs" / "default.swap").exists()
     for p in (link, page, completion, inst.prefix):
         assert not os.path.lexists(p), p
     r = _run(str(INSTALL), "--uninstall", "--prefix", str(inst.prefix))
