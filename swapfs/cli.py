@@ -679,8 +679,9 @@ def _add_faults(sub: argparse._SubParsersAction) -> None:
 def _add_objects(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("objects", help="the swap objects (vmstat -o), sizes humanized",
                        description="The swap objects of MNT: id, inode, size, on swap, "
-                       "runs, reserved, owner uid, path; an object the host swaps on is "
-                       "marked [host swap LOOP].")
+                       "runs, reserved, creator uid, path; an object the host swaps on is "
+                       "marked [host swap LOOP]. Other users' files are listed to root "
+                       "only.")
     p.add_argument("mountpoint", metavar="MNT")
     p.add_argument("--sort", choices=sorted(_sort_keys()),
                    help="biggest first by this column (default: object id order)")

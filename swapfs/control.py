@@ -68,10 +68,12 @@ FILE_HELP: dict[str, str] = {
               "'PATH sync-error [p=P]', 'PATH latency MS' or 'PATH clear' to inject "
               "device faults; read: the active faults",
     "maps": "every run of every object (object, page, device, device page, length), "
-            "then the bad-block runs",
+            "then the bad-block runs; a user other than root sees only the runs of the "
+            "files it owns",
     "metrics": "the sysctl numbers in Prometheus's text exposition format",
     "objects": "one line per swap object (vmstat -o): id, inode, size, pages on swap, "
-               "runs, reserved pages, owner uid, path",
+               "runs, reserved pages, creator uid, path; a user other than root sees only "
+               "the files it owns (st_uid)",
     "scrub": "write 'PATH' or 'all': check every used page of the device(s) against "
              "its checksum, in the background; read: the last scrub's progress and "
              "bad pages",
@@ -205,7 +207,12 @@ def _set_async_max(c: "Control", text: str) -> None:
 
 
 def _set_overcommit(c: "Control", text: str) -> None:
-    c.space.overcommit = _int_value(text, 0, _OVERCOMMIT_BITS, "vm.overcommit")
+    value = _int_value(text, 0, _OVERCOMMIT_BITS, "vm.overcommit")
+    if value & SWAP_RESERVE_ALLOW_NONWIRED:
+        raise errors.InvalidArgument(
+            "vm.overcommit: bit 4 (allow non-wired) adds free RAM to the limit, and "
+            "swapfs objects have no RAM to count")
+    c.space.overcommit = value
 
 
 def _set_debug(c: "Control", text: str) -> None:
@@ -229,7 +236,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Maximum size of a swap block in pages"),
     Sysctl("vm.nswapdev", lambda c: c.space.nswapdev, None, "Number of swap devices"),
     Sysctl("vm.overcommit", lambda c: c.space.overcommit, _set_overcommit,
-           "Virtual memory overcommit bits (1 force, 2 rlimit, 4 allow non-wired)"),
+           "Virtual memory overcommit bits (1 force, 2 rlimit; 4, allow non-wired, "
+           "is refused)"),
     Sysctl("vm.swap_async_max", lambda c: c.pager.swap_async_max, _set_async_max,
            "Maximum running async swap ops"),
     Sysctl("vm.swap_maxpages", lambda c: sum(sp.nblks for sp in c.space.devices), None,
@@ -258,6 +266,10 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.writes", lambda c: c.pager.counters["writes"], None,
            "Write requests objects served"),
     Sysctl("vm.swapfs.pid", lambda c: os.getpid(), None, "Process id of the daemon"),
+    Sysctl("vm.swapfs.readahead_bytes", lambda c: c.pager.readahead.bytes, None,
+           "Bytes the objects' read-ahead buffers hold"),
+    Sysctl("vm.swapfs.readahead_max", lambda c: c.pager.readahead.limit, None,
+           "Most bytes the read-ahead buffers hold together"),
     Sysctl("vm.swapfs.scrub.checked", lambda c: c.scrub.checked, None,
            "Pages the last or running scrub has checked"),
     Sysctl("vm.swapfs.scrub.errors", lambda c: c.scrub.errors, None,
@@ -297,21 +309,24 @@ UID_SYSCTL_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]{1,10})\.([a-z_]+)")
 class Control:
     """The control files of one mount: ``pager`` and its ``space``, and the
     ``swapon_gate`` that brings devices online (backing.SwapOn). ``names`` gives
-    each object's inode and path (objects.Names; the mount sets it once its inode
-    table exists; until then ``objects`` shows ``-`` for them)."""
+    each object's inode and path, and which files a uid owns (objects.Names; the
+    mount sets it once its inode table exists; until then ``objects`` shows ``-``
+    for them)."""
 
     def __init__(self, pager: Pager, swapon_gate: SwapOn) -> None:
         self.pager = pager
         self.space = pager.space
         self.swapon_gate = swapon_gate
-        self.names: Names = dict
+        self.names: Names = lambda owner=None: {}
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
         self.host = SwapPath(swapon_gate.mountpoint)  # the mount runs host.watch()
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, name: str) -> str:
-        """The text of control file ``name`` now (NotFound for another name)."""
+    def read(self, name: str, reader: int | None = None) -> str:
+        """The text of control file ``name`` now (NotFound for another name), as the
+        uid ``reader`` sees it: ``objects`` and ``maps`` list to a reader other than
+        root only the objects of the files it owns. None: everything, as for root."""
         if name == "swap_info":
             return self.swap_info()
         if name == "swap_fragmentation":
@@ -325,15 +340,24 @@ class Control:
         if name == "faults":
             return "".join(f"{sp.name} {line}\n" for sp in self.space.devices
                            for line in sp.dev.faults.describe())
-        if name == "objects":
-            return format_objects(self.pager, self.names())
-        if name == "maps":
-            return format_maps(self.pager)
+        if name in ("objects", "maps"):
+            return self._objects_view(name, None if reader == 0 else reader)
         if name == "metrics":
             return metrics.render(*self.metric_values())
         if name == "scrub":
             return self.scrub.report()
         raise errors.NotFound(f"no control file {name!r}")
+
+    def _objects_view(self, name: str, owner: int | None) -> str:
+        """``objects`` or ``maps`` with the objects of the files ``owner`` owns
+        (None: every object)."""
+        if name == "maps" and owner is None:
+            return format_maps(self.pager)  # no names needed
+        names = self.names(owner)
+        ids = None if owner is None else names
+        if name == "maps":
+            return format_maps(self.pager, ids)
+        return format_objects(self.pager, names, ids)
 
     def swap_info(self) -> str:
         return format_swapinfo([(r.name, r.npages, r.used + r.bad) for r in self.space.rows()])

@@ -8,7 +8,8 @@ the root. How the files behave:
 
 - Fixed inode numbers from CTL_BASE, far above any object's; handles likewise.
 - Size 0 and direct I/O: a read returns the text rendered at open, so several
-  read() calls see one snapshot.
+  read() calls see one snapshot, rendered for the uid that opened it (``objects``
+  and ``maps`` show a user other than root only its own files).
 - A write must be at offset 0 and hold one line; O_TRUNC (a setattr of the size)
   is a no-op; anything else changing attributes gets EPERM.
 - Writable files have mode 0666 so that the daemon, not the mode bits, answers:
@@ -48,10 +49,12 @@ ATTR_TIMEOUT = 1.0
 @dataclass
 class Handle:
     """An open control file (``name``) or the open directory (``name`` None).
-    ``text`` is the snapshot a reader sees, rendered at open or at first read."""
+    ``text`` is the snapshot a reader sees, rendered at open or at first read, as
+    uid ``reader`` (who opened it) sees the file."""
 
     name: str | None
     text: bytes | None = None
+    reader: int | None = None
 
 
 class ControlDir:
@@ -153,14 +156,14 @@ class ControlDir:
             if name not in WRITABLE or ctx.uid not in (0, self._uid):
                 raise FUSEError(errno.EPERM)
         # Rendered now: readers see one snapshot however they split their reads.
-        text = self.control.read(name).encode() if mode != os.O_WRONLY else None
-        return pyfuse3.FileInfo(fh=self._new_handle(Handle(name, text)), direct_io=True,
-                                keep_cache=False)
+        text = self.control.read(name, ctx.uid).encode() if mode != os.O_WRONLY else None
+        return pyfuse3.FileInfo(fh=self._new_handle(Handle(name, text, ctx.uid)),
+                                direct_io=True, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
         if h.text is None:
-            h.text = self.control.read(h.name).encode()
+            h.text = self.control.read(h.name, h.reader).encode()
         return h.text[off:off + size]
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -737,6 +737,8 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.get(ino) if ino is not None else None
         if node is not None:
             node.opens -= 1
+            if node.opens == 0 and node.obj is not None:
+                node.obj.drop_readahead()  # nobody left to read on from it
             await self._maybe_destroy(node)
 
     @_or_control

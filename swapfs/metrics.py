@@ -62,6 +62,8 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.swapfs.fdatasyncs": ("swapfs_fdatasyncs", True, ""),
     "vm.swapfs.objects": ("swapfs_objects", False, ""),
     "vm.swapfs.pid": ("swapfs_pid", False, ""),
+    "vm.swapfs.readahead_bytes": ("swapfs_readahead_bytes", False, ""),
+    "vm.swapfs.readahead_max": ("swapfs_readahead_max_bytes", False, ""),
     "vm.swapfs.reads": ("swapfs_read_requests", True, ""),
     "vm.swapfs.writes": ("swapfs_write_requests", True, ""),
     "vm.swapfs.swap_pager_avail": ("swapfs_free_pages", False, ""),

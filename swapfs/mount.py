@@ -428,7 +428,7 @@ def mount(cfg: MountConfig) -> int:
         ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
                          xattrs=cfg.xattr)
-        control.names = lambda: object_names(ops.inodes, ROOT_INODE)
+        control.names = lambda owner=None: object_names(ops.inodes, ROOT_INODE, owner)
         metrics = None
         if cfg.metrics is not None:
             # Bound now: a busy port fails the mount before anything is mounted.

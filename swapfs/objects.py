@@ -17,15 +17,19 @@ parses them back (``parse_objects``, ``parse_maps``); the format lives only here
 PATH and DEVICE come last on their line, so they may hold spaces; a backslash, a
 newline or a byte that is not UTF-8 in a name is written as a backslash escape.
 
-No pyfuse3 here: the names come from a callable the mount supplies
-(``object_names`` over fs.py's inode table).
+Both list every object to root; to any other reader only the objects of the files
+it owns (st_uid), so nobody learns the names, sizes or layout of files not theirs
+(bad blocks belong to no file: ``maps`` lists them to every reader).
+
+No pyfuse3 here: the names, and who owns each file, come from a callable the mount
+supplies (``object_names`` over fs.py's inode table).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 if TYPE_CHECKING:  # the command line parses these files without the pager
     from .pager import Pager
@@ -38,8 +42,10 @@ __all__ = [
 DELETED = "(deleted)"
 BAD = "bad"
 
-# object id -> (inode number, a path inside the mount, or None once unlinked)
-Names = Callable[[], Mapping[int, tuple[int, str | None]]]
+# names(owner): object id -> (inode number, a path inside the mount, or None once
+# unlinked), for the regular files whose owner (st_uid) is ``owner``, or for every
+# file with None.
+Names = Callable[[int | None], Mapping[int, tuple[int, str | None]]]
 
 _OBJECTS_HEAD = ("ID", "INO", "SIZE", "SWAPPED", "RUNS", "RESV", "UID", "PATH")
 _OBJECTS_FMT = "{:>6} {:>8} {:>13} {:>9} {:>7} {:>9} {:>6} {}\n"
@@ -80,11 +86,13 @@ def escape_name(raw: bytes) -> str:
         "\n", "\\n")
 
 
-def object_names(inodes: Mapping[int, Any], root: int) -> dict[int, tuple[int, str | None]]:
+def object_names(inodes: Mapping[int, Any], root: int,
+                 owner: int | None = None) -> dict[int, tuple[int, str | None]]:
     """Object id -> (inode, path) for every regular file in the inode table
-    ``inodes`` (fs.py's ``Inode``s: ``entries`` for a directory, ``obj`` for a regular
-    file), walking the tree from ``root``; a file with several names gets the first
-    one found, breadth first. Files no directory names get path None."""
+    ``inodes`` (fs.py's ``Inode``s: ``entries`` for a directory, ``obj`` and ``uid``
+    for a regular file) that ``owner`` owns (None: every file), walking the tree from
+    ``root``; a file with several names gets the first one found, breadth first.
+    Files no directory names get path None."""
     out: dict[int, tuple[int, str | None]] = {}
     todo = [(inodes[root], b"")]
     while todo:
@@ -97,12 +105,13 @@ def object_names(inodes: Mapping[int, Any], root: int) -> dict[int, tuple[int, s
                 path = prefix + b"/" + name
                 if node.entries is not None:
                     nxt.append((node, path))
-                elif node.obj is not None and node.obj.id not in out:
+                elif (node.obj is not None and node.obj.id not in out
+                      and (owner is None or node.uid == owner)):
                     out[node.obj.id] = (ino, escape_name(path))
         todo = nxt
     for ino, node in inodes.items():
         obj = getattr(node, "obj", None)
-        if obj is not None and obj.id not in out:
+        if obj is not None and obj.id not in out and (owner is None or node.uid == owner):
             out[obj.id] = (ino, None)
     return out
 
@@ -111,16 +120,23 @@ def _dash(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def format_objects(pager: "Pager", names: Mapping[int, tuple[int, str | None]]) -> str:
-    """The ``objects`` file: every object of ``pager``, in id order."""
+def _listed(pager: "Pager", ids: Collection[int] | None) -> list[int]:
+    """The ids of ``pager``'s objects among ``ids`` (None: all), in order."""
+    return sorted(pager.objects if ids is None else (i for i in ids if i in pager.objects))
+
+
+def format_objects(pager: "Pager", names: Mapping[int, tuple[int, str | None]],
+                   ids: Collection[int] | None = None) -> str:
+    """The ``objects`` file: the objects of ``pager`` whose ids are in ``ids`` (None:
+    every one), in id order."""
     out = [_OBJECTS_FMT.format(*_OBJECTS_HEAD)]
-    for oid in sorted(pager.objects):
+    for oid in _listed(pager, ids):
         obj = pager.objects[oid]
         # Objects made outside a file tree (in-process tests) have no inode, name
         # or creator: "-".
         ino, path = names.get(oid, (None, "-"))
         out.append(_OBJECTS_FMT.format(
-            oid, _dash(ino), obj.size, obj.swapped, len(obj.meta.map_runs()), obj.resv,
+            oid, _dash(ino), obj.size, obj.swapped, obj.meta.nruns, obj.resv,
             _dash(getattr(obj, "uid", None)), DELETED if path is None else path))
     return "".join(out)
 
@@ -136,10 +152,11 @@ def parse_objects(text: str) -> list[ObjectRow]:
     return rows
 
 
-def format_maps(pager: "Pager") -> str:
-    """The ``maps`` file: every object's runs, then every device's bad runs."""
+def format_maps(pager: "Pager", ids: Collection[int] | None = None) -> str:
+    """The ``maps`` file: the runs of the objects whose ids are in ``ids`` (None:
+    every object), then every device's bad runs."""
     out = [_MAPS_FMT.format(*_MAPS_HEAD)]
-    for oid in sorted(pager.objects):
+    for oid in _listed(pager, ids):
         for page, dev, devpage, n in pager.objects[oid].map_runs():
             out.append(_MAPS_FMT.format(oid, page, devpage, n, escape_name(os.fsencode(dev))))
     for sp in pager.space.devices:

@@ -96,6 +96,13 @@ READ_AROUND_MAX = 2 * nsw_cluster_max
 # Pages moved per lock hold during swapoff: writers to the object wait at most this long.
 SWAPOFF_BATCH = 4 * nsw_cluster_max
 
+# Most bytes the read-ahead buffers of all objects hold together (vm.swapfs.readahead_max).
+# A buffer is at most READ_AROUND_MAX pages (256 KiB) and serves only its reader's next
+# few requests, so 8 MiB keeps one for 32 readers streaming at once; past that the
+# least recently used give theirs up and their readers pay one device read more, while
+# the daemon's memory stays bounded however many files are open.
+READ_AHEAD_BYTES_MAX = 32 * READ_AROUND_MAX * PAGE_SIZE
+
 
 class ObjectLock:
     """A first-come first-served lock whose uncontended acquire and release neither
@@ -157,6 +164,41 @@ class Counters(dict):
 
     def __init__(self) -> None:
         super().__init__((name, 0) for name in self.NAMES)
+
+
+class ReadAheadBuffers:
+    """The objects holding a read-ahead buffer (``SwapObject._ra``), least recently
+    used first, and the bytes they hold together (vm.swapfs.readahead_bytes), never
+    more than ``limit``: keeping a buffer drops the least recently used others' until
+    it fits. Objects set and clear ``_ra`` only through here."""
+
+    def __init__(self, limit: int = READ_AHEAD_BYTES_MAX) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._held: collections.OrderedDict[SwapObject, int] = collections.OrderedDict()
+
+    def keep(self, obj: SwapObject, ra: tuple[int, int, bytes]) -> None:
+        """Make ra obj's buffer, in place of the one it had."""
+        self.drop(obj)
+        n = len(ra[2])
+        if n > self.limit:
+            return
+        obj._ra = ra
+        self._held[obj] = n
+        self.bytes += n
+        while self.bytes > self.limit:
+            self.drop(next(iter(self._held)))
+
+    def used(self, obj: SwapObject) -> None:
+        """obj's buffer served a read: it is the last to go."""
+        self._held.move_to_end(obj)
+
+    def drop(self, obj: SwapObject) -> None:
+        """Let go of obj's buffer, if it has one."""
+        n = self._held.pop(obj, None)
+        if n is not None:
+            self.bytes -= n
+            obj._ra = None
 
 
 class SwapObject:
@@ -254,17 +296,30 @@ class SwapObject:
                 swdev.dev.willneed(devpage, n)
         self._advised = hi
 
+    def drop_readahead(self) -> None:
+        """Give back the memory of the read-ahead buffer, if any (its last open
+        handle closed). A read it cannot serve drops it too."""
+        self.pager.readahead.drop(self)
+
     async def _read_run(self, gen: int, start: int, blk: int, n: int,
                         sequential: bool, sums: array | None = None) -> bytes:
         """Read n pages mapped to consecutive blocks from blk on, as the mapping of
         generation gen says, and check them against their checksums ``sums`` (None:
         none kept). The caller holds a pin taken before that lookup."""
         ra = self._ra
-        if ra is not None and ra[0] == gen:
-            _gen, rstart, rdata = ra
-            if rstart <= start and (start + n - rstart) * PAGE_SIZE <= len(rdata):
-                lo = (start - rstart) * PAGE_SIZE
-                return rdata[lo:lo + n * PAGE_SIZE]
+        if ra is not None:
+            rgen, rstart, rdata = ra
+            lo = (start - rstart) * PAGE_SIZE
+            hi = lo + n * PAGE_SIZE
+            if rgen == gen and lo >= 0 and hi <= len(rdata):
+                if hi == len(rdata):
+                    self.drop_readahead()  # served to its end: the reader is past it
+                else:
+                    self.pager.readahead.used(self)
+                return rdata[lo:hi]
+            # A read it cannot serve: its reader outran it or went elsewhere, or the
+            # mapping changed (rule 5). Nobody is left to use it.
+            self.drop_readahead()
         extra = 0
         if sequential and n <= nsw_cluster_max and self.gen == gen:
             # Read ahead what is contiguous on swap after the run (haspage's "after"),
@@ -288,7 +343,8 @@ class SwapObject:
             data = self.pager.verified(self, start, blk, data, sums, n)
             extra = len(data) // PAGE_SIZE - n  # read-ahead kept up to a bad page
         if extra:
-            self._ra = (gen, start, data)
+            if self.gen == gen and not self.dead:
+                self.pager.readahead.keep(self, (gen, start, data))
             return data[:n * PAGE_SIZE]
         return data
 
@@ -458,10 +514,14 @@ class SwapObject:
     def _reserve_size(self, new_size: int) -> None:
         """Reserve swap for growing to new_size bytes (FreeBSD: swap_reserve_by_cred
         from tmpfs_reg_resize). With vm.overcommit's SWAP_RESERVE_FORCE_ON a total past
-        swap_total is refused: NoSpace, nothing changed. The caller holds the lock."""
+        swap_total is refused, unless the object is root's: NoSpace, nothing changed.
+        The caller holds the lock."""
         want = pages_for(new_size)
         if want > self.resv:
-            if not self.pager.space.reserve(want - self.resv, uid=self.uid):
+            # Root passes the force check, as the seed's PRIV_VM_SWAP_NOQUOTA lets it.
+            # A FUSE write does not say who makes it: the creator stands for the caller.
+            if not self.pager.space.reserve(want - self.resv, privileged=self.uid == 0,
+                                            uid=self.uid):
                 raise errors.NoSpace("swap reservation refused (vm.overcommit)")
             self.resv = want
 
@@ -531,6 +591,7 @@ class Pager:
         self._round: _SyncRound | None = None
         self.fdatasyncs = 0  # fdatasync calls made on the devices
         self.checksums = True  # rule 10; the mount's -o nochecksum turns it off
+        self.readahead = ReadAheadBuffers()
         # Bad pages found, as (object id, page, block): each counted and logged once.
         self.csum_errors: dict[tuple[int, int, int], str] = {}
 
@@ -547,6 +608,7 @@ class Pager:
         async with obj.lock:
             obj.dead = True
             obj.gen += 1
+            obj.drop_readahead()
             self.objects.pop(obj.id, None)
             if obj.resv:
                 self.space.release(obj.resv, uid=obj.uid)

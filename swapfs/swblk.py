@@ -13,6 +13,8 @@ Guarantees every method keeps:
   chunk just to store SWAPBLK_NONE, and a chunk that becomes empty is dropped at once;
 - a chunk is an int exactly when its 16 slots hold one value (one form per state);
 - `swapped` is the number of pages that have a block, maintained in O(1);
+- `nruns` is the number of runs ``map_runs`` lists, maintained with each change at
+  the cost of the chunks it walks anyway and two lookups beside them;
 - blocks handed back for freeing come as coalesced runs ``[(blk, n), ...]``, in page
   order, where a run is extended whenever the next block is the previous run's
   ``blk + n`` (FreeBSD's freerange pair), so the caller frees each run with one call.
@@ -124,6 +126,12 @@ def _groups(pindex: int, npages: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def _follows(a: int, b: int) -> bool:
+    """Whether block b comes right after block a (a page holding b continues the run
+    of a page holding a)."""
+    return a != _NONE and b == a + 1
+
+
 def _check_range(pindex: int, npages: int) -> None:
     if pindex < 0 or npages < 0:
         raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
@@ -141,7 +149,7 @@ class SwapMeta:
     Not thread-safe: the caller serialises all changes to one object.
     """
 
-    __slots__ = ("_chunks", "_keys", "_swapped", "_sums")
+    __slots__ = ("_chunks", "_keys", "_swapped", "_runs", "_sums")
 
     def __init__(self) -> None:
         # key -> 16 encoded slots (or their one value); _keys holds the same keys,
@@ -149,6 +157,7 @@ class SwapMeta:
         self._chunks: dict[int, Chunk] = {}
         self._keys: SortedList = SortedList()
         self._swapped = 0
+        self._runs = 0  # len(self.map_runs())
         self._sums: dict[int, array[int]] = {}  # group key -> its 128 pages' checksums
 
     def __repr__(self) -> str:
@@ -160,6 +169,12 @@ class SwapMeta:
     def swapped(self) -> int:
         """Number of pages that have a block (O(1))."""
         return self._swapped
+
+    @property
+    def nruns(self) -> int:
+        """Number of maximal runs of consecutive pages on consecutive blocks, the
+        length of ``map_runs()`` (O(1))."""
+        return self._runs
 
     @property
     def nchunks(self) -> int:
@@ -262,6 +277,8 @@ class SwapMeta:
             return self.pop(pindex)
         if pindex < 0 or not 0 <= blk <= SWAPBLK_MASK:
             raise ValueError(f"bad page or block: pindex={pindex} blk={blk}")
+        prev = self.lookup(pindex - 1) if pindex else _NONE
+        nxt = self.lookup(pindex + 1)
         key = pindex & _KEY
         c = self._mutable(key)
         if c is None:
@@ -270,10 +287,13 @@ class SwapMeta:
         old = c[i]
         c[i] = blk - i
         self._settle(key, c)
+        was = old if old == _NONE else old + i
+        # Runs = pages with a block - pages continuing the run of the page before.
+        self._runs += ((was == _NONE) + _follows(prev, was) + _follows(was, nxt)
+                       - _follows(prev, blk) - _follows(blk, nxt))
         if old == _NONE:
             self._swapped += 1
-            return _NONE
-        return old + i
+        return was
 
     def pop(self, pindex: int) -> int:
         """Clear page pindex without freeing its block and return that block (or
@@ -287,10 +307,13 @@ class SwapMeta:
         old = c[i]
         if old == _NONE:
             return _NONE
+        was = old + i
+        self._runs += (_follows(self.lookup(pindex - 1) if pindex else _NONE, was)
+                       + _follows(was, self.lookup(pindex + 1)) - 1)
         c[i] = _NONE
         self._swapped -= 1
         self._settle(key, c)
-        return old + i
+        return was
 
     def contig_after(self, pindex: int) -> int:
         """The pages above pindex whose blocks continue its block, what one read from
@@ -344,6 +367,13 @@ class SwapMeta:
         added = 0
         p = pindex
         end = pindex + npages
+        prev = self.lookup(pindex - 1) if pindex else _NONE
+        nxt = self.lookup(end)
+        # The old runs within the range, counted as they are walked: a run is counted
+        # unless it continues the one before (page op on block ob), starting with the
+        # page before the range.
+        nold = 0
+        op, ob = (pindex, prev + 1) if prev != _NONE else (-1, -1)
         # The encoded value of the run in the first chunk; +16 per following chunk.
         v = first_blk - (pindex & _SLOT)
         while p < end:
@@ -355,12 +385,19 @@ class SwapMeta:
             old = chunks.get(key)
             if type(old) is int:
                 # Uniform: the pages replaced sit on consecutive blocks.
-                _push(freed, old + lo, n)
+                b = old + lo
+                _push(freed, b, n)
                 added -= n
+                if p != op or b != ob:
+                    nold += 1
+                op, ob = p + n, b + n
             elif old is not None:
-                for _, b, m in _seg_runs(old[lo:hi], lo):
+                for i, b, m in _seg_runs(old[lo:hi], lo):
                     _push(freed, b, m)
                     added -= m
+                    if p + i != op or b != ob:
+                        nold += 1
+                    op, ob = p + i + m, b + m
             if n == _NPG:
                 if old is None:
                     self._keys.add(key)
@@ -372,6 +409,10 @@ class SwapMeta:
             p += n
             v += _NPG
         self._swapped += added
+        # The range is one run now, joined to the pages around it where their blocks
+        # follow on; the old runs in it are gone, and the last may have joined page end.
+        self._runs += (1 - nold + (op == end and ob == nxt)
+                       - (prev == first_blk - 1) - (nxt == first_blk + npages))
         return [(b, n) for b, n in freed]
 
     def runs(self, pindex: int, npages: int) -> list[tuple[int, int, int]]:
@@ -410,17 +451,26 @@ class SwapMeta:
         chunks = self._chunks
         freed: list[list[int]] = []
         removed = 0
+        # Old runs counted as build_run counts them.
+        prev = self.lookup(pindex - 1) if pindex else _NONE
+        nold = 0
+        op, ob = (pindex, prev + 1) if prev != _NONE else (-1, -1)
         for key in self._keys_in(pindex, end):
             lo = pindex - key if pindex > key else 0
             hi = end - key if end - key < _NPG else _NPG
             segruns = _seg_runs(_slots(chunks[key])[lo:hi], lo)
             if not segruns:
                 continue
-            for _, b, m in segruns:
+            for i, b, m in segruns:
                 _push(freed, b, m)
                 removed += m
+                if key + lo + i != op or b != ob:
+                    nold += 1
+                op, ob = key + lo + i + m, b + m
             self._clear(key, lo, hi)
         self._swapped -= removed
+        # A run that went on past the range leaves its tail as a run of its own.
+        self._runs += (op == end and ob == self.lookup(end)) - nold
         return [(b, n) for b, n in freed]
 
     def free_all(self) -> list[tuple[int, int]]:
@@ -435,6 +485,7 @@ class SwapMeta:
         self._keys.clear()
         self._sums.clear()
         self._swapped = 0
+        self._runs = 0
         return [(b, n) for b, n in freed]
 
     # -- whole-object views --------------------------------------------------------

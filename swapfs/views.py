@@ -87,7 +87,8 @@ def format_host_lines(areas: Sequence[HostArea]) -> str:
 
 def object_of(client: MountClient, path: str) -> tuple[os.stat_result, ObjectRow]:
     """The stat of ``path`` and the ``objects`` row of its object. SwapfsError
-    (EINVAL) unless it is a regular file on ``client``'s mount."""
+    (EINVAL) unless it is a regular file on ``client``'s mount; EPERM for another
+    user's file, whose object only root is shown."""
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -99,6 +100,9 @@ def object_of(client: MountClient, path: str) -> tuple[os.stat_result, ObjectRow
     for row in client.objects():
         if row.ino == st.st_ino:
             return st, row
+    if os.geteuid() not in (0, st.st_uid):
+        raise errors.NotPermitted(
+            f"{path}: owned by uid {st.st_uid}: other users' objects are shown to root only")
     raise errors.NotFound(f"{path}: no swap object (removed meanwhile?)")
 
 

@@ -74,6 +74,7 @@ def model_contig_after(model: dict[int, int], pindex: int) -> int:
 
 def check_structure(meta: SwapMeta, model: dict[int, int]) -> None:
     assert meta.swapped == len(model)
+    assert meta.nruns == len(model_map_runs(model))
     assert meta.nchunks == len({p - p % M for p in model})
     assert list(meta._keys) == sorted(meta._chunks)
     for key, c in meta._chunks.items():
@@ -212,6 +213,22 @@ def test_run_across_boundary() -> None:
     assert m.free(16, 1) == [(500, 1)]
     assert m.free(0, 32) == [(100, 1), (501, 2)]
     assert m.nchunks == 0 and m.swapped == 0
+
+
+def test_run_count_splits_and_joins_across_chunk_edges() -> None:
+    m = SwapMeta()
+    m.build_run(10, 0, 12)        # pages 10..21 on blocks 0..11, across the edge at 16
+    m.build(9, 5)                 # before it, on a block that does not lead into it
+    m.build(22, 12)               # continues it
+    assert m.nruns == 2
+    m.free(14, 4)                 # cut in two around the edge
+    assert m.nruns == 3
+    m.build_run(14, 4, 4)         # the same blocks again: one run
+    assert m.nruns == 2
+    m.pop(9)
+    assert m.nruns == 1 == len(m.map_runs())
+    m.free_all()
+    assert m.nruns == 0
 
 
 def test_free_up_to_inside_last_chunk() -> None:

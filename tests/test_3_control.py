@@ -156,6 +156,7 @@ async def test_sysctl_writes(tmp_path):
     for bad in (b"vm.swap_async_max=0", b"vm.swap_async_max=%d" % (nswbuf // 2 + 1),
                 b"vm.swap_async_max=x", b"vm.swap_async_max=", b"vm.swap_async_max=1.5",
                 b"vm.swap_async_max", b"=3", b"vm.overcommit=8", b"vm.overcommit=-1",
+                b"vm.overcommit=4", b"vm.overcommit=7",
                 b"vm.swap_async_max=99999999999999999999999"):
         await expect(c, "sysctl", bad, errno.EINVAL)
     await c.write("sysctl", b"vm.swap_async_max=%d" % (nswbuf // 2))

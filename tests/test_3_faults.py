@@ -209,6 +209,23 @@ async def test_reservation_follows_the_size_and_force_refuses_past_total():
     assert space.swap_reserved == 1
 
 
+async def test_the_force_check_passes_roots_objects_only():
+    pager = make_pager(300)
+    space = pager.space
+    space.overcommit = SWAP_RESERVE_FORCE_ON
+    roots, users, nobodys = pager.alloc(), pager.alloc(), pager.alloc()
+    roots.uid, users.uid = 0, 1000
+    await roots.truncate(1000 * PAGE_SIZE)    # past swap_total: root may
+    await roots.write(1000 * PAGE_SIZE, b"r")
+    assert space.swap_reserved == 1001 and roots.size == 1000 * PAGE_SIZE + 1
+    for obj in (users, nobodys):
+        for grow in (obj.truncate(PAGE_SIZE), obj.write(0, b"u")):
+            with pytest.raises(errors.NoSpace):
+                await grow
+        assert obj.size == 0
+    assert space.swap_reserved == 1001 and space.uid_reserved == {0: 1001}
+
+
 async def test_a_failed_write_gives_its_reservation_back():
     pager = make_pager(300)
     dev = pager.space.devices[0].dev

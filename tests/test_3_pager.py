@@ -1,6 +1,7 @@
 """The pager over in-memory devices: data against a dict-of-pages model, and the
 rules that keep data safe (write, switch, free; deferred frees; bad blocks)."""
 
+import os
 import random
 
 import pytest
@@ -110,6 +111,54 @@ async def test_overwrite_gets_new_blocks_and_frees_old():
     assert pager.space.swap_pager_avail == avail
     assert await obj.read(0, PAGE_SIZE * 4) == b"b" * PAGE_SIZE * 4
     assert pager.counters["v_swapout"] >= 2 and pager.counters["v_swappgsout"] == 8
+
+
+REQ = 32 * PAGE_SIZE  # a sequential reader's request; the second reads ahead of it
+AHEAD = REQ + 31 * PAGE_SIZE  # a buffer: one request and haspage's "after" (31 pages)
+
+
+async def test_read_ahead_goes_once_served_or_left_or_closed():
+    pager = make_pager(1024)
+    held = pager.readahead
+    obj = pager.alloc()
+    data = os.urandom(256 * PAGE_SIZE)
+    await obj.write(0, data)
+    for k in range(2):
+        assert await obj.read(k * REQ, REQ) == data[k * REQ:(k + 1) * REQ]
+    assert held.bytes == AHEAD and obj._ra is not None
+    assert await obj.read(2 * REQ, 31 * PAGE_SIZE) == data[2 * REQ:3 * REQ - PAGE_SIZE]
+    assert held.bytes == 0 and obj._ra is None                    # served to its end
+    await obj.read(3 * REQ - PAGE_SIZE, REQ)
+    assert held.bytes == AHEAD
+    assert await obj.read(0, REQ) == data[:REQ]                   # not sequential
+    assert held.bytes == 0
+    await obj.read(REQ, REQ)
+    assert held.bytes == AHEAD
+    obj.drop_readahead()                                          # the last close
+    assert held.bytes == 0 and obj._ra is None
+    await obj.read(2 * REQ, REQ)
+    await pager.dealloc(obj)
+    assert held.bytes == 0 and not held._held
+
+
+async def test_read_ahead_buffers_stay_under_the_limit_least_recently_used_out():
+    pager = make_pager(2048)
+    held = pager.readahead
+    held.limit = 2 * AHEAD  # two buffers
+    data = os.urandom(256 * PAGE_SIZE)
+    a, b, c = (pager.alloc() for _ in range(3))
+    for obj in (a, b, c):
+        await obj.write(0, data)
+        await obj.read(0, REQ)
+        await obj.read(REQ, REQ)
+        assert held.bytes <= held.limit
+    assert a._ra is None and held.bytes == held.limit
+    assert await b.read(2 * REQ, REQ // 2) == data[2 * REQ:2 * REQ + REQ // 2]  # a hit
+    await a.read(0, REQ)
+    await a.read(REQ, REQ)
+    assert a._ra is not None and b._ra is not None and c._ra is None
+    assert held.bytes == held.limit
+    assert await c.read(2 * REQ, REQ) == data[2 * REQ:3 * REQ]  # from the device
 
 
 async def test_partial_page_write_keeps_neighbours():

@@ -26,7 +26,7 @@ async def test_objects_and_maps_list_every_object_and_run(tmp_path):
     await a.write(0, b"a" * (3 * PAGE))
     await b.write(5 * PAGE, b"b" * PAGE)
     names = {a.id: (7, "/dir/a b"), b.id: (8, None)}
-    c.names = lambda: names
+    c.names = lambda owner=None: names
     rows = {r.id: r for r in parse_objects(c.read("objects"))}
     assert set(rows) == {a.id, b.id}
     ra, rb = rows[a.id], rows[b.id]
@@ -59,8 +59,8 @@ def test_escape_name_keeps_one_line_and_tells_bytes_apart():
 
 
 class _Node:
-    def __init__(self, obj=None, entries=None):
-        self.obj, self.entries = obj, entries
+    def __init__(self, obj=None, entries=None, uid=0):
+        self.obj, self.entries, self.uid = obj, entries, uid
 
 
 class _Obj:
@@ -76,6 +76,31 @@ def test_object_names_walks_the_tree_and_marks_unlinked():
         3: _Node(obj=o1), 4: _Node(obj=o2), 5: _Node(obj=o3),
     }
     assert object_names(inodes, 1) == {1: (3, "/f"), 2: (4, "/d/g"), 3: (5, None)}
+    inodes[4].uid = inodes[5].uid = 1000
+    assert object_names(inodes, 1, owner=1000) == {2: (4, "/d/g"), 3: (5, None)}
+    assert object_names(inodes, 1, owner=0) == {1: (3, "/f")}
+    assert object_names(inodes, 1, owner=7) == {}
+
+
+async def test_objects_and_maps_show_a_user_only_the_files_it_owns(tmp_path):
+    c = control_for(tmp_path, 64)
+    mine, roots, loose = c.pager.alloc(), c.pager.alloc(), c.pager.alloc()
+    for k, obj in enumerate((mine, roots, loose)):
+        await obj.write(0, bytes([k + 1]) * (2 * PAGE))
+    c.space.mark_bad(c.space.getswapspace(1)[0], 1)
+    files = {mine.id: (10, "/mine", 1000), roots.id: (11, "/secret/plans", 0)}
+    c.names = lambda owner=None: {oid: (ino, path) for oid, (ino, path, uid) in files.items()
+                                  if owner is None or uid == owner}
+    for reader, seen in ((None, {mine.id, roots.id, loose.id}),
+                         (0, {mine.id, roots.id, loose.id}),
+                         (1000, {mine.id}), (1001, set())):
+        rows = parse_objects(c.read("objects", reader))
+        assert {r.id for r in rows} == seen
+        runs = parse_maps(c.read("maps", reader))
+        assert {r.owner for r in runs} == seen | {None}  # bad blocks: anyone's
+        if reader == 1000:
+            assert [r.path for r in rows] == ["/mine"]
+            assert "plans" not in c.read("objects", reader)
 
 
 def _brute(npages, runs, per):

@@ -389,6 +389,19 @@ async def test_open_o_trunc(ops: Operations) -> None:
     await ops.release(fi.fh)
 
 
+async def test_the_last_release_lets_the_read_ahead_go(ops: Operations) -> None:
+    ino, fh = await mkfile(ops, b"f", data=b"r" * (256 * PAGE_SIZE))
+    other = (await ops.open(ino, os.O_RDONLY, CTX)).fh
+    for k in range(2):
+        await ops.read(other, k * 32 * PAGE_SIZE, 32 * PAGE_SIZE)
+    held = ops.pager.readahead
+    assert held.bytes > 0
+    await ops.release(other)
+    assert held.bytes > 0  # fh still open
+    await ops.release(fh)
+    assert held.bytes == 0
+
+
 async def test_fsync_and_statfs(ops: Operations) -> None:
     s = await ops.statfs(CTX)
     assert s.f_bsize == s.f_frsize == PAGE_SIZE

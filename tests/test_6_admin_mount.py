@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -11,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import loop_device, mounted, read, requires_fuse, run_swapfs, sysctls, write
+from helpers import (
+    expect_errno,
+    loop_device,
+    mounted,
+    read,
+    requires_fuse,
+    run_swapfs,
+    sysctls,
+    write,
+)
 from swapfs.linuxswap import parse_proc_swaps
 
 pytestmark = [requires_fuse, pytest.mark.timeout(180)]
@@ -170,5 +180,40 @@ def test_per_uid_limits_with_two_users(tmp_path: Path) -> None:
         log = (tmp_path / "mnt.stderr").read_text()
         lines = [ln for ln in log.splitlines() if "uid 65534: swap reservation" in ln]
         assert 1 <= len(lines) <= 2 and "past its limit of 1048576 bytes" in lines[0]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to act as another user")
+def test_force_overcommit_refuses_a_user_past_swap_total_but_not_root(tmp_path: Path) -> None:
+    top = Path(tempfile.mkdtemp(prefix="swapfs-test-"))
+    os.chmod(top, 0o755)  # other users must reach the mountpoint
+    try:
+        with mounted(tmp_path, devices=[f"{tmp_path / 's.swap'}:8M"], opts="allow_other",
+                     mnt=top / "mnt") as mnt:
+            shared = mnt / "shared"
+            shared.mkdir()
+            os.chmod(shared, 0o1777)
+            # Bit 4 counts RAM, which objects do not have: refused, nothing changed.
+            for bad in (b"vm.overcommit=4", b"vm.overcommit=5"):
+                expect_errno(mnt, "sysctl", bad, errno.EINVAL)
+            assert sysctls(mnt)["vm.overcommit"] == "0"
+            write(mnt, "sysctl", b"vm.overcommit=1")
+            total = int(sysctls(mnt)["vm.swap_total"])
+            (mnt / "roots").touch()
+            os.truncate(mnt / "roots", 8 * total)  # root passes the check, sparse
+            with open(mnt / "roots", "ab") as f:
+                f.write(b"r" * 4096)
+            assert int(sysctls(mnt)["vm.swap_reserved"]) == 8 * total + 4096
+            theirs = shared / "theirs"
+            r = as_user(65534, "truncate", "-s", "64K", str(theirs))
+            assert r.returncode != 0 and "No space left on device" in r.stderr
+            r = write_as(65534, theirs, 65536)
+            assert r.returncode != 0 and "No space left on device" in r.stderr
+            assert os.stat(theirs).st_size == 0
+            os.unlink(mnt / "roots")
+            assert write_as(65534, theirs, 65536).returncode == 0
+            assert int(sysctls(mnt)["vm.swap_reserved"]) == 65536
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -25,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from swapfs.client import MountClient
 from swapfs.control import humanize_number
+from swapfs.objects import parse_maps, parse_objects
 
 from helpers import PAGE, page_devices, run_swapfs, swapfs_env
 
@@ -116,6 +118,45 @@ def test_objects_lists_each_file_with_inode_size_pages_owner_and_path(tmp_path, 
         assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to act as another user")
+def test_objects_and_maps_show_a_user_only_the_files_it_owns(tmp_path, mount_factory):
+    def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               "--", *cmd], capture_output=True, text=True, timeout=30)
+
+    with mount_factory(opts="allow_other", mnt=_public_mnt()) as mnt:
+        client = MountClient(mnt)
+        secret = mnt / "secret"
+        secret.mkdir(mode=0o700)
+        _write_direct(secret / "plans", [0, 1], b"r")
+        shared = mnt / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o1777)
+        r = as_nobody("dd", "if=/dev/zero", f"of={shared}/mine", "bs=4096", "count=3",
+                      "status=none")
+        assert r.returncode == 0, r.stderr
+        _write_direct(shared / "given", [0], b"g")
+        os.chown(shared / "given", 65534, 65534)  # its owner now sees it
+
+        def seen_by_nobody() -> tuple[dict[str, int | None], set[int | None]]:
+            objects = as_nobody("cat", str(mnt / ".swapfs" / "objects"))
+            maps = as_nobody("cat", str(mnt / ".swapfs" / "maps"))
+            assert objects.returncode == 0 and maps.returncode == 0
+            assert "plans" not in objects.stdout
+            return ({r.path: r.uid for r in parse_objects(objects.stdout)},
+                    {r.owner for r in parse_maps(maps.stdout)})
+
+        ids = {r.path: r.id for r in client.objects()}
+        assert set(ids) == {"/secret/plans", "/shared/mine", "/shared/given"}
+        assert {r.owner for r in client.maps()} == set(ids.values())
+        # The UID column stays the creator, whom the swap is charged to.
+        assert seen_by_nobody() == ({"/shared/mine": 65534, "/shared/given": 0},
+                                    {ids["/shared/mine"], ids["/shared/given"]})
+        os.chown(shared / "mine", 0, 0)
+        assert seen_by_nobody() == ({"/shared/given": 0}, {ids["/shared/given"]})
+
+
 def test_map_prints_the_runs_as_the_xattr_shows_them(tmp_path, mount_factory):
     devs = [f"{tmp_path}/a.swap:8M", f"{tmp_path}/b.swap:8M"]
     with mount_factory(devices=devs, opts="xattr") as mnt:
@@ -139,6 +180,34 @@ def test_map_prints_the_runs_as_the_xattr_shows_them(tmp_path, mount_factory):
             assert len(out.stderr.splitlines()) == 1
         out = _swapfs(tmp_path, "map", str(mnt), str(tmp_path / "a.swap"))
         assert out.returncode == 1 and "not on the swapfs mount" in out.stderr
+
+
+def test_objects_counts_the_runs_maps_lists_as_the_file_changes(tmp_path, mount_factory):
+    devs = [f"{tmp_path}/a.swap:8M", f"{tmp_path}/b.swap:8M"]
+    with mount_factory(devices=devs) as mnt:
+        client = MountClient(mnt)
+        f = mnt / "frag"
+
+        def runs() -> int:
+            (row,) = [r for r in client.objects() if r.path == "/frag"]
+            listed = [r for r in client.maps() if r.owner == row.id]
+            assert row.runs == len(listed)
+            assert row.swapped == sum(r.length for r in listed)
+            return row.runs
+
+        _write_direct(f, [*range(0, 64, 2), 200], b"a")  # no two pages side by side
+        assert runs() == 33
+        _write_direct(f, list(range(1, 64, 2)), b"b")     # the holes, one page a write
+        runs()
+        _write_direct(f, [7, 8, 9, 100], b"c")            # a new block inside a run
+        runs()
+        os.truncate(f, 30 * PAGE)                         # cut inside a run
+        runs()
+        with open(f, "r+b") as fh:                        # one run written over many
+            fh.write(b"d" * 30 * PAGE)
+        assert 1 <= runs() <= 3
+        os.truncate(f, 0)
+        assert runs() == 0
 
 
 # ---------------------------------------------------------------------- top

@@ -8,8 +8,10 @@ import errno
 import mmap
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -244,29 +246,48 @@ def test_full_swap_enospc_keeps_every_byte_and_recovers(mount_factory, tmp_path:
 
 def test_reservation_with_and_without_force(mount_factory, tmp_path: Path) -> None:
     a = f"{tmp_path}/a.swap"
-    with mount_factory(devices=[f"{a}:8M"]) as mnt:
-        f = mnt / "f"
-        f.write_bytes(b"x" * 10)
-        assert sysctls(mnt)["vm.swap_reserved"] == str(PAGE)
-        os.truncate(f, 1 << 30)                         # accounted only
-        assert sysctls(mnt)["vm.swap_reserved"] == str(1 << 30)
-        os.truncate(f, 1 << 20)
-        write(mnt, "sysctl", b"vm.overcommit=1\n")
-        before = sysctls(mnt)["vm.swap_reserved"]
-        with pytest.raises(OSError) as ei:
-            os.truncate(f, 9 << 20)
-        assert ei.value.errno == errno.ENOSPC
-        with pytest.raises(OSError) as ei:
-            with open(f, "r+b") as fh:
-                fh.seek(12 << 20)
-                fh.write(b"y")
-        assert ei.value.errno == errno.ENOSPC
-        assert os.stat(f).st_size == 1 << 20 and sysctls(mnt)["vm.swap_reserved"] == before
-        os.truncate(f, 8 << 20)                          # up to swap_total is fine
-        assert sysctls(mnt)["vm.swap_reserved"] == str(8 << 20)
-        # Shrinking gives it back (an unlinked file's, once the kernel forgets it).
-        os.truncate(f, 0)
-        assert sysctls(mnt)["vm.swap_reserved"] == "0"
+    # Root's files pass the force check: run as root, the file is another user's.
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to make a file as another user")
+    top = Path(tempfile.mkdtemp(prefix="swapfs-test-"))
+    os.chmod(top, 0o755)  # other users must reach the mountpoint
+    try:
+        with mount_factory(devices=[f"{a}:8M"], opts="allow_other" if as_root else None,
+                           mnt=top / "mnt") as mnt:
+            f = mnt / "f"
+            if as_root:
+                os.chmod(mnt, 0o777)
+                subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                "--clear-groups", "--", "touch", str(f)], check=True)
+            _check_reservation(mnt, f)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _check_reservation(mnt: Path, f: Path) -> None:
+    """Reservation of a file not root's, without the force bit and with it."""
+    f.write_bytes(b"x" * 10)
+    assert sysctls(mnt)["vm.swap_reserved"] == str(PAGE)
+    os.truncate(f, 1 << 30)                         # accounted only
+    assert sysctls(mnt)["vm.swap_reserved"] == str(1 << 30)
+    os.truncate(f, 1 << 20)
+    write(mnt, "sysctl", b"vm.overcommit=1\n")
+    before = sysctls(mnt)["vm.swap_reserved"]
+    with pytest.raises(OSError) as ei:
+        os.truncate(f, 9 << 20)
+    assert ei.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as ei:
+        with open(f, "r+b") as fh:
+            fh.seek(12 << 20)
+            fh.write(b"y")
+    assert ei.value.errno == errno.ENOSPC
+    assert os.stat(f).st_size == 1 << 20 and sysctls(mnt)["vm.swap_reserved"] == before
+    os.truncate(f, 8 << 20)                          # up to swap_total is fine
+    assert sysctls(mnt)["vm.swap_reserved"] == str(8 << 20)
+    # Shrinking gives it back (an unlinked file's, once the kernel forgets it).
+    os.truncate(f, 0)
+    assert sysctls(mnt)["vm.swap_reserved"] == "0"
 
 
 # ---------------------------------------------------------------------- hostile input
