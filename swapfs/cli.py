@@ -783,7 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and "_ARGCOMPLETE" in os.environ:
         # The shell's TAB (argcomplete's hook): answer and exit.
         from .completion import complete
-        complete(build_parser())
+        parser = build_parser()
+        complete(parser, [(name, p) for name, _help, p in subcommands(parser)])
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if _is_fstab_form(argv):

@@ -5,7 +5,8 @@ completes to the swapfs mounts there are (``mount``'s MNT to any directory), ``-
 to the mount options, swapoff's and scrub's PATH to the devices of the mount named
 before it, and sysctl's NAME to that mount's names. ``scripts/install`` installs the bash hook
 (``register-python-argcomplete swapfs``), which runs ``swapfs`` with argcomplete's
-environment set; ``cli.main`` then hands over to :func:`complete`.
+environment set; ``cli.main`` then hands over to :func:`complete` (which knows the
+parser only through its arguments: the command line sits above it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argcomplete
 from argcomplete.completers import DirectoriesCompleter
 
 from . import errors
-from .cli import subcommands
 from .client import MountClient, swapfs_mountpoints
 from .mountopts import OPTIONS
 
@@ -65,9 +65,11 @@ def _completer(command: str, action: argparse.Action) -> Callable[..., Any] | No
             ("sysctl", "names"): sysctl_names}.get((command, action.dest))
 
 
-def complete(parser: argparse.ArgumentParser) -> None:
-    """Answer the shell's completion request and exit (argcomplete's protocol)."""
-    for name, _help, p in subcommands(parser):
+def complete(parser: argparse.ArgumentParser,
+             subcommands: Iterable[tuple[str, argparse.ArgumentParser]]) -> None:
+    """Answer the shell's completion request for ``parser``, whose ``subcommands``
+    are (name, parser) pairs, and exit (argcomplete's protocol)."""
+    for name, p in subcommands:
         for action in p._actions:
             completer = _completer(name, action)
             if completer is not None:

@@ -67,7 +67,7 @@ class Discarder:
         self._wake = trio.Event()
         self._returned: trio.Event | None = None
         self.space.discard_wakeup = self._wakeup
-        pager.discarder = self
+        pager.discard_returned = self.returned
 
     def _wakeup(self) -> None:
         self._wake.set()

@@ -245,10 +245,11 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: str,
                  ready: Callable[[], None], metrics: MetricsServer | None = None,
-                 scrub: Scrub | None = None, host: SwapPath | None = None) -> None:
+                 scrub: Scrub | None = None, host: SwapPath | None = None,
+                 discarder: Discarder | None = None) -> None:
     """Serve requests until unmounted or signalled, then flush the devices; serve
-    ``metrics``, carry out ``scrub``'s requests and watch the ``host``'s swap on the
-    mount meanwhile. ``ready`` is called once the kernel has had the daemon's answer
+    ``metrics``, carry out ``scrub``'s requests, watch the ``host``'s swap on the
+    mount and run the ``discarder`` meanwhile. ``ready`` is called once the kernel has had the daemon's answer
     to FUSE INIT."""
     if metrics is not None:
         metrics.start(trio.lowlevel.current_trio_token())
@@ -272,8 +273,8 @@ async def _serve(ops: Operations, pager: Pager, cfg: MountConfig, mountpoint: st
             nursery.start_soon(watch)
             # A truncated backing file or a detached loop device is noticed here.
             nursery.start_soon(watch_devices, pager.space)
-            if pager.discarder is not None:
-                nursery.start_soon(pager.discarder.run)
+            if discarder is not None:
+                nursery.start_soon(discarder.run)
             nursery.start_soon(_when_initialized, mountpoint, cfg.read_ahead, ready)
             if scrub is not None:
                 nursery.start_soon(scrub.serve)
@@ -423,7 +424,7 @@ def mount(cfg: MountConfig) -> int:
         open_space(specs, gate)
         pager = Pager(space)
         pager.checksums = cfg.checksum
-        Discarder(pager)  # attaches itself; _serve runs it
+        discarder = Discarder(pager)  # attaches itself; _serve runs it
         control = Control(pager, gate)
         ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
@@ -471,7 +472,7 @@ def mount(cfg: MountConfig) -> int:
                      os.strerror(err))
         try:
             trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics,
-                     control.scrub, control.host)
+                     control.scrub, control.host, discarder)
             clean = True
         except BaseException:
             log.exception("the filesystem failed")

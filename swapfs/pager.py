@@ -59,7 +59,7 @@ import logging
 import math
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 import trio
 
@@ -78,9 +78,6 @@ from .params import (
 from .ready import READY
 from .swapspace import SwapDevice, SwapSpace
 from .swblk import SwapMeta
-
-if TYPE_CHECKING:
-    from .discard import Discarder
 
 log = logging.getLogger(__name__)
 
@@ -563,8 +560,9 @@ class _SyncRound:
 class Pager:
     """The swap pager: objects, the write path to the devices, deferred frees, counters."""
 
-    # Gives back blocks held for discard (discard.py); writes short of space wait for it.
-    discarder: Discarder | None = None
+    # Set by a discard (discard.py): returns once blocks it holds next go back to the
+    # free map. Writes short of space wait for it.
+    discard_returned: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self, space: SwapSpace, *, swap_async_max: int = SWAP_ASYNC_MAX_DEFAULT,
                  maxfilesize: int = MAXFILESIZE) -> None:
@@ -668,7 +666,7 @@ class Pager:
                 while todo:
                     off, count = todo.pop()
                     got = space.getswapspace(min(count, nsw_cluster_max))  # limit 1
-                    if got is None and (self._deferred or space.held and self.discarder is not None):
+                    if got is None and (self._deferred or space.held and self.discard_returned is not None):
                         # Blocks on their way back, from readers' pins (deferred frees)
                         # or from a discard: wait for them, then retry. Across the wait
                         # the blocks taken so far stay ours (allocated, unmapped), and
@@ -678,7 +676,7 @@ class Pager:
                         if self._deferred:
                             await self.next_change().wait()
                         else:
-                            await self.discarder.returned()
+                            await self.discard_returned()
                         continue
                     if got is None:
                         if failure is not None:

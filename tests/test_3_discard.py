@@ -27,13 +27,12 @@ class SlowDiscard(TimedDevice):
         return self.discard_runs(runs)
 
 
-def discard_pager(npages: int) -> tuple[Pager, SlowDiscard]:
+def discard_pager(npages: int) -> tuple[Pager, SlowDiscard, Discarder]:
     space = SwapSpace()
     dev = SlowDiscard(npages, "d0")
     space.swapon(dev, discard_pages=True)
     pager = Pager(space)
-    Discarder(pager, chunk=1)
-    return pager, dev
+    return pager, dev, Discarder(pager, chunk=1)
 
 
 def blocks_of(obj) -> set[int]:
@@ -41,7 +40,7 @@ def blocks_of(obj) -> set[int]:
 
 
 async def test_blocks_held_for_a_discard_are_never_handed_out(autojump_clock):
-    pager, dev = discard_pager(BBPAGES + 32)
+    pager, dev, discarder = discard_pager(BBPAGES + 32)
     space = pager.space
     a, b = pager.alloc(), pager.alloc()
     await a.write(0, b"a" * (16 * PAGE_SIZE))
@@ -50,7 +49,7 @@ async def test_blocks_held_for_a_discard_are_never_handed_out(autojump_clock):
     await pager.dealloc(a)
     assert space.held == 0 and space.swap_pager_avail == 24
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pager.discarder.run)
+        nursery.start_soon(discarder.run)
         await trio.sleep(0.5)  # the discard of a's blocks is in flight now
         assert dev.discards and space.held == 16 and space.swap_pager_avail == 8
         # 8 blocks are free: d takes them; c needs 16 and must wait for the discard,
@@ -69,16 +68,16 @@ async def test_blocks_held_for_a_discard_are_never_handed_out(autojump_clock):
 
 
 async def test_a_pinned_reader_keeps_blocks_from_the_discarder(autojump_clock):
-    pager, dev = discard_pager(BBPAGES + 32)
+    pager, dev, discarder = discard_pager(BBPAGES + 32)
     a = pager.alloc()
     await a.write(0, b"a" * (4 * PAGE_SIZE))
     epoch = pager.pin()  # a reader that looked up a's blocks
     await a.truncate(0)
     assert pager.space.held == 0  # deferred: still readable
-    await pager.discarder.flush()
+    await discarder.flush()
     assert not getattr(dev, "discards", [])
     pager.unpin(epoch)
-    await pager.discarder.flush()
+    await discarder.flush()
     assert [n for batch in dev.discards for _p, n in batch] == [4]
     assert pager.space.held == 0 and pager.space.devices[0].discarded == 4
     assert pager.space.swap_pager_avail == 32
@@ -90,12 +89,12 @@ async def test_swapoff_with_a_discard_in_flight(autojump_clock):
     space.swapon(dev0, discard_pages=True)
     space.swapon(SlowDiscard(BBPAGES + 256, "d1"), discard_pages=True)
     pager = Pager(space)
-    Discarder(pager)
+    discarder = Discarder(pager)
     objs = [pager.alloc() for _ in range(4)]
     for k, o in enumerate(objs):
         await o.write(0, bytes([65 + k]) * (8 * PAGE_SIZE))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pager.discarder.run)
+        nursery.start_soon(discarder.run)
         await pager.dealloc(objs[0])
         await trio.sleep(0.1)  # a discard in flight on d0
         await pager.swapoff(space.devices[0])
@@ -114,7 +113,7 @@ async def test_chunks_are_discarded_once_all_their_blocks_are_free():
     dev.discard_delay = 0
     sp = space.swapon(dev, discard_pages=True)
     pager = Pager(space)
-    Discarder(pager, chunk=16)
+    discarder = Discarder(pager, chunk=16)
     while space.getswapspace(64) is not None:
         pass  # every block taken: pages BBPAGES..63
 
@@ -122,7 +121,7 @@ async def test_chunks_are_discarded_once_all_their_blocks_are_free():
         for page, n in runs:
             space.freeswapspace(sp.first + page, n)
         dev.discards = []
-        await pager.discarder.flush()
+        await discarder.flush()
         return dev.discards
 
     assert await free_then_flush((20, 4)) == []  # chunk 16..31 still in use
