@@ -23,8 +23,7 @@ from .device import FileDevice, identity, open_device
 from .params import BBPAGES, off_to_idx
 from .swapspace import SwapDevice, SwapSpace, check_priority
 
-__all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn", "locate",
-           "is_swap_option", "parse_swap_options"]
+__all__ = ["parse_size", "make_backing_file", "DeviceLocks", "SwapOn", "locate"]
 
 log = logging.getLogger(__name__)
 
@@ -39,38 +38,6 @@ def parse_size(text: str) -> int:
     if m is None:
         raise errors.InvalidArgument(f"bad size: {text!r}")
     return int(m.group(1)) << _SHIFT[m.group(2).upper()]
-
-
-# The words swapon takes after PATH [SIZE], as Linux's swapon: pri=N (-1..32767) and
-# discard[=once|pages] (a bare discard means both).
-_OPTION_RE = re.compile(r"pri=.*|discard(=.*)?")
-_PRI_RE = re.compile(r"-?[0-9]{1,6}")
-DISCARD_WORDS = ("once", "pages")
-
-
-def is_swap_option(word: str) -> bool:
-    """Whether ``word`` is meant as a swapon option (it may still be a bad one)."""
-    return _OPTION_RE.fullmatch(word) is not None
-
-
-def parse_swap_options(words: list[str]) -> tuple[int, frozenset[str]]:
-    """``(priority, discard policies)`` from words like ``pri=5``, ``discard``,
-    ``discard=pages``. A bad word or value is InvalidArgument."""
-    priority, discard = 0, frozenset[str]()
-    for word in words:
-        key, eq, value = word.partition("=")
-        if key == "pri" and eq:
-            if not _PRI_RE.fullmatch(value):
-                raise errors.InvalidArgument(f"{word}: the priority is not an integer")
-            priority = int(value)
-            check_priority(priority)
-        elif key == "discard":
-            if eq and value not in DISCARD_WORDS:
-                raise errors.InvalidArgument(f"{word}: discard takes once or pages")
-            discard |= {value} if eq else set(DISCARD_WORDS)
-        else:
-            raise errors.InvalidArgument(f"{word}: not pri=N or discard[=once|pages]")
-    return priority, discard
 
 
 def make_backing_file(path: str, size: int) -> int:

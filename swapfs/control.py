@@ -34,8 +34,9 @@ from typing import Any, Callable, Sequence
 import trio
 
 from . import errors, metrics
-from .backing import SwapOn, is_swap_option, locate, parse_size, parse_swap_options
+from .backing import SwapOn, locate, parse_size
 from .blist import Blist
+from .devspec import parse_swapon_line
 from .linuxswap import SwapsRow, format_proc_swaps
 from .objects import Names, format_maps, format_objects
 from .pager import Pager
@@ -471,31 +472,14 @@ class Control:
 
     # -- swapon --------------------------------------------------------------------
 
-    @staticmethod
-    def _split_swapon(line: str) -> tuple[str, int | None, int, frozenset[str]]:
-        """PATH, SIZE, priority and discard of ``PATH [SIZE] [pri=N] [discard[=...]]``."""
-        words: list[str] = []
-        head, sep, tail = line.rpartition(" ")
-        while sep and head.strip() and is_swap_option(tail):
-            words.insert(0, tail)
-            line = head.rstrip(" ")
-            head, sep, tail = line.rpartition(" ")
-        priority, discard = parse_swap_options(words)
-        size = None
-        if sep and head.strip() and _SIZE_RE.fullmatch(tail):
-            line, size = head.rstrip(" "), parse_size(tail)
-        if any(is_swap_option(w) for w in line.split(" ")):
-            raise errors.InvalidArgument(f"{line}: pri= and discard go after PATH [SIZE]")
-        return line, size, priority, discard
-
     async def swapon(self, line: str) -> None:
-        path, size, priority, discard = self._split_swapon(line)
-        if not path.startswith("/"):
-            raise errors.InvalidArgument(f"{path}: not an absolute path")
+        spec = parse_swapon_line(line)
+        if not spec.path.startswith("/"):
+            raise errors.InvalidArgument(f"{spec.path}: not an absolute path")
         # Everything that touches the file system runs in a worker thread: a path
         # that leads into this mount needs the trio loop free to answer the lookup.
-        opened = await trio.to_thread.run_sync(self.swapon_gate.open, path, size,
-                                               priority, discard)
+        opened = await trio.to_thread.run_sync(self.swapon_gate.open, spec.path, spec.size,
+                                               spec.priority, spec.discard)
         self.swapon_gate.commit(opened)  # no await between the checks and the table
 
     # -- swapoff -------------------------------------------------------------------

@@ -42,9 +42,10 @@ import pyfuse3
 import trio
 
 from . import errors, hostswap
-from .backing import DeviceLocks, SwapOn, is_swap_option, parse_size, parse_swap_options
+from .backing import DeviceLocks, SwapOn, parse_size
 from .client import MountClient, dead_mount, find_mount
 from .control import Control
+from .devspec import DeviceSpec, parse_device_spec
 from .discard import Discarder
 from .fs import ROOT_INODE, Operations
 from .metrics import MetricsServer, parse_address
@@ -97,38 +98,6 @@ def mount_key(mountpoint: str) -> str:
 
 def log_path(mountpoint: str) -> str:
     return os.path.join(state_dir(), f"swapfs-{mount_key(mountpoint)}.log")
-
-
-@dataclass
-class DeviceSpec:
-    """A backing device as given on the command line: a path, a size when the file
-    should be created or grown first, its priority and discard policies."""
-
-    path: str
-    size: int | None = None
-    priority: int = 0
-    discard: frozenset[str] = field(default_factory=frozenset)
-
-
-def parse_device_spec(text: str) -> DeviceSpec:
-    """``PATH[:SIZE][,pri=N][,discard[=once|pages]]``; the options may follow a ':'
-    too, as a comma separates -o options. The text after the last ':' is a SIZE when
-    it starts with a digit (so ``/a:b/file`` stays a path); a bad SIZE, priority or
-    discard word is InvalidArgument."""
-    words: list[str] = []
-    while True:
-        cut = max(text.rfind(","), text.rfind(":"))
-        if cut <= 0 or not is_swap_option(text[cut + 1:]):
-            break
-        words.insert(0, text[cut + 1:])
-        text = text[:cut]
-    priority, discard = parse_swap_options(words)
-    if not text:
-        raise errors.InvalidArgument("empty device path")
-    head, sep, tail = text.rpartition(":")
-    if sep and head and tail[:1].isdigit():
-        return DeviceSpec(head, parse_size(tail), priority, discard)
-    return DeviceSpec(text, None, priority, discard)
 
 
 @dataclass

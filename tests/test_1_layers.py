@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("scrub", "discard"),
     # Text that the daemon writes and the command line reads back, and grammars both
     # sides parse: no pager state of their own.
-    ("objects", "metrics", "mountopts"),
+    ("objects", "metrics", "mountopts", "devspec"),
     # A mount seen from outside: control files, /proc/mounts, a mount run as a child,
     # unmounting. The host's swap areas and the command line build on it.
     ("client",),

@@ -14,7 +14,7 @@ from swapfs.linuxswap import (
     parse_proc_swaps,
     size_to_human,
 )
-from swapfs.mount import parse_device_spec
+from swapfs.devspec import parse_device_spec
 from swapfs.params import BBPAGES, PAGE_SIZE
 from swapfs.views import format_users
 
