@@ -99,9 +99,9 @@ def cmd_fstab_mount(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------- umount
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from . import mount as m
+    from .umount import umount
 
-    m.umount(args.mountpoint, lazy=args.lazy)
+    umount(args.mountpoint, lazy=args.lazy)
     return 0
 
 

@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mount",),
     # The command line: views over control files, completion, the commands.
     ("views", "picture"),
-    ("top",),
+    ("top", "umount"),
     ("completion",),
     ("cli",),
     ("manpage", "__main__"),
