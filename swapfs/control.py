@@ -41,6 +41,7 @@ from .linuxswap import SwapsRow, format_proc_swaps
 from .objects import Names, format_maps, format_objects
 from .pager import Pager
 from .scrub import SCRUB_RATE_MAX, Scrub
+from .swapoff import Swapoff
 from .swapspace import SwapDevice
 from .swappath import SYSCTL_HELP as _HOSTSWAP_HELP
 from .swappath import SwapPath
@@ -226,7 +227,7 @@ def _set_scrub_rate(c: "Control", text: str) -> None:
 
 
 def _progress(c: "Control", which: int) -> int:
-    return sum(p[which] for p in c.pager.swapoff_progress.values())
+    return sum(p[which] for p in c.swapoffs.progress.values())
 
 
 # The table of names (FreeBSD's own first, then swapfs's under vm.swapfs.*).
@@ -320,6 +321,7 @@ class Control:
         self.swapon_gate = swapon_gate
         self.names: Names = lambda owner=None: {}
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
+        self.swapoffs = Swapoff(pager)
         self.host = SwapPath(swapon_gate.mountpoint)  # the mount runs host.watch()
 
     # ------------------------------------------------------------------ reads
@@ -385,7 +387,7 @@ class Control:
     def sysctl_values(self) -> dict[str, str]:
         values = {s.name: str(s.get(self)) for s in SYSCTLS}
         for k, sp in enumerate(self.space.devices):
-            moved, total = self.pager.swapoff_progress.get(sp.name, (0, 0))
+            moved, total = self.swapoffs.progress.get(sp.name, (0, 0))
             fields = {"name": sp.name, "npages": sp.nblks, "used": sp.used, "bad": sp.bad,
                       "closing": int(sp.closing),
                       # What writes may take: a closing device takes none.
@@ -393,7 +395,7 @@ class Control:
                       "swapoff_moved": moved, "swapoff_total": total,
                       "faults": len(sp.dev.faults.describe()),
                       "csum_errors": self.pager.csum_errors_on(sp.name),
-                      "unreadable": self.pager.swapoff_unreadable.get(sp.name, 0),
+                      "unreadable": self.swapoffs.unreadable.get(sp.name, 0),
                       "priority": sp.priority, "discard": int(sp.discard_pages),
                       "discarded": sp.discarded, "host_full": int(sp.host_full),
                       "host_full_writes": sp.host_full_writes}
@@ -490,7 +492,7 @@ class Control:
             raise errors.InvalidArgument(f"{path}: Invalid argument")
         sp = await self._find(path)
         log.info("swapoff %s: moving %d pages", sp.name, sp.used)
-        await self.pager.swapoff(sp)
+        await self.swapoffs.swapoff(sp)
         self.swapon_gate.swapped_off(sp)
         log.info("swapoff %s: done", sp.name)
 

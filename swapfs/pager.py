@@ -1,7 +1,9 @@
 """Swap objects and their data path (FreeBSD: swap_pager_*).
 
-One module on purpose: every await on the data path sits next to the rules below,
-so each can be read against them.
+One module on purpose, and a long one: every await on the read and write paths sits
+next to the rules below, so each can be read against them. What runs beside the data
+path lives beside it: the reclaimer (pins and deferred frees) in reclaim.py,
+swapoff's migration in swapoff.py, scrub and discard in scrub.py and discard.py.
 
 Every object maps its 4 KiB pages onto swap blocks through a ``SwapMeta``; the
 blocks come from the ``SwapSpace`` device table. Each device call is an ``await``,
@@ -19,7 +21,7 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 4. A reader pins the current epoch *before* it looks up its blocks and unpins in
    ``finally``; blocks freed while an older pin is held go back to the device table
    only once it is released (vm.stats.swap.free_deferred). So a block is never read
-   after another object may have been given it.
+   after another object may have been given it. (The deferring: reclaim.py.)
 5. The read-ahead buffer belongs to the mapping generation it was read at; any
    change of the object's mapping makes it useless.
 6. A write whose device fails is retried on whatever free runs exist, split as
@@ -44,7 +46,7 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 9. swapoff moves pages until none is left on the device, waiting as long as pinned
    readers or writes in flight hold blocks there; it syncs what it moved, failing or
    not, before the old blocks can be used again, and closes the device only while no
-   sync round is running.
+   sync round is running (swapoff.py; ``Pager.sync_idle`` and ``forget`` here).
 10. With checksums on (``Pager.checksums``), putpages stores each page's checksum
     with its block in the same switch, and whoever reads a block takes the checksums
     in the same step as the lookup (no await between) and checks what it read against
@@ -56,7 +58,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import math
 from array import array
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
@@ -76,12 +77,11 @@ from .params import (
     pages_for,
 )
 from .ready import READY
+from .reclaim import Reclaimer, Run
 from .swapspace import SwapDevice, SwapSpace
 from .swblk import SwapMeta
 
 log = logging.getLogger(__name__)
-
-Run = tuple[int, int]  # (first global block, number of blocks)
 
 # How far ahead of a sequential reader the devices are asked to read, renewed once
 # the reader is within half of it of the end.
@@ -89,9 +89,6 @@ READ_AHEAD_PAGES = 256
 # Most pages one read of a sequential reader brings in, request and read-ahead
 # together: the seed's read-around of one cluster on either side.
 READ_AROUND_MAX = 2 * nsw_cluster_max
-
-# Pages moved per lock hold during swapoff: writers to the object wait at most this long.
-SWAPOFF_BATCH = 4 * nsw_cluster_max
 
 # Most bytes the read-ahead buffers of all objects hold together (vm.swapfs.readahead_max).
 # A buffer is at most READ_AROUND_MAX pages (256 KiB) and serves only its reader's next
@@ -573,13 +570,12 @@ class Pager:
         # nsw_wcount_async: writes in flight. Lowering total_tokens lets writes already
         # holding a token finish; new ones wait.
         self._write_limiter = trio.CapacityLimiter(swap_async_max)
-        self._epoch = 0
-        self._readers: dict[int, int] = {}
-        self._deferred: collections.deque[tuple[int, list[Run]]] = collections.deque()
-        self._changed: trio.Event | None = None  # set at the next free or switch
-        self.swapoff_progress: dict[str, tuple[int, int]] = {}
-        # Pages the last swapoff of a device could not read (it stayed in service).
-        self.swapoff_unreadable: dict[str, int] = {}
+        # Pins and deferred frees (rule 4). Its calls are the pager's own: every
+        # reader, writer and background task reaches them through the pager.
+        self.reclaim = reclaim = Reclaimer(space, self.counters)
+        self.pin, self.unpin = reclaim.pin, reclaim.unpin
+        self.free_runs, self.changed = reclaim.free_runs, reclaim.changed
+        self.next_change = reclaim.next_change
         # Writes switched in so far, and how many of them the last sync covered.
         self.write_seq = 0
         self.synced_seq = 0
@@ -655,7 +651,7 @@ class Pager:
         block taken here is freed and NoSpace (or DeviceIOError, after a write error)
         raised.
         """
-        space = self.space
+        space, reclaim = self.space, self.reclaim
         todo = [(0, off_to_idx(len(view)))]  # (page offset, count) still to place
         placed: list[tuple[int, int, int]] = []  # written
         pending: list[tuple[int, int, int]] = []  # taken, not written yet
@@ -666,14 +662,14 @@ class Pager:
                 while todo:
                     off, count = todo.pop()
                     got = space.getswapspace(min(count, nsw_cluster_max))  # limit 1
-                    if got is None and (self._deferred or space.held and self.discard_returned is not None):
+                    if got is None and (reclaim.deferred or space.held and self.discard_returned is not None):
                         # Blocks on their way back, from readers' pins (deferred frees)
                         # or from a discard: wait for them, then retry. Across the wait
                         # the blocks taken so far stay ours (allocated, unmapped), and
                         # the caller holds no pin (rule 4), so the wait cannot be on
                         # itself.
                         todo.append((off, count))
-                        if self._deferred:
+                        if reclaim.deferred:
                             await self.next_change().wait()
                         else:
                             await self.discard_returned()
@@ -799,169 +795,16 @@ class Pager:
         if swdev in self.space.devices:
             self._dirty.setdefault(swdev, set()).update(objs)
 
-    # -- freeing -------------------------------------------------------------------
+    async def sync_idle(self) -> None:
+        """Return once no sync round is running. With no await after it, a device
+        may then leave the table (:meth:`forget`) with no fdatasync of it under way
+        (rule 9)."""
+        while self._round is not None:
+            await self._round.done.wait()
 
-    def free_runs(self, runs: Iterable[Run], now: bool = False) -> None:
-        """Give blocks back to the device table, once no reader may still use them."""
-        runs = list(runs)
-        if not runs:
-            return
-        if self._readers and not now:
-            self._deferred.append((self._epoch, runs))
-            self._epoch += 1
-            self.counters["free_deferred"] += 1
-            return
-        self._free_now(runs)
-
-    def _free_now(self, runs: list[Run]) -> None:
-        for blk, n in runs:
-            self.space.freeswapspace(blk, n)
-        self.counters["free_completed"] += 1
-        self.changed()
-
-    def changed(self) -> None:
-        """Blocks were freed or a mapping switched: wake whoever waits for that."""
-        event, self._changed = self._changed, None
-        if event is not None:
-            event.set()
-
-    def next_change(self) -> trio.Event:
-        """An event set at the next free or switch from now on."""
-        if self._changed is None:
-            self._changed = trio.Event()
-        return self._changed
-
-    def pin(self) -> int:
-        """Pin the current epoch: blocks freed from now on stay allocated until
-        ``unpin`` (rule 4). Returns the token for unpin."""
-        epoch = self._epoch
-        self._readers[epoch] = self._readers.get(epoch, 0) + 1
-        return epoch
-
-    def unpin(self, epoch: int) -> None:
-        left = self._readers[epoch] - 1
-        if left:
-            self._readers[epoch] = left
-        else:
-            del self._readers[epoch]
-        oldest = min(self._readers) if self._readers else math.inf
-        # Runs freed at epoch e were visible only to readers pinned at e or before.
-        while self._deferred and self._deferred[0][0] < oldest:
-            _epoch, runs = self._deferred.popleft()
-            self._free_now(runs)
-
-    # -- swapoff -------------------------------------------------------------------
-
-    async def swapoff(self, swdev: SwapDevice) -> None:
-        """Move every page off swdev and remove it (FreeBSD: swapoff_one, swap_pager_swapoff).
-
-        Reads and writes go on meanwhile, and swapoff waits as long as readers pinned
-        before a move, or writes in flight, still hold blocks on swdev (rule 9).
-        swapoff_begin raises (ENOMEM, EINVAL) before anything changes. Pages that cannot
-        be read are skipped while every other page moves; if any are left, the device is
-        put back in service holding only them and DeviceIOError (EIO) says how many
-        (also kept in ``swapoff_unreadable``). If a move fails otherwise or is
-        cancelled, the device is likewise put back with whatever pages are still on it.
-        No page is ever dropped, and the pages moved are synced either way (rule 9).
-        """
-        self.space.swapoff_begin(swdev)
-        total = swdev.used
-        self.swapoff_progress[swdev.name] = (0, total)
-        self.swapoff_unreadable.pop(swdev.name, None)
-        try:
-            while True:
-                # Taken before the pass, so a change during the pass is not missed.
-                changed = self.next_change()
-                unreadable = 0
-                for obj in list(self.objects.values()):
-                    unreadable += await self._swapoff_object(swdev, obj, total)
-                if swdev.used <= unreadable:
-                    break
-                # The rest is held by readers pinned before a move (deferred frees) or
-                # by writes not switched in yet: go on after the next free or switch.
-                await changed.wait()
-            if unreadable:
-                self.swapoff_unreadable[swdev.name] = unreadable
-                log.error("swapoff %s: %d pages could not be read; the device stays in "
-                          "service holding them", swdev.name, unreadable)
-                raise errors.DeviceIOError(
-                    f"swapoff {swdev.name}: {unreadable} pages could not be read; "
-                    f"the device stays in service holding them")
-            # What moved goes through an fdatasync where it went before the device
-            # goes (rule 8): a write-back error there is swapoff's to report.
-            await self.sync()
-            while self._round is not None:
-                await self._round.done.wait()
-        except BaseException:
-            # The same before swapoff_cancel frees the moved pages' old blocks for
-            # reuse, even when the swapoff is cancelled: an fsync that covered them
-            # at their old blocks must not be undone unchecked.
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.sync()
-                except errors.SwapfsError as exc:
-                    # The devices stay owed a sync: the next fsync retries and reports it.
-                    log.error("swapoff %s: sync of the moved pages failed: %s",
-                              swdev.name, exc)
-            self.space.swapoff_cancel(swdev)
-            raise
-        finally:
-            self.swapoff_progress.pop(swdev.name, None)
-        # No await from here: no sync round can start on the device before it closes.
+    def forget(self, swdev: SwapDevice) -> None:
+        """swdev leaves the table: it is owed no fdatasync any more."""
         self._dirty.pop(swdev, None)
-        self.space.swapoff_finish(swdev)
-
-    async def _swapoff_object(self, swdev: SwapDevice, obj: SwapObject, total: int) -> int:
-        """Page in and out again every page of obj that lives on swdev
-        (FreeBSD: swap_pager_swapoff_object); return how many could not be read.
-
-        The object is locked one batch at a time, so its writers wait at most one batch.
-        """
-        unreadable = 0
-        for start, _blk, count in obj.meta.pages_on(swdev.first, swdev.end):
-            for lo in range(start, start + count, SWAPOFF_BATCH):
-                async with obj.lock:
-                    if obj.dead:
-                        return unreadable
-                    n = min(SWAPOFF_BATCH, start + count - lo)
-                    # Under the lock: writes may have moved pages meanwhile, and
-                    # nothing else can change these runs until it is released.
-                    for p, blk, m in obj.meta.runs(lo, n):
-                        if swdev.contains(blk):
-                            unreadable += await self._move_run(obj, p, blk, m)
-                    self.swapoff_progress[swdev.name] = (total - swdev.used, total)
-                # Reads from the page cache and quick writes never yield: let the
-                # requests that wait meanwhile in between batches.
-                await trio.lowlevel.checkpoint()
-        return unreadable
-
-    async def _move_run(self, obj: SwapObject, p: int, blk: int, m: int) -> int:
-        """Rewrite pages [p, p + m), mapped from blk on, to new blocks; return how
-        many could not be read or failed their checksum (they stay where they are). A
-        run that fails is retried page by page, so one bad page keeps only itself
-        behind. The caller holds obj's lock, so its checksums cannot change.
-
-        The pin covers the read only: a pin held across putpages would defer the
-        frees that putpages may have to wait for when swap is short (rule 6)."""
-        sums = obj.checksums_of(p, m)
-        epoch = self.pin()
-        try:
-            data = await self.read_blocks(blk, m)
-            if sums is not None:
-                data = self.verified(obj, p, blk, data, sums, m)
-        except errors.DeviceIOError:
-            data = None
-        finally:
-            self.unpin(epoch)
-        if data is None:
-            if m == 1:
-                return 1
-            unreadable = 0
-            for i in range(m):
-                unreadable += await self._move_run(obj, p + i, blk + i, 1)
-            return unreadable
-        await obj.putpages(p, data)
-        return 0
 
     # -- checksums -------------------------------------------------------------------
 

@@ -86,7 +86,8 @@ import trio.testing
 from swapfs import errors
 from swapfs.device import MemoryDevice
 from swapfs.discard import Discarder
-from swapfs.pager import SWAPOFF_BATCH, Pager, SwapObject
+from swapfs.pager import Pager, SwapObject
+from swapfs.swapoff import SWAPOFF_BATCH, Swapoff
 from swapfs.params import BBPAGES, PAGE_SIZE, SWAPBLK_NONE, nswap_lowat, pages_for
 from swapfs.scrub import Scrub
 from swapfs.swapspace import SwapDevice, SwapSpace
@@ -413,6 +414,7 @@ class Explorer:
             self._swapon()
         self.pager = ModelPager(self.space, swap_async_max=rng.randint(1, 4))
         self.pager.no_room = self._no_room
+        self.swapoffs = Swapoff(self.pager)
         # Chunks of one page: every freed block that is still free gets discarded.
         self.discarder = Discarder(self.pager, chunk=1) if discard else None
         self.tracked: list[Tracked] = []  # every object ever made
@@ -459,7 +461,7 @@ class Explorer:
             for obj in self.pager.objects.values():
                 if any(True for _ in obj.meta.pages_on(lo, hi)):
                     self.fail(f"discard of {dev.path} pages {page}+{n}: a page maps there")
-            for _epoch, deferred in self.pager._deferred:
+            for _epoch, deferred in self.pager.reclaim.deferred:
                 if any(b < hi and lo < b + m for b, m in deferred):
                     self.fail(f"discard of {dev.path} pages {page}+{n}: a pinned reader "
                               f"may still read them")
@@ -709,7 +711,7 @@ class Explorer:
         """(d): a swapoff of a device whose swapoff is under way is EINVAL."""
         sp = self._sp(dev)
         try:
-            await self.pager.swapoff(sp)
+            await self.swapoffs.swapoff(sp)
         except errors.InvalidArgument:
             self.stats["swapoff_einval"] += 1
             if not sp.closing:
@@ -728,7 +730,7 @@ class Explorer:
         self.swapping.add(dev)
         w = watch(f"swapoff of {dev.path}")
         try:
-            await self.pager.swapoff(sp)
+            await self.swapoffs.swapoff(sp)
         except errors.NoMemory:
             self.swapping.discard(dev)
             outcome = "refused"
@@ -736,7 +738,7 @@ class Explorer:
                 self.fail(f"refused swapoff of {dev.path} changed the table")
         except errors.DeviceIOError as exc:
             self.swapping.discard(dev)
-            if sp.name in self.pager.swapoff_unreadable:
+            if sp.name in self.swapoffs.unreadable:
                 outcome = "unreadable"
                 if not w.faults:
                     self.fail(f"swapoff of {dev.path}: {exc!r} with no fault injected")
@@ -801,8 +803,8 @@ class Explorer:
             objs = {t.key: t.obj.meta.pages_on(sp.first, sp.end) for t in self.tracked}
             held.append(f"{sp.name} used={sp.used} closing={sp.closing} "
                         f"pages={ {k: v for k, v in objs.items() if v} }")
-        self.hang_state = (f"readers={self.pager._readers} "
-                           f"deferred={len(self.pager._deferred)} "
+        self.hang_state = (f"readers={self.pager.reclaim.readers} "
+                           f"deferred={len(self.pager.reclaim.deferred)} "
                            f"locked={[t.key for t in self.tracked if t.obj.lock.locked()]} "
                            + "; ".join(held))
 
@@ -987,7 +989,7 @@ class Explorer:
             bad = sum(1 for t in self.tracked if not t.dead
                       for _p, blk, n in t.obj.meta.pages_on(sp.first, sp.end)
                       for b in range(blk, blk + n) if b - sp.first in dev.corrupt)
-            if bad == self.pager.swapoff_unreadable[sp.name] == sp.used:
+            if bad == self.swapoffs.unreadable[sp.name] == sp.used:
                 return
         self.fail(f"final swapoff of {dev.path}: {outcome}")
 
@@ -999,9 +1001,9 @@ class Explorer:
         live = [t for t in self.tracked if not t.dead]
         if set(pager.objects) != {t.obj.id for t in live}:
             fail("the pager's objects are not the live ones")
-        if pager._readers or pager._deferred:
-            fail(f"left over: pins {pager._readers}, {len(pager._deferred)} deferred frees")
-        if pager.swapoff_progress or any(t.obj.lock.locked() for t in self.tracked):
+        if pager.reclaim.readers or pager.reclaim.deferred:
+            fail(f"left over: pins {pager.reclaim.readers}, {len(pager.reclaim.deferred)} deferred frees")
+        if self.swapoffs.progress or any(t.obj.lock.locked() for t in self.tracked):
             fail("left over: a swapoff in progress or an object locked")
         owner: dict[int, tuple[int, int]] = {}
         for t in live:

@@ -29,9 +29,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("swapspace",),
     # Backing stores as swapon sees them, and the one bring-online path.
     ("backing",),
+    # Pins and deferred frees, then the data path over them.
+    ("reclaim",),
     ("pager",),
     # Background work on a device, over the pager.
-    ("scrub", "discard"),
+    ("swapoff", "scrub", "discard"),
     # Text that the daemon writes and the command line reads back, and grammars both
     # sides parse: no pager state of their own.
     ("objects", "metrics", "mountopts", "devspec"),

@@ -8,6 +8,7 @@ import pytest
 from swapfs import errors
 from swapfs.device import MemoryDevice
 from swapfs.params import BBPAGES, PAGE_SIZE, SWAP_RESERVE_RLIMIT_ON
+from swapfs.swapoff import Swapoff
 from swapfs.swapspace import SwapSpace
 
 from helpers import make_pager
@@ -60,7 +61,7 @@ async def test_swapoff_moves_pages_by_priority() -> None:
     await obj.write(8 * PAGE_SIZE, b"y" * (8 * PAGE_SIZE))
     assert a.used == b.used == 8  # round robin at equal priority
     hi = pager.space.swapon(MemoryDevice(BBPAGES + 256, "hi"), priority=3)
-    await pager.swapoff(a)
+    await Swapoff(pager).swapoff(a)
     assert hi.used == 8 and b.used == 8  # all of a's pages went to the higher level
     assert await obj.read(0, 16 * PAGE_SIZE) == b"x" * (8 * PAGE_SIZE) + b"y" * (8 * PAGE_SIZE)
 

@@ -19,6 +19,7 @@ from swapfs.checksum import bad_pages, page_sums
 from swapfs.client import parse_sysctl_text
 from swapfs.faults import Faults
 from swapfs.params import PAGE_SIZE
+from swapfs.swapoff import Swapoff
 from swapfs.swblk import SwapMeta
 
 from helpers import control_for, expect, make_pager
@@ -223,13 +224,14 @@ async def test_swapoff_leaves_a_bad_page_behind_and_never_copies_it():
     page = on_d0[len(on_d0) // 2]
     bad = devpages(obj, page, 1)[0]
     d0.dev.faults.apply(f"corrupt-read {bad}-{bad}")
+    swapoffs = Swapoff(pager)
     with pytest.raises(errors.DeviceIOError):
-        await pager.swapoff(d0)
-    assert pager.swapoff_unreadable[d0.name] == 1 and d0.used == 1
+        await swapoffs.swapoff(d0)
+    assert swapoffs.unreadable[d0.name] == 1 and d0.used == 1
     assert devpages(obj, page, 1) == [bad] and len(pager.csum_errors) == 1
     d0.dev.faults.apply("clear")
     assert await obj.read(0, 48 * PAGE) == data  # the rest moved, the page stayed
-    await pager.swapoff(d0)
+    await swapoffs.swapoff(d0)
     assert await obj.read(0, 48 * PAGE) == data
 
 

@@ -12,6 +12,7 @@ from swapfs import errors
 from swapfs.device import open_device
 from swapfs.discard import Discarder, chunks_of, coalesce
 from swapfs.pager import Pager
+from swapfs.swapoff import Swapoff
 from swapfs.params import BBPAGES, PAGE_SIZE
 from swapfs.swapspace import SwapSpace
 
@@ -97,7 +98,7 @@ async def test_swapoff_with_a_discard_in_flight(autojump_clock):
         nursery.start_soon(discarder.run)
         await pager.dealloc(objs[0])
         await trio.sleep(0.1)  # a discard in flight on d0
-        await pager.swapoff(space.devices[0])
+        await Swapoff(pager).swapoff(space.devices[0])
         await trio.sleep(2)
         nursery.cancel_scope.cancel()
     assert [sp.name for sp in space.devices] == ["d1"] and dev0.closed

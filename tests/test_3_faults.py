@@ -93,10 +93,10 @@ async def test_read_error_is_eio_and_the_page_stays_mapped():
         with pytest.raises(errors.DeviceIOError):
             await obj.read(off, 40 * PAGE_SIZE)
     assert obj.map_runs() == before
-    assert not pager._readers
+    assert not pager.reclaim.readers
     # An overwrite while reads fail: new blocks, the old ones freed, not deferred forever.
     await obj.write(0, b"x" * PAGE_SIZE)
-    assert not pager._deferred
+    assert not pager.reclaim.deferred
     dev.faults.clear()
     assert await obj.read(0, len(data)) == b"x" * PAGE_SIZE + data[PAGE_SIZE:]
     total, used = pager.space.status()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from swapfs import errors
 from swapfs.params import BBPAGES, PAGE_SIZE
+from swapfs.swapoff import Swapoff
 
 from helpers import make_pager
 
@@ -308,7 +309,7 @@ async def test_swapoff_moves_pages_while_io_goes_on():
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(churn)
-        await pager.swapoff(victim)
+        await Swapoff(pager).swapoff(victim)
     assert victim not in pager.space.devices
     for i, obj in enumerate(objs):
         assert {name for _p, name, _d, _n in obj.map_runs()} == {"mem1"}
@@ -322,7 +323,7 @@ async def test_swapoff_enomem_changes_nothing():
     await obj.write(0, bytes(400 * PAGE_SIZE))
     before = [(d.used, d.flags) for d in pager.space.devices]
     with pytest.raises(errors.NoMemory):
-        await pager.swapoff(pager.space.devices[0])
+        await Swapoff(pager).swapoff(pager.space.devices[0])
     assert [(d.used, d.flags) for d in pager.space.devices] == before
 
 

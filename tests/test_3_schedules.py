@@ -14,6 +14,7 @@ import trio
 from explorer import SWAPOFF_FLOOR, TimedDevice, explore, parse_seeds, swapoff_share
 from swapfs import errors
 from swapfs.pager import Pager
+from swapfs.swapoff import Swapoff
 from swapfs.params import PAGE_SIZE
 from swapfs.swapspace import SwapSpace
 
@@ -135,7 +136,7 @@ async def test_swapoff_waits_for_a_slow_reader(autojump_clock):
         await trio.sleep(1)
         dev0.dev.read_delay = 0
         await obj.write(0, page(b"n", 8))  # the old blocks wait for the reader
-        await pager.swapoff(dev0)
+        await Swapoff(pager).swapoff(dev0)
     assert got["data"] == page(b"o", 8)
     assert dev0 not in pager.space.devices
     assert await obj.read(0, 8 * PAGE_SIZE) == page(b"n", 8)
@@ -150,7 +151,7 @@ async def test_fsync_during_swapoff_is_not_an_error(autojump_clock):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(obj.flush)  # its fdatasync of dev0 runs...
         await trio.sleep(0.1)
-        await pager.swapoff(dev0)  # ...while swapoff moves every page away
+        await Swapoff(pager).swapoff(dev0)  # ...while swapoff moves every page away
     assert dev0.dev.closed
     await obj.flush()
     assert page(b"s", 8) in pager.space.devices[0].dev.synced
@@ -251,7 +252,7 @@ async def test_swapoff_wakes_when_a_write_in_flight_on_its_device_fails(autojump
             outcome["write"] = exc
 
     async def swapoff():
-        await pager.swapoff(d0)
+        await Swapoff(pager).swapoff(d0)
         outcome["swapoff"] = trio.current_time()
 
     async with trio.open_nursery() as nursery:
@@ -280,7 +281,7 @@ async def test_a_swapoff_that_fails_leaves_what_it_moved_synced():
     await obj.flush()
     d0.dev.faults.add_read_error(2 + 7)
     with pytest.raises(errors.DeviceIOError):
-        await pager.swapoff(d0)
+        await Swapoff(pager).swapoff(d0)
     moved = [r for r in obj.map_runs() if r[1] == "t1"]
     assert [(p, n) for p, _name, _devpage, n in moved] == [(0, 7)]
     _p, _name, devpage, n = moved[0]
@@ -295,7 +296,7 @@ async def test_a_cancelled_swapoff_leaves_what_it_moved_synced(autojump_clock):
     await obj.flush()
     d1.dev.sync_delay = 10.0
     with trio.move_on_after(1):  # every page moved, the final sync under way
-        await pager.swapoff(d0)
+        await Swapoff(pager).swapoff(d0)
     assert d0 in pager.space.devices and not d0.closing and d0.used == 0
     [(_p, name, devpage, n)] = obj.map_runs()
     assert (name, n) == ("t1", 8)
@@ -316,7 +317,7 @@ async def test_two_swapoffs_run_at_once_on_different_devices(autojump_clock):
     finished = {}
 
     async def swapoff(sp):
-        await pager.swapoff(sp)
+        await Swapoff(pager).swapoff(sp)
         finished[sp.name] = trio.current_time()
 
     async with trio.open_nursery() as nursery:
