@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 # the same source (setup.py reads this list), so the compiled module and the plain one
 # cannot differ; where no compiler was at hand the plain one runs. A C speed data path
 # without a second source to keep in step.
-COMPILED = ("swblk", "swapspace", "device", "checksum", "reclaim", "pager", "fs")
+COMPILED = ("swblk", "swapspace", "device", "checksum", "reclaim", "pager", "tree", "fs")
 
 if _os.environ.get("SWAPFS_PURE_PYTHON"):
     # The reference run: every module from its plain source, compiled ones ignored.

@@ -1,18 +1,16 @@
-"""The FUSE glue: an in-memory tree whose regular files are swap objects.
+"""The FUSE glue: pyfuse3 requests over the namespace (tree.py), whose regular
+files are swap objects (VFS glue, as tmpfs_vnops.c).
 
-``Operations`` behaves like tmpfs: directories, hard links, symlinks, FIFOs and
-sockets live only in memory; the pages of every regular file live on swap through
-the pager. This is the one module (with ``ctlfs.py`` and ``mount.py``) that imports
-pyfuse3, and the one place where a ``SwapfsError`` becomes a ``FUSEError``.
-
-It is longer than the other modules because it is one table: ``Operations``, whose
-methods are the FUSE requests. Splitting it would scatter that table, and each
-handler needs the inode table the others keep.
+``Operations`` translates: each request becomes calls on the ``Tree`` (directories,
+links, renames, the destroy lifecycle) or on a file's object, and their answers
+become pyfuse3's attributes, handles and directory listings. This is the one module
+(with ``ctlfs.py`` and ``mount.py``) that imports pyfuse3, and the one place where a
+``SwapfsError`` becomes a ``FUSEError``.
 
 Concurrency: handlers run as trio tasks. Plain Python between two awaits is
 atomic, so every check of the inode table and the update it guards happen with no
-await in between; the only awaits are pager calls, made after the table is
-consistent again.
+await in between (the tree's rule too); the only awaits are pager calls, made after
+the table is consistent again.
 
 Decisions a user may notice:
 
@@ -46,29 +44,31 @@ import functools
 import logging
 import os
 import stat
-import time
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import pyfuse3
 from pyfuse3 import FUSEError
-from sortedcontainers import SortedDict
 
 from . import errors
 from .control import Control
 from .ctlfs import ATTR_TIMEOUT, CONTROL_NAME, CTL_BASE, ENTRY_TIMEOUT, ControlDir
-from .pager import Pager, SwapObject
+from .pager import Pager
 from .params import NAME_MAX, PAGE_SIZE
+from .tree import (
+    FIRST_SERIAL,
+    MAX_INODES,
+    ROOT_INODE,
+    Inode,
+    Tree,
+    check_name,
+    kill_priv,
+    now_ns,
+)
 
 log = logging.getLogger(__name__)
 
-ROOT_INODE: int = pyfuse3.ROOT_INODE
-
-# Cap on inodes, reported by statfs as f_files; creating more gives ENOSPC.
-MAX_INODES = 1 << 32
-
-# readdir offsets: 1 and 2 are "." and ".."; entry serials start after them.
-_FIRST_SERIAL = 3
+# The namespace's root is FUSE's.
+assert ROOT_INODE == pyfuse3.ROOT_INODE
 
 XATTR_SWAPPED = b"user.swapfs.swapped"
 XATTR_MAP = b"user.swapfs.map"
@@ -77,57 +77,6 @@ XATTR_PID = b"user.swapfs.pid"
 _READONLY_XATTRS = (XATTR_SWAPPED, XATTR_MAP)
 
 _RELATIME_NS = 24 * 3600 * 10**9
-
-
-def _now() -> int:
-    return time.time_ns()
-
-
-@dataclass(eq=False, slots=True)
-class Inode:
-    """One inode. ``lookups`` is the kernel's lookup count, ``opens`` our open handles.
-
-    The inode is destroyed (and its object deallocated) once ``nlink``, ``lookups``
-    and ``opens`` are all zero.
-    """
-
-    ino: int
-    mode: int
-    uid: int
-    gid: int
-    nlink: int
-    rdev: int = 0
-    size: int = 0
-    atime_ns: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-    lookups: int = 0
-    opens: int = 0
-    obj: SwapObject | None = None        # regular files only
-    target: bytes = b""                  # symlinks only
-    xattrs: dict[bytes, bytes] = field(default_factory=dict)
-    # Directories only: name -> (serial, ino); serial -> name, in listing order.
-    entries: dict[bytes, tuple[int, int]] | None = None
-    order: SortedDict | None = None
-    next_serial: int = _FIRST_SERIAL
-    parent: int = 0                      # directories only: the inode of ".."
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_reg(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
-
-def _kill_priv(node: Inode) -> None:
-    """Clear setuid, and setgid with group-exec, as a truncate by a caller without
-    CAP_FSETID does. Only atomic O_TRUNC needs it: the kernel sends no setattr then.
-    setgid without group-exec means mandatory locking, not privilege, so it stays."""
-    node.mode &= ~stat.S_ISUID
-    if node.mode & stat.S_IXGRP:
-        node.mode &= ~stat.S_ISGID
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -177,17 +126,13 @@ def _or_control(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _check_name(name: bytes) -> None:
-    if len(name) > NAME_MAX:
-        raise FUSEError(errno.ENAMETOOLONG)
-
-
 class Operations(pyfuse3.Operations):
     """pyfuse3 request handlers over a ``Pager``.
 
-    Callers (mount.py, tests) may rely on: ``inodes`` holding every live inode by
-    number, ``ROOT_INODE`` being a directory owned by the creating uid/gid, and
-    ``destroy()`` deallocating every object.
+    Callers (mount.py, tests) may rely on: ``tree`` being the namespace and
+    ``inodes`` its table of every live inode by number, ``ROOT_INODE`` being a
+    directory owned by the creating uid/gid, and ``destroy()`` deallocating every
+    object.
     """
 
     supports_dot_lookup = True
@@ -209,38 +154,26 @@ class Operations(pyfuse3.Operations):
         self.enable_writeback_cache = writeback_cache
         self.direct_io = direct_io
         self.xattrs = xattrs
-        self.inodes: dict[int, Inode] = {}
-        self._next_ino = ROOT_INODE + 1
+        self.tree = Tree(pager, uid=os.getuid() if uid is None else uid,
+                         gid=os.getgid() if gid is None else gid, root_mode=root_mode,
+                         reserved=CONTROL_NAME, foreign=CTL_BASE)
+        self.inodes = self.tree.inodes
         self._handles: dict[int, int] = {}   # fh -> ino, for files and directories
         # fh -> the object's sync_errors as this open file last reported them (rule 8).
         self._seen_errors: dict[int, int] = {}
         self._next_fh = 1
-        now = _now()
-        root = Inode(ino=ROOT_INODE, mode=stat.S_IFDIR | (root_mode & 0o7777),
-                     uid=os.getuid() if uid is None else uid,
-                     gid=os.getgid() if gid is None else gid,
-                     nlink=2, atime_ns=now, mtime_ns=now, ctime_ns=now,
-                     entries={}, order=SortedDict(), parent=ROOT_INODE)
-        # The kernel holds the root without ever looking it up; it is never forgotten.
-        root.lookups = 1
-        self.inodes[ROOT_INODE] = root
+        root = self.tree.root
         # control None: no .swapfs directory.
-        self.ctl = ControlDir(control, lambda: self._attr(root), root.uid, root.gid, now)
+        self.ctl = ControlDir(control, lambda: self._attr(root), root.uid, root.gid,
+                              root.ctime_ns)
 
     # ------------------------------------------------------------------ helpers
 
     def _inode(self, ino: int) -> Inode:
-        try:
-            return self.inodes[ino]
-        except KeyError:
-            # The control directory and files take no tree operation.
-            raise FUSEError(errno.EPERM if ino >= CTL_BASE else errno.ENOENT) from None
+        return self.tree.inode(ino)
 
     def _dir(self, ino: int) -> Inode:
-        node = self._inode(ino)
-        if node.entries is None:
-            raise FUSEError(errno.ENOTDIR)
-        return node
+        return self.tree.dir(ino)
 
     def _attr(self, node: Inode) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -262,42 +195,6 @@ class Operations(pyfuse3.Operations):
         a.st_ctime_ns = node.ctime_ns
         return a
 
-    def _new_inode(self, mode: int, ctx: Any, **kw: Any) -> Inode:
-        if len(self.inodes) >= MAX_INODES:
-            raise FUSEError(errno.ENOSPC)
-        now = _now()
-        node = Inode(ino=self._next_ino, mode=mode, uid=ctx.uid, gid=ctx.gid, nlink=1,
-                     atime_ns=now, mtime_ns=now, ctime_ns=now, **kw)
-        self._next_ino += 1
-        return node
-
-    def _check_new_name(self, parent: Inode, name: bytes) -> None:
-        """Raise unless ``name`` may be created in ``parent`` (no await: the caller
-        inserts the entry right after)."""
-        _check_name(name)
-        if name in (b".", b"..") or name in parent.entries:  # type: ignore[operator]
-            raise FUSEError(errno.EEXIST)
-        if parent.ino == ROOT_INODE and name == CONTROL_NAME:
-            raise FUSEError(errno.EPERM)
-        if parent.nlink == 0:
-            # A removed directory takes no new entries.
-            raise FUSEError(errno.ENOENT)
-
-    def _add_entry(self, parent: Inode, name: bytes, node: Inode) -> None:
-        serial = parent.next_serial
-        parent.next_serial += 1
-        parent.entries[name] = (serial, node.ino)  # type: ignore[index]
-        parent.order[serial] = name  # type: ignore[index]
-
-    def _del_entry(self, parent: Inode, name: bytes) -> int:
-        serial, ino = parent.entries.pop(name)  # type: ignore[union-attr]
-        del parent.order[serial]  # type: ignore[union-attr]
-        return ino
-
-    def _touch_dir(self, parent: Inode, now: int | None = None) -> None:
-        now = _now() if now is None else now
-        parent.mtime_ns = parent.ctime_ns = now
-
     def _mode(self, mode: int, ctx: Any) -> int:
         # The kernel applies the umask before sending the mode (no FUSE_DONT_MASK,
         # no ACLs); masking again is idempotent and keeps us right if that changes.
@@ -305,94 +202,24 @@ class Operations(pyfuse3.Operations):
 
     def _create_node(self, parent_ino: int, name: bytes, mode: int, ctx: Any,
                      **kw: Any) -> Inode:
-        """Make and link a new inode (no await inside); the lookup count is 1."""
-        parent = self._dir(parent_ino)
-        self._check_new_name(parent, name)
-        node = self._new_inode(mode, ctx, **kw)
-        if stat.S_ISDIR(mode):
-            node.nlink = 2
-            node.entries = {}
-            node.order = SortedDict()
-            node.parent = parent.ino
-            parent.nlink += 1
-        # setgid directories pass their group on, and the bit to subdirectories.
-        if parent.mode & stat.S_ISGID:
-            node.gid = parent.gid
-            if stat.S_ISDIR(mode):
-                node.mode |= stat.S_ISGID
-        if stat.S_ISREG(mode):
-            node.obj = self.pager.alloc()
-            # The uid the object is charged to, as FreeBSD's object cred (objects view).
-            node.obj.uid = ctx.uid
-        self.inodes[node.ino] = node
-        self._add_entry(parent, name, node)
-        self._touch_dir(parent, node.ctime_ns)
-        node.lookups += 1
-        return node
-
-    async def _maybe_destroy(self, node: Inode) -> None:
-        """Drop ``node`` once no name, lookup or open refers to it any more.
-
-        With no name and no open file left, its content can never be reached again:
-        its swap (blocks and reservation) is given back at once, not only when the
-        kernel gets round to forgetting the inode, so ``rm`` frees space for the very
-        next write."""
-        if node.nlink > 0 or node.opens > 0:
-            return
-        if node.lookups > 0:
-            obj = node.obj
-            if obj is not None and (obj.size or obj.swapped) and not obj.dead:
-                try:
-                    # Asked again under the object's lock: an open may come in
-                    # while the lock is awaited, and its content must stay.
-                    await obj.truncate(0, only_if=lambda: node.nlink == 0 and node.opens == 0)
-                except errors.SwapfsError as exc:
-                    log.warning("freeing unlinked inode %d: %s", node.ino, exc)
-            return
-        if self.inodes.get(node.ino) is not node or node.ino == ROOT_INODE:
-            return
-        del self.inodes[node.ino]
-        obj, node.obj = node.obj, None
-        if obj is not None:
-            log.debug("inode %d gone: freeing its object (%d pages)", node.ino, obj.swapped)
-            await self.pager.dealloc(obj)
-
-    def _unlink_node(self, node: Inode) -> None:
-        """Account for one name less (no await)."""
-        node.nlink -= 1
-        node.ctime_ns = _now()
+        return self.tree.create(parent_ino, name, mode, ctx.uid, ctx.gid, **kw)
 
     # ------------------------------------------------------------------ lookups
 
     @_fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("lookup %d %r", parent_inode, name)
-        _check_name(name)
+        check_name(name)
         if parent_inode >= CTL_BASE or (parent_inode == ROOT_INODE and name == CONTROL_NAME
                                         and self.ctl.exists()):
             return await self.ctl.lookup(parent_inode, name, ctx)
-        parent = self._dir(parent_inode)
-        if name == b".":
-            node = parent
-        elif name == b"..":
-            node = self._inode(parent.parent)
-        else:
-            try:
-                node = self.inodes[parent.entries[name][1]]  # type: ignore[index]
-            except KeyError:
-                raise FUSEError(errno.ENOENT) from None
-        node.lookups += 1
-        return self._attr(node)
+        return self._attr(self.tree.lookup(parent_inode, name))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # Must never raise: there is no request to answer.
         for ino, nlookup in inode_list:
             try:
-                node = self.inodes.get(ino)
-                if node is None or ino == ROOT_INODE:
-                    continue
-                node.lookups = max(0, node.lookups - nlookup)
-                await self._maybe_destroy(node)
+                await self.tree.forget(ino, nlookup)
             except Exception:
                 log.exception("forget of inode %d failed", ino)
 
@@ -406,7 +233,7 @@ class Operations(pyfuse3.Operations):
                       fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("setattr %d", inode)
         node = self._inode(inode)
-        now = _now()
+        now = now_ns()
         if fields.update_size:
             size = attr.st_size
             if size < 0:
@@ -479,162 +306,26 @@ class Operations(pyfuse3.Operations):
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: Any) -> pyfuse3.EntryAttributes:
         log.debug("link %d -> %d %r", inode, new_parent_inode, new_name)
-        node = self._inode(inode)
-        if node.is_dir:
-            raise FUSEError(errno.EPERM)
-        parent = self._dir(new_parent_inode)
-        self._check_new_name(parent, new_name)
-        if node.nlink == 0:
-            # linkat() of an unlinked file (not O_TMPFILE): the VFS says ENOENT.
-            raise FUSEError(errno.ENOENT)
-        self._add_entry(parent, new_name, node)
-        node.nlink += 1
-        now = _now()
-        node.ctime_ns = now
-        self._touch_dir(parent, now)
-        node.lookups += 1
-        return self._attr(node)
+        return self._attr(self.tree.link(inode, new_parent_inode, new_name))
 
     @_fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         log.debug("unlink %d %r", parent_inode, name)
-        _check_name(name)
-        parent = self._dir(parent_inode)
-        entry = parent.entries.get(name)  # type: ignore[union-attr]
-        if entry is None:
-            raise FUSEError(errno.ENOENT)
-        node = self.inodes[entry[1]]
-        if node.is_dir:
-            raise FUSEError(errno.EISDIR)
-        self._del_entry(parent, name)
-        self._unlink_node(node)
-        self._touch_dir(parent, node.ctime_ns)
-        await self._maybe_destroy(node)
+        await self.tree.unlink(parent_inode, name)
 
     @_fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         log.debug("rmdir %d %r", parent_inode, name)
-        _check_name(name)
-        if name == b".":
-            raise FUSEError(errno.EINVAL)
-        if name == b"..":
-            raise FUSEError(errno.ENOTEMPTY)
-        parent = self._dir(parent_inode)
-        entry = parent.entries.get(name)  # type: ignore[union-attr]
-        if entry is None:
-            raise FUSEError(errno.ENOENT)
-        node = self.inodes[entry[1]]
-        if not node.is_dir:
-            raise FUSEError(errno.ENOTDIR)
-        if node.entries:
-            raise FUSEError(errno.ENOTEMPTY)
-        self._del_entry(parent, name)
-        node.nlink = 0
-        parent.nlink -= 1
-        now = _now()
-        node.ctime_ns = now
-        self._touch_dir(parent, now)
-        await self._maybe_destroy(node)
-
-    def _is_ancestor(self, anc: Inode, node: Inode) -> bool:
-        """True if ``anc`` is ``node`` or one of its ancestors."""
-        cur = node
-        while True:
-            if cur is anc:
-                return True
-            if cur.ino == ROOT_INODE:
-                return False
-            cur = self.inodes[cur.parent]
+        await self.tree.rmdir(parent_inode, name)
 
     @_fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
         log.debug("rename %d %r -> %d %r (%#x)", parent_inode_old, name_old,
                   parent_inode_new, name_new, flags)
-        _check_name(name_old)
-        _check_name(name_new)
-        exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
-        noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
-        if exchange and noreplace:
-            raise FUSEError(errno.EINVAL)
-        for n in (name_old, name_new):
-            if n in (b".", b".."):
-                raise FUSEError(errno.EBUSY)
-        pold = self._dir(parent_inode_old)
-        pnew = self._dir(parent_inode_new)
-        src_entry = pold.entries.get(name_old)  # type: ignore[union-attr]
-        if src_entry is None:
-            raise FUSEError(errno.ENOENT)
-        src = self.inodes[src_entry[1]]
-        dst_entry = pnew.entries.get(name_new)  # type: ignore[union-attr]
-        dst = self.inodes[dst_entry[1]] if dst_entry is not None else None
-        if pnew.ino == ROOT_INODE and name_new == CONTROL_NAME:
-            raise FUSEError(errno.EPERM)
-        if pnew.nlink == 0:
-            raise FUSEError(errno.ENOENT)
-        now = _now()
-
-        if exchange:
-            if dst is None:
-                raise FUSEError(errno.ENOENT)
-            if src is dst:
-                return
-            if (src.is_dir and self._is_ancestor(src, pnew)) or \
-                    (dst.is_dir and self._is_ancestor(dst, pold)):
-                raise FUSEError(errno.EINVAL)
-            # Swap in place: both entries keep their listing positions.
-            pold.entries[name_old] = (src_entry[0], dst.ino)  # type: ignore[index]
-            pnew.entries[name_new] = (dst_entry[0], src.ino)  # type: ignore[index,index]
-            if pold is not pnew:
-                if src.is_dir:
-                    src.parent = pnew.ino
-                    pold.nlink -= 1
-                    pnew.nlink += 1
-                if dst.is_dir:
-                    dst.parent = pold.ino
-                    pnew.nlink -= 1
-                    pold.nlink += 1
-            src.ctime_ns = dst.ctime_ns = now
-            self._touch_dir(pold, now)
-            self._touch_dir(pnew, now)
-            return
-
-        if dst is not None:
-            if noreplace:
-                raise FUSEError(errno.EEXIST)
-            if src is dst:
-                # Two names of one inode: POSIX says do nothing.
-                return
-            if src.is_dir:
-                if not dst.is_dir:
-                    raise FUSEError(errno.ENOTDIR)
-                if dst.entries:
-                    raise FUSEError(errno.ENOTEMPTY)
-            elif dst.is_dir:
-                raise FUSEError(errno.EISDIR)
-        if src.is_dir and self._is_ancestor(src, pnew):
-            raise FUSEError(errno.EINVAL)
-
-        # From here to the end of the table update: no await.
-        if dst is not None:
-            self._del_entry(pnew, name_new)
-            if dst.is_dir:
-                dst.nlink = 0
-                pnew.nlink -= 1
-            else:
-                dst.nlink -= 1
-            dst.ctime_ns = now
-        self._del_entry(pold, name_old)
-        self._add_entry(pnew, name_new, src)
-        if src.is_dir and pold is not pnew:
-            src.parent = pnew.ino
-            pold.nlink -= 1
-            pnew.nlink += 1
-        src.ctime_ns = now
-        self._touch_dir(pold, now)
-        self._touch_dir(pnew, now)
-        if dst is not None:
-            await self._maybe_destroy(dst)
+        await self.tree.rename(parent_inode_old, name_old, parent_inode_new, name_new,
+                               exchange=bool(flags & pyfuse3.RENAME_EXCHANGE),
+                               noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE))
 
     # ------------------------------------------------------------------ files
 
@@ -679,9 +370,9 @@ class Operations(pyfuse3.Operations):
             except BaseException:
                 await self._release_handle(fh)
                 raise
-            node.mtime_ns = node.ctime_ns = _now()
+            node.mtime_ns = node.ctime_ns = now_ns()
             if ctx.uid != 0:
-                _kill_priv(node)
+                kill_priv(node)
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io)
 
     @_or_control
@@ -689,7 +380,7 @@ class Operations(pyfuse3.Operations):
         log.debug("read fh=%d %d+%d", fh, off, size)
         node = self._handle(fh)
         data = await node.obj.read(off, size)
-        now = _now()
+        now = now_ns()
         if (node.atime_ns <= node.mtime_ns or node.atime_ns <= node.ctime_ns
                 or now - node.atime_ns > _RELATIME_NS):
             node.atime_ns = now
@@ -702,7 +393,7 @@ class Operations(pyfuse3.Operations):
         if not buf:
             return 0
         await node.obj.write(off, buf)
-        node.mtime_ns = node.ctime_ns = _now()
+        node.mtime_ns = node.ctime_ns = now_ns()
         return len(buf)
 
     @_or_control
@@ -739,7 +430,7 @@ class Operations(pyfuse3.Operations):
             node.opens -= 1
             if node.opens == 0 and node.obj is not None:
                 node.obj.drop_readahead()  # nobody left to read on from it
-            await self._maybe_destroy(node)
+            await self.tree.maybe_destroy(node)
 
     @_or_control
     async def release(self, fh: int) -> None:
@@ -777,7 +468,7 @@ class Operations(pyfuse3.Operations):
         # skips nor repeats entries whatever was added or removed meanwhile. No await
         # below: the directory cannot change while it is walked.
         order = node.order
-        for serial in order.irange(minimum=max(start_id, _FIRST_SERIAL)):  # type: ignore[union-attr]
+        for serial in order.irange(minimum=max(start_id, FIRST_SERIAL)):  # type: ignore[union-attr]
             name = order[serial]  # type: ignore[index]
             child = self.inodes[node.entries[name][1]]
             if not pyfuse3.readdir_reply(token, name, self._attr(child), serial + 1):
@@ -868,7 +559,7 @@ class Operations(pyfuse3.Operations):
         node = self._inode(inode)
         self._check_settable(node, name)
         node.xattrs[bytes(name)] = bytes(value)
-        node.ctime_ns = _now()
+        node.ctime_ns = now_ns()
 
     @_or_control
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
@@ -880,20 +571,11 @@ class Operations(pyfuse3.Operations):
             del node.xattrs[name]
         except KeyError:
             raise FUSEError(pyfuse3.ENOATTR) from None
-        node.ctime_ns = _now()
+        node.ctime_ns = now_ns()
 
     # ------------------------------------------------------------------ teardown
 
     async def destroy(self) -> None:
         """Deallocate every object (called by mount.py after the session ends,
         since the kernel does not forget everything on unmount)."""
-        for node in list(self.inodes.values()):
-            obj, node.obj = node.obj, None
-            if obj is not None:
-                try:
-                    await self.pager.dealloc(obj)
-                except Exception:
-                    log.exception("freeing inode %d failed", node.ino)
-        root = self.inodes[ROOT_INODE]
-        self.inodes.clear()
-        self.inodes[ROOT_INODE] = root
+        await self.tree.destroy()

@@ -43,10 +43,9 @@ from .backing import DeviceLocks, SwapOn, parse_size
 from .control import Control
 from .devspec import DeviceSpec, parse_device_spec
 from .discard import Discarder
-from .fs import ROOT_INODE, Operations
+from .fs import Operations
 from .metrics import MetricsServer, parse_address
 from .mountopts import FUSE_FLAGS, split_options
-from .objects import object_names
 from .pager import Pager
 from .scrub import Scrub
 from .swapspace import SwapSpace
@@ -392,7 +391,7 @@ def mount(cfg: MountConfig) -> int:
         ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
                          xattrs=cfg.xattr)
-        control.names = lambda owner=None: object_names(ops.inodes, ROOT_INODE, owner)
+        control.names = ops.tree.object_names
         metrics = None
         if cfg.metrics is not None:
             # Bound now: a busy port fails the mount before anything is mounted.

@@ -22,20 +22,20 @@ it owns (st_uid), so nobody learns the names, sizes or layout of files not their
 (bad blocks belong to no file: ``maps`` lists them to every reader).
 
 No pyfuse3 here: the names, and who owns each file, come from a callable the mount
-supplies (``object_names`` over fs.py's inode table).
+supplies (``Tree.object_names``, tree.py).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Callable, Collection, Mapping
 
 if TYPE_CHECKING:  # the command line parses these files without the pager
     from .pager import Pager
 
 __all__ = [
-    "ObjectRow", "MapRun", "DELETED", "Names", "object_names", "format_objects",
+    "ObjectRow", "MapRun", "DELETED", "Names", "format_objects",
     "parse_objects", "format_maps", "parse_maps",
 ]
 
@@ -84,36 +84,6 @@ def escape_name(raw: bytes) -> str:
     written as backslash escapes."""
     return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace").replace(
         "\n", "\\n")
-
-
-def object_names(inodes: Mapping[int, Any], root: int,
-                 owner: int | None = None) -> dict[int, tuple[int, str | None]]:
-    """Object id -> (inode, path) for every regular file in the inode table
-    ``inodes`` (fs.py's ``Inode``s: ``entries`` for a directory, ``obj`` and ``uid``
-    for a regular file) that ``owner`` owns (None: every file), walking the tree from
-    ``root``; a file with several names gets the first one found, breadth first.
-    Files no directory names get path None."""
-    out: dict[int, tuple[int, str | None]] = {}
-    todo = [(inodes[root], b"")]
-    while todo:
-        nxt = []
-        for d, prefix in todo:
-            for name, (_serial, ino) in d.entries.items():
-                node = inodes.get(ino)
-                if node is None:
-                    continue
-                path = prefix + b"/" + name
-                if node.entries is not None:
-                    nxt.append((node, path))
-                elif (node.obj is not None and node.obj.id not in out
-                      and (owner is None or node.uid == owner)):
-                    out[node.obj.id] = (ino, escape_name(path))
-        todo = nxt
-    for ino, node in inodes.items():
-        obj = getattr(node, "obj", None)
-        if obj is not None and obj.id not in out and (owner is None or node.uid == owner):
-            out[obj.id] = (ino, None)
-    return out
 
 
 def _dash(value: int | None) -> str:

@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, ...]] = [
     # The daemon in the kernel's swap path (read by the control files).
     ("swappath",),
     ("control",),
+    # The namespace, then its FUSE adapter with the control directory.
+    ("tree",),
     ("ctlfs",),
     ("fs",),
     ("mount",),

@@ -4,6 +4,7 @@ cells against a block-by-block count, the metrics against the sysctl values."""
 from __future__ import annotations
 
 import math
+import stat
 
 import pytest
 from hypothesis import given
@@ -12,11 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from swapfs import errors
 from swapfs.metrics import DEVICE_METRICS, METRICS, as_number, parse_address
-from swapfs.objects import MapRun, escape_name, object_names, parse_maps, parse_objects
+from swapfs.objects import MapRun, escape_name, parse_maps, parse_objects
+from swapfs.tree import ROOT_INODE, Tree
 from swapfs.params import BBPAGES
 from swapfs.picture import BAD, FREE, LABEL, _cells
 
-from helpers import PAGE, control_for
+from helpers import PAGE, control_for, make_pager
 
 
 async def test_objects_and_maps_list_every_object_and_run(tmp_path):
@@ -58,28 +60,20 @@ def test_escape_name_keeps_one_line_and_tells_bytes_apart():
     assert escape_name(b"/x\ny\\z\xff") == "/x\\ny\\\\z\\xff"
 
 
-class _Node:
-    def __init__(self, obj=None, entries=None, uid=0):
-        self.obj, self.entries, self.uid = obj, entries, uid
-
-
-class _Obj:
-    def __init__(self, oid):
-        self.id = oid
-
-
-def test_object_names_walks_the_tree_and_marks_unlinked():
-    o1, o2, o3 = _Obj(1), _Obj(2), _Obj(3)
-    inodes = {
-        1: _Node(entries={b"d": (3, 2), b"f": (4, 3)}),
-        2: _Node(entries={b"g": (3, 4), b"link": (4, 3)}),
-        3: _Node(obj=o1), 4: _Node(obj=o2), 5: _Node(obj=o3),
-    }
-    assert object_names(inodes, 1) == {1: (3, "/f"), 2: (4, "/d/g"), 3: (5, None)}
-    inodes[4].uid = inodes[5].uid = 1000
-    assert object_names(inodes, 1, owner=1000) == {2: (4, "/d/g"), 3: (5, None)}
-    assert object_names(inodes, 1, owner=0) == {1: (3, "/f")}
-    assert object_names(inodes, 1, owner=7) == {}
+async def test_object_names_walks_the_tree_and_marks_unlinked():
+    tree = Tree(make_pager(), uid=0, gid=0)
+    f = tree.create(ROOT_INODE, b"f", stat.S_IFREG | 0o644, 0, 0)
+    d = tree.create(ROOT_INODE, b"d", stat.S_IFDIR | 0o755, 0, 0)
+    g = tree.create(d.ino, b"g", stat.S_IFREG | 0o644, 1000, 0)
+    tree.link(f.ino, d.ino, b"link")
+    gone = tree.create(ROOT_INODE, b"gone", stat.S_IFREG | 0o644, 1000, 0)
+    gone.opens += 1  # open, so unlinking leaves it
+    await tree.unlink(ROOT_INODE, b"gone")
+    o1, o2, o3 = f.obj.id, g.obj.id, gone.obj.id
+    assert tree.object_names() == {o1: (f.ino, "/f"), o2: (g.ino, "/d/g"), o3: (gone.ino, None)}
+    assert tree.object_names(owner=1000) == {o2: (g.ino, "/d/g"), o3: (gone.ino, None)}
+    assert tree.object_names(owner=0) == {o1: (f.ino, "/f")}
+    assert tree.object_names(owner=7) == {}
 
 
 async def test_objects_and_maps_show_a_user_only_the_files_it_owns(tmp_path):
