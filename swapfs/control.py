@@ -55,7 +55,7 @@ from .params import (
 )
 
 __all__ = [
-    "Control", "FILES", "FILE_HELP", "WRITABLE", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
+    "Control", "FILES", "FILE_HELP", "WRITABLE", "WHY", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
     "humanize_number", "format_swapinfo", "parse_line", "UID_FIELDS", "UID_SYSCTL_RE",
 ]
 
@@ -85,9 +85,13 @@ FILE_HELP: dict[str, str] = {
     "swaps": "the devices as Linux's /proc/swaps shows them: Filename, Type, Size, Used, "
              "Priority",
     "sysctl": "'name: value' lines; write 'name=value' to set a tunable",
+    "why": "why the last control write of the reading process (or of its parent, "
+           "as a shell's echo) failed: 'FILE: REASON (ERRNO)', once; empty if none",
 }
 FILES: tuple[str, ...] = tuple(FILE_HELP)
 WRITABLE = frozenset({"faults", "scrub", "swapon", "swapoff", "sysctl"})
+# The file that tells a process why its write failed (ctlfs keeps what it shows).
+WHY = "why"
 
 # Longest control write accepted, newline included.
 MAX_LINE = 4096
@@ -333,6 +337,8 @@ class Control:
             return metrics.render(*self.metric_values())
         if name == "scrub":
             return self.scrub.report()
+        if name == WHY:
+            return ""  # the refusals are the reading process's: ctlfs answers
         raise errors.NotFound(f"no control file {name!r}")
 
     def swap_info(self) -> str:
@@ -479,7 +485,7 @@ class Control:
     async def swapoff(self, line: str) -> None:
         path = line
         if not path.startswith("/"):
-            raise errors.InvalidArgument(f"{path}: Invalid argument")
+            raise errors.InvalidArgument(f"{path}: not an absolute path")
         sp = await self._find(path)
         log.info("swapoff %s: moving %d pages", sp.name, sp.used)
         await self.pager.swapoff(sp)

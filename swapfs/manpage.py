@@ -116,8 +116,11 @@ def render() -> str:
         ".RE", ".fi",
         ".SH CONTROL FILES",
         _text("MNT/.swapfs/ is found by name but not listed. Read with cat, write one "
-              "line with echo; a failed write returns the errno and changes nothing. "
-              "Only root and the mounting user may write."),
+              "line with echo; a failed write returns the errno and changes nothing, "
+              "and MNT/.swapfs/why then gives the reason to the writer and its "
+              "children (echo ... > MNT/.swapfs/swapon || cat MNT/.swapfs/why). The "
+              "commands print that reason: swapfs: swapon: PATH: Device already in "
+              "use (EBUSY). Only root and the mounting user may write."),
     ]
     for name, help_ in FILE_HELP.items():
         lines += _item(_bold(name) + ("" if name in WRITABLE else " (read-only)"), help_)

@@ -1,0 +1,57 @@
+"""What a user reads: refusals with their reasons (the ``why`` file and the command
+line), control files' modes, atime words, a failed mount's leftovers, and the
+messages of info, map and the man page."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from swapfs.client import MountClient
+
+from helpers import requires_fuse, run_swapfs, write
+
+pytestmark = [requires_fuse, pytest.mark.timeout(120)]
+
+
+# ---------------------------------------------------------------------- why
+
+def test_a_shell_reads_why_its_echo_was_refused(mnt: Path, tmp_path: Path) -> None:
+    ctl = mnt / ".swapfs"
+    r = subprocess.run(["sh", "-c", f"echo vm.swap_async_max=0 > {ctl}/sysctl || "
+                        f"cat {ctl}/why; echo ---; cat {ctl}/why"],
+                       capture_output=True, text=True)
+    # Once: the second cat finds nothing.
+    assert r.stdout == "sysctl: vm.swap_async_max: 0 is not within 1..128 (EINVAL)\n---\n"
+    assert r.stderr  # the shell's own word for the errno (dash says "I/O error")
+    # A child's refusal is not its parent's; the parent's is its child's to read.
+    r = subprocess.run(["sh", "-c", f"echo {tmp_path}/absent > {ctl}/swapon"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and (ctl / "why").read_text() == ""
+    with pytest.raises(OSError):
+        write(mnt, "swapon", f"{tmp_path}/absent\n".encode())
+    r = subprocess.run(["cat", f"{ctl}/why"], capture_output=True, text=True)
+    assert r.stdout == f"swapon: {tmp_path}/absent: No such file or directory (ENOENT)\n"
+
+
+def test_the_command_line_shows_the_daemons_reason(mount_factory, tmp_path: Path) -> None:
+    state_home = tmp_path / "state"
+    a, b = tmp_path / "a.swap", tmp_path / "b.swap"
+    with mount_factory(devices=[f"{a}:64M"]) as mnt:
+        (mnt / "data").write_bytes(os.urandom(8 << 20))
+        r = run_swapfs("swapon", str(mnt), str(b), "1M", state_home=state_home)
+        assert r.returncode == 0, r.stderr
+        r = run_swapfs("swapoff", str(mnt), str(a), state_home=state_home)
+        assert r.returncode == 1
+        assert r.stderr == (f"swapfs: swapoff: {a}: 2048 pages would not fit elsewhere "
+                            f"(254 free, 128 kept spare) (ENOMEM)\n")
+        r = run_swapfs("faults", str(mnt), f"{a} latency 99999", state_home=state_home)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1
+        assert r.stderr.startswith("swapfs: faults: ") and r.stderr.endswith(" (EINVAL)\n")
+        # MountClient.write's OSError carries the same line.
+        with pytest.raises(OSError) as ei:
+            MountClient(mnt).write("swapon", str(b))
+        assert ei.value.strerror == f"swapon: {b}: Device already in use (EBUSY)"
