@@ -11,9 +11,10 @@ the root. How the files behave:
   read() calls see one snapshot.
 - A write must be at offset 0 and hold one line; O_TRUNC (a setattr of the size)
   is a no-op; anything else changing attributes gets EPERM.
-- Writable files have mode 0666 so that the daemon, not the mode bits, answers:
-  only root and the mounting user may open them for writing, others get EPERM
-  (as swapon(2) answers the unprivileged).
+- Modes say who may do what: writable files are 0644, owned (as every file here)
+  by the mounting user, so that user and root may write them and the kernel
+  answers anyone else EACCES, as for a mode 0644 file of /proc/sys; open checks
+  the same again. The others are 0444.
 - No xattrs: getxattr answers ENOATTR, listxattr nothing, set and remove EPERM.
 - ``why``: a refused write's reason is kept for the process that opened the file
   (the newest :data:`REFUSALS_KEPT` processes' last ones); ``why`` shows the reading
@@ -106,7 +107,7 @@ class ControlDir:
             a.st_mode = stat.S_IFDIR | 0o555
             a.st_nlink = 2
         else:
-            a.st_mode = stat.S_IFREG | (0o666 if self._name(ino) in WRITABLE else 0o444)
+            a.st_mode = stat.S_IFREG | (0o644 if self._name(ino) in WRITABLE else 0o444)
             a.st_nlink = 1
         a.st_uid = self._uid
         a.st_gid = self._gid
@@ -166,7 +167,7 @@ class ControlDir:
         mode = flags & os.O_ACCMODE
         if mode != os.O_RDONLY:
             if name not in WRITABLE or ctx.uid not in (0, self._uid):
-                raise FUSEError(errno.EPERM)
+                raise FUSEError(errno.EACCES)
         pid = _process(ctx.pid)[0]
         if name == WHY:
             text = self._take_refusal(pid).encode()

@@ -24,7 +24,7 @@ from helpers import (
     sysctls,
     write,
 )
-from swapfs.control import FILES
+from swapfs.control import FILES, WRITABLE
 
 pytestmark = [requires_fuse, pytest.mark.timeout(120)]
 
@@ -134,8 +134,24 @@ def test_eperm_for_other_users(module_mnt: Path) -> None:
     if "Device" not in r.stdout:
         pytest.skip(f"nobody cannot reach the mount here: {r.stderr.strip()}")
     assert r.returncode != 0
-    assert "Operation not permitted" in r.stderr
+    assert "Permission denied" in r.stderr
     assert state(module_mnt) == before
+    # The command says who may, with the errno's name.
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        *run_args(), "sysctl", str(module_mnt), "vm.swap_async_max=3"],
+                       capture_output=True, text=True, cwd="/")
+    assert r.returncode == 1 and r.stderr == (
+        f"swapfs: sysctl: vm.swap_async_max=3: only root and the mounting user "
+        f"(uid {os.getuid()}) may write .swapfs/sysctl (EACCES)\n"), r.stderr
+    assert state(module_mnt) == before
+
+
+def test_control_files_show_their_real_modes(module_mnt: Path) -> None:
+    r = subprocess.run(["ls", "-l", str(module_mnt / ".swapfs")], capture_output=True,
+                       text=True, check=True)
+    modes = {line.split()[-1]: line.split()[0] for line in r.stdout.splitlines()[1:]}
+    assert modes == {name: "-rw-r--r--" if name in WRITABLE else "-r--r--r--"
+                     for name in FILES}
 
 
 # ---------------------------------------------------------------------- swapoff
