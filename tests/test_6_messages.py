@@ -4,15 +4,22 @@ messages of info, map and the man page."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
+import struct
 import subprocess
+import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
 
 from swapfs.client import MountClient
 
-from helpers import requires_fuse, run_swapfs, write
+from helpers import requires_fuse, run_swapfs, swapfs_env, write
 
 pytestmark = [requires_fuse, pytest.mark.timeout(120)]
 
@@ -55,3 +62,46 @@ def test_the_command_line_shows_the_daemons_reason(mount_factory, tmp_path: Path
         with pytest.raises(OSError) as ei:
             MountClient(mnt).write("swapon", str(b))
         assert ei.value.strerror == f"swapon: {b}: Device already in use (EBUSY)"
+
+
+# ---------------------------------------------------------------------- top
+
+def _top_screen(mnt: Path, state_home: Path, columns: int) -> bytes:
+    """What ``swapfs top MNT`` draws on a terminal ``columns`` wide, up to its
+    object table; it is quit with q."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(swapfs_env(state_home))
+        # As a shell exports them (under pytest they say 80 whatever the pty says).
+        os.environ.update(COLUMNS=str(columns), LINES="24")
+        os.execv(sys.executable, [sys.executable, "-m", "swapfs", "top", str(mnt),
+                                  "--interval", "0.2"])
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"SWAPPED" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 65536)
+        os.write(fd, b"q")
+        os.waitpid(pid, 0)
+        return seen
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+
+
+def test_top_shows_whole_device_names_on_a_wide_terminal(tmp_path: Path,
+                                                         mount_factory) -> None:
+    dev = tmp_path / ("a-device-with-a-long-name-" * 2 + ".swap")
+    with mount_factory(devices=[f"{dev}:16M"]) as mnt:
+        assert len(str(dev)) > 60
+        wide = _top_screen(mnt, tmp_path / "state", 60 + len(str(dev)))
+        assert os.fsencode(dev) in wide
+        narrow = _top_screen(mnt, tmp_path / "state", 80)
+        assert os.fsencode(dev) not in narrow
+        assert os.fsencode("\u2026" + str(dev)[-19:]) in narrow
