@@ -37,7 +37,8 @@ def parse_sysctl_text(text: str) -> dict[str, str]:
 class MountClient:
     """The control files of the mount at ``path`` (README, "Control files").
 
-    Construction fails (SwapfsError) unless ``path`` has a control directory.
+    Construction fails (SwapfsError) unless ``path`` has a control directory: with
+    the errno of ``path`` itself (ENOENT, ENOTDIR, EACCES), else EINVAL.
     ``read`` and ``write`` raise OSError with the errno the daemon answered; a
     failed ``write``'s ``strerror`` is one line saying why (see ``write``).
     """
@@ -46,7 +47,12 @@ class MountClient:
         self.path = os.fspath(path)
         self.ctl = os.path.join(self.path, CONTROL_DIR)
         if not os.path.isdir(self.ctl):
-            raise errors.SwapfsError(f"{self.path}: not a swapfs mount")
+            try:
+                os.stat(self.path)  # ENOENT, ENOTDIR, EACCES: that is the truth
+                os.listdir(self.path)
+            except OSError as exc:
+                raise errors.from_oserror(exc, self.path) from None
+            raise errors.InvalidArgument(f"{self.path}: not a swapfs mount")
 
     def read(self, name: str) -> str:
         with open(os.path.join(self.ctl, name), "rb") as f:
