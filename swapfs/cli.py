@@ -567,6 +567,8 @@ def _add_mkswap(sub: argparse._SubParsersAction) -> None:
 
 def _add_swapon(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("swapon", help="add a backing device to a mount",
+                       usage="swapfs swapon [-h] [-p N] [--discard[=once|pages]] MNT PATH "
+                       "[SIZE]",
                        description="Add PATH as a swap device of the swapfs mount MNT. "
                        "With SIZE (K/M/G/T) a sparse regular file is created or grown first.")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
@@ -577,9 +579,9 @@ def _add_swapon(sub: argparse._SubParsersAction) -> None:
                    help="priority -1..32767 (default 0): higher is used first, equal "
                    "ones round robin")
     # A bare --discard reaches argparse as --discard= (main), so it never takes MNT.
-    p.add_argument("--discard", metavar="once|pages",
-                   help="--discard[=once|pages]: give space back to the backing store, "
-                   "once at swapon, pages as blocks are freed; both without a value")
+    p.add_argument("--discard", metavar="[=once|pages]",
+                   help="give space back to the backing store, once at swapon, pages "
+                   "as blocks are freed; both without a value")
     p.set_defaults(func=cmd_swapon)
 
 

@@ -242,10 +242,15 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Amount of swap storage needed to back all allocated anonymous memory."),
     Sysctl("vm.swap_total", lambda c: c.space.swap_total << PAGE_SHIFT, None,
            "Total amount of available swap storage."),
-    *(Sysctl(f"vm.stats.vm.{n}", lambda c, n=n: c.pager.counters[n], None, n)
-      for n in ("v_swapin", "v_swapout", "v_swappgsin", "v_swappgsout")),
-    *(Sysctl(f"vm.stats.swap.{n}", lambda c, n=n: c.pager.counters[n], None, n)
-      for n in ("free_deferred", "free_completed")),
+    # FreeBSD's descriptions of its v_swap* counters.
+    *(Sysctl(f"vm.stats.vm.{n}", lambda c, n=n: c.pager.counters[n], None, d)
+      for n, d in (("v_swapin", "Swap pager pageins"), ("v_swapout", "Swap pager pageouts"),
+                   ("v_swappgsin", "Swap pages swapped in"),
+                   ("v_swappgsout", "Swap pages swapped out"))),
+    *(Sysctl(f"vm.stats.swap.{n}", lambda c, n=n: c.pager.counters[n], None, d)
+      for n, d in (("free_deferred", "Frees of blocks held back until older readers "
+                    "finished"),
+                   ("free_completed", "Frees of blocks handed back to the device table"))),
     Sysctl("vm.swapfs.bad_blocks", lambda c: c.space.bad, None,
            "Blocks retired after a failed write"),
     Sysctl("vm.swapfs.checksum", lambda c: int(c.pager.checksums), None,

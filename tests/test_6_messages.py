@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -105,3 +106,41 @@ def test_top_shows_whole_device_names_on_a_wide_terminal(tmp_path: Path,
         narrow = _top_screen(mnt, tmp_path / "state", 80)
         assert os.fsencode(dev) not in narrow
         assert os.fsencode("\u2026" + str(dev)[-19:]) in narrow
+
+
+# ---------------------------------------------------------------------- info, map, man
+
+def test_info_says_what_is_wrong_with_a_path_that_is_no_mount(tmp_path: Path) -> None:
+    state_home = tmp_path / "state"
+    (tmp_path / "file").write_text("x")
+    for path, msg in ((tmp_path / "no" / "such", "No such file or directory"),
+                      (tmp_path / "file", "Not a directory"),
+                      (tmp_path, "not a swapfs mount")):
+        r = run_swapfs("info", str(path), state_home=state_home)
+        assert r.returncode == 1 and r.stderr == f"swapfs: {path}: {msg}\n"
+
+
+def test_map_of_a_one_page_file_says_page(mnt: Path, tmp_path: Path) -> None:
+    (mnt / "one").write_bytes(b"x" * 100)
+    r = run_swapfs("map", str(mnt / "one"), state_home=tmp_path / "state")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"File size of {mnt}/one is 100 (1 page of 4096 bytes, ")
+    assert r.stdout.endswith(f"{mnt}/one: 1 extent found\n")
+
+
+def test_man_page_fits_80_columns_and_says_what_sysctls_mean(tmp_path: Path) -> None:
+    if shutil.which("man") is None:
+        pytest.skip("man is not installed")
+    page = tmp_path / "swapfs.8"
+    subprocess.run([sys.executable, "-m", "swapfs.manpage", str(page)], check=True)
+    text = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True,
+                          env=dict(os.environ, MANWIDTH="80"), check=True).stdout
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "swapfs swapon [-h] [-p N] [--discard[=once|pages]] MNT PATH [SIZE]" in text
+    assert "--discard[=once|pages]" in [line.strip() for line in lines]
+    # No sysctl's description is its own name again.
+    for k, line in enumerate(lines):
+        name = line.strip()
+        if name.startswith("vm.") and " " not in name:
+            assert lines[k + 1].split()[0] != name.rsplit(".", 1)[1], name
