@@ -267,6 +267,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.writes", lambda c: c.pager.counters["writes"], None,
            "Write requests objects served"),
     Sysctl("vm.swapfs.pid", lambda c: os.getpid(), None, "Process id of the daemon"),
+    Sysctl("vm.swapfs.log", lambda c: c.log, None,
+           "Where the daemon logs: its log file, or stderr in the foreground"),
     Sysctl("vm.swapfs.scrub.checked", lambda c: c.scrub.checked, None,
            "Pages the last or running scrub has checked"),
     Sysctl("vm.swapfs.scrub.errors", lambda c: c.scrub.errors, None,
@@ -314,6 +316,7 @@ class Control:
         self.space = pager.space
         self.swapon_gate = swapon_gate
         self.names: Names = dict
+        self.log = "stderr"  # the mount sets its log file's path when it has one
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
         self.host = SwapPath(swapon_gate.mountpoint)  # the mount runs host.watch()
 

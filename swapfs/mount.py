@@ -429,6 +429,8 @@ def mount(cfg: MountConfig) -> int:
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
                          xattrs=cfg.xattr)
         control.names = lambda: object_names(ops.inodes, ROOT_INODE)
+        if logfile is not None:
+            control.log = logfile
         metrics = None
         if cfg.metrics is not None:
             # Bound now: a busy port fails the mount before anything is mounted.

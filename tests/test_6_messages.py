@@ -144,3 +144,22 @@ def test_man_page_fits_80_columns_and_says_what_sysctls_mean(tmp_path: Path) -> 
         name = line.strip()
         if name.startswith("vm.") and " " not in name:
             assert lines[k + 1].split()[0] != name.rsplit(".", 1)[1], name
+
+
+# ---------------------------------------------------------------------- the log
+
+def test_sysctl_names_the_background_daemons_log(tmp_path: Path) -> None:
+    state_home = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run_swapfs("mount", "--device", f"{tmp_path}/a.swap:4M", str(mnt),
+                   state_home=state_home)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = run_swapfs("sysctl", str(mnt), "vm.swapfs.log", state_home=state_home)
+        name, _, path = r.stdout.strip().partition(": ")
+        assert name == "vm.swapfs.log" and path.startswith(f"{state_home}/swapfs/swapfs-")
+        assert f"on {mnt}" in Path(path).read_text()
+    finally:
+        r = run_swapfs("umount", str(mnt), state_home=state_home)
+    assert r.returncode == 0, r.stderr
