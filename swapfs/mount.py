@@ -15,6 +15,10 @@ Order (nothing is mounted until every input checked out):
 5. after ``pyfuse3.main`` returns: sync the devices, ``pyfuse3.close(unmount=True)``,
    free all objects, close the devices.
 
+A mount that fails before it serves removes the backing files it created
+(``PATH:SIZE`` of a file that was not there, the default device on first use) and
+only those.
+
 While serving, ``watch_devices`` notices backing stores that shrank behind swapfs's
 back, and ``SwapPath.watch`` the host's swap on the mount's files (swappath.py: the
 daemon in the kernel's swap path). ``umount`` (``swapfs umount``) refuses while the
@@ -414,12 +418,16 @@ def mount(cfg: MountConfig) -> int:
         # problems go there; the log file has the whole story from the fork on.
         logging.getLogger().setLevel(logging.WARNING)
 
+    served = False
+
     with contextlib.ExitStack() as cleanup:
         locks = DeviceLocks()
         cleanup.callback(locks.release)
         space = SwapSpace()
-        cleanup.callback(space.close_all)
         gate = SwapOn(space, mountpoint, locks)
+        # Callbacks run last first: the devices are closed before their files go.
+        cleanup.callback(lambda: served or gate.remove_created())
+        cleanup.callback(space.close_all)
         open_space(specs, gate)
         pager = Pager(space)
         pager.checksums = cfg.checksum
@@ -471,8 +479,13 @@ def mount(cfg: MountConfig) -> int:
             log.info("not an I/O flusher (PR_SET_IO_FLUSHER: %s): should the host swap "
                      "here, the daemon's allocations may wait on reclaim that needs it",
                      os.strerror(err))
+        def ready() -> None:
+            nonlocal served
+            served = True
+            notifier.ok()
+
         try:
-            trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics,
+            trio.run(_serve, ops, pager, cfg, mountpoint, ready, metrics,
                      control.scrub, control.host)
             clean = True
         except BaseException:

@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -163,3 +164,25 @@ def test_sysctl_names_the_background_daemons_log(tmp_path: Path) -> None:
     finally:
         r = run_swapfs("umount", str(mnt), state_home=state_home)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------------- a failed mount
+
+def test_a_failed_mount_removes_the_files_it_created_and_only_those(tmp_path: Path) -> None:
+    state_home = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    old = tmp_path / "old.swap"
+    old.write_bytes(b"keep")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for extra in (["--device", f"{tmp_path}/absent"], ["-o", f"metrics={port}"]):
+            r = run_swapfs("mount", "--device", f"{tmp_path}/new.swap:16M", "--device",
+                           f"{old}:16M", *extra, str(mnt), state_home=state_home)
+            assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+            assert not os.path.ismount(mnt)
+            assert not (tmp_path / "new.swap").exists()
+            # Grown, never removed: it was there before.
+            assert old.stat().st_size == 16 << 20 and old.read_bytes()[:4] == b"keep"
