@@ -542,7 +542,7 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
                    "and discard as swapon takes them (repeatable)")
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="comma-separated mount options: " + ", ".join(OPTIONS)
-                   + "; generic words (rw, noatime, ...) are ignored (swapfs(8): MOUNT "
+                   + "; generic words (rw, nodev, ...) are ignored (swapfs(8): MOUNT "
                    "OPTIONS)")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground, logging to stderr")

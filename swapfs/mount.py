@@ -52,7 +52,7 @@ from .control import Control
 from .discard import Discarder
 from .fs import ROOT_INODE, Operations
 from .metrics import MetricsServer, parse_address
-from .mountopts import FUSE_FLAGS, split_options
+from .mountopts import ATIME_WORDS, FUSE_FLAGS, split_options
 from .objects import object_names
 from .pager import Pager
 from .scrub import Scrub
@@ -151,6 +151,7 @@ class MountConfig:
     debug: bool = False
     metrics: tuple[str, int] | None = None  # (host, port) of the metrics endpoint
     checksum: bool = True  # pages on swap carry checksums (-o nochecksum: not)
+    atime: str = "relatime"  # how reads update atime (fs.ATIME_POLICIES)
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
@@ -174,6 +175,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
             cfg.metrics = parse_address(value)
         elif key == "device":
             cfg.devices.append(parse_device_spec(value))
+        elif key in ATIME_WORDS:
+            cfg.atime = ATIME_WORDS[key] or cfg.atime
         elif key == "fsname":
             cfg.source = value
         # subtype: always "swapfs"; mount.fuse3 may pass it along.
@@ -435,7 +438,7 @@ def mount(cfg: MountConfig) -> int:
         control = Control(pager, gate)
         ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
-                         xattrs=cfg.xattr)
+                         xattrs=cfg.xattr, atime=cfg.atime)
         control.names = lambda: object_names(ops.inodes, ROOT_INODE)
         if logfile is not None:
             control.log = logfile

@@ -5,6 +5,7 @@ messages of info, map and the man page."""
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import pty
 import select
@@ -186,3 +187,36 @@ def test_a_failed_mount_removes_the_files_it_created_and_only_those(tmp_path: Pa
             assert not (tmp_path / "new.swap").exists()
             # Grown, never removed: it was there before.
             assert old.stat().st_size == 16 << 20 and old.read_bytes()[:4] == b"keep"
+
+
+# ---------------------------------------------------------------------- atime words
+
+def _atime_after_two_reads(mnt: Path) -> tuple[int, int, int]:
+    """(atime before, after a first read, after a second) of a fresh file whose
+    atime is set before its mtime, read with O_DIRECT so each read reaches the daemon."""
+    f = mnt / "f"
+    f.write_bytes(b"a" * 4096)
+    os.utime(f, ns=(f.stat().st_mtime_ns - 10**9, f.stat().st_mtime_ns))
+    seen = [f.stat().st_atime_ns]
+    for _ in range(2):
+        time.sleep(0.01)
+        fd = os.open(f, os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, 4096)
+            os.readv(fd, [buf])
+        finally:
+            os.close(fd)
+        time.sleep(1.1)  # the kernel's attribute cache (1 s)
+        seen.append(f.stat().st_atime_ns)
+    return seen[0], seen[1], seen[2]
+
+
+@pytest.mark.parametrize("opts,changes", [
+    ("noatime", (False, False)),
+    ("relatime,nodiratime,lazytime", (True, False)),  # then newer than mtime
+    ("norelatime", (True, True)),
+])
+def test_atime_words_mean_what_they_say(mount_factory, opts, changes) -> None:
+    with mount_factory(opts=opts) as mnt:
+        before, first, second = _atime_after_two_reads(mnt)
+    assert (first != before, second != first) == changes
