@@ -471,11 +471,16 @@ def cmd_picture(args: argparse.Namespace) -> int:
 
     client = MountClient(args.mountpoint)
     console = Console(highlight=False, emoji=False)
-    columns = max(8, min(64, console.width))
+    # Without a terminal (a pipe, a file): letters, 64 a line, at most 16 lines a device.
+    plain = args.output is None and not console.is_terminal
+    columns = 64 if plain else max(8, min(64, console.width))
     # Terminal: at most 8 lines (16 cell rows) a device; SVG: --cells.
     cells = args.cells if args.output else columns * 16
     pic = picture.build(client.device_rows(), client.objects(), client.maps(), cells)
     title = f"swapfs {os.path.abspath(client.path)} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    if plain:
+        sys.stdout.write(picture.to_text(pic, title, columns))
+        return 0
     if args.output is None:
         console.print(picture.to_terminal(pic, title, columns))
         return 0

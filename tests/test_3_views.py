@@ -118,10 +118,16 @@ def _device(draw):
 @given(_device())
 def test_cells_match_a_block_by_block_count(dev):
     npages, runs, max_cells = dev
-    per, cells = _cells(npages, runs, max_cells)
+    per, cells, mixed = _cells(npages, runs, max_cells)
     assert per == max(1, math.ceil(npages / max_cells))
     assert len(cells) <= max_cells
     assert cells == _brute(npages, runs, per)
+    owners = [set() for _ in cells]
+    for r in runs:
+        if r.owner is not None:
+            for b in range(r.devpage, r.devpage + r.length):
+                owners[b // per].add(r.owner)
+    assert mixed == [len(o) > 1 for o in owners]
 
 
 async def test_metrics_parse_and_equal_the_sysctl_values(tmp_path):

@@ -220,3 +220,27 @@ def test_atime_words_mean_what_they_say(mount_factory, opts, changes) -> None:
     with mount_factory(opts=opts) as mnt:
         before, first, second = _atime_after_two_reads(mnt)
     assert (first != before, second != first) == changes
+
+
+# ---------------------------------------------------------------------- picture
+
+def test_picture_through_a_pipe_is_letters_with_a_legend(mnt: Path, tmp_path: Path) -> None:
+    (mnt / "big").write_bytes(os.urandom(4 << 20))
+    os.sync()
+    (mnt / "small").write_bytes(b"s" * 100)
+    r = subprocess.run(f"{sys.executable} -m swapfs picture {mnt} | cat", shell=True,
+                       capture_output=True, text=True, env=swapfs_env(tmp_path / "state"))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "\x1b" not in out and "\u2580" not in out
+    lines = out.splitlines()
+    caption = lines[1]
+    # 256 MiB in 1024 cells: 64 pages a cell, so the small file shares one with big.
+    assert caption.endswith("64 pages a cell, 1 mixed"), caption
+    grid = lines[2:18]
+    assert all(len(line) == 64 and set(line) <= set("AB.ab") for line in grid), grid
+    assert "".join(grid).count("a") == 1 and "B" not in "".join(grid)
+    assert grid[0] == "A" * 16 + "a" + "." * 47  # cell 0 holds the label too
+    assert "A  /big (4.0M)" in lines and "B  /small (4.0K)" in lines
+    assert "O  other objects" in lines and ".  free" in lines
+    assert lines[-1] == "(in colour on a terminal, or as SVG with -o FILE.svg)"
