@@ -168,7 +168,8 @@ class ControlDir:
         if mode != os.O_RDONLY:
             if name not in WRITABLE or ctx.uid not in (0, self._uid):
                 raise FUSEError(errno.EACCES)
-        pid = _process(ctx.pid)[0]
+        # Only writers and readers of why need their process (a look in /proc).
+        pid = _process(ctx.pid)[0] if mode != os.O_RDONLY or name == WHY else 0
         if name == WHY:
             text = self._take_refusal(pid).encode()
         else:

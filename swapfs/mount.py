@@ -482,6 +482,7 @@ def mount(cfg: MountConfig) -> int:
             log.info("not an I/O flusher (PR_SET_IO_FLUSHER: %s): should the host swap "
                      "here, the daemon's allocations may wait on reclaim that needs it",
                      os.strerror(err))
+
         def ready() -> None:
             nonlocal served
             served = True

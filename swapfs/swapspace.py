@@ -378,8 +378,8 @@ class SwapSpace:
         Raises InvalidArgument if ``sp`` is not on the table or already
         closing, NoMemory if it is the last device not closing, or if its used
         pages plus ``nswap_lowat`` would not fit in the free blocks of the other
-        devices. On error nothing
-        changes. (FreeBSD: ``swapoff_one`` up to ``swap_pager_swapoff``.)
+        devices. On error nothing changes. (FreeBSD: ``swapoff_one`` up to
+        ``swap_pager_swapoff``.)
         """
         self._check_on(sp)
         if sp.closing:

@@ -136,9 +136,9 @@ def frame(prev: Snapshot, cur: Snapshot, mnt: str, width: int = 80, height: int 
     # The columns besides DEVICE take 60 of 80: a wider terminal shows longer names.
     name_width = max(20, width - 60)
     for d in cur.devices:
-        devs.add_row(_short(d["name"], name_width), _size(int(d["npages"])), _size(int(d["used"])),
-                     _size(int(d["free"])), d["bad"], _size(cur.largest.get(d["name"], 0)),
-                     _state(d, prev, cur))
+        devs.add_row(_short(d["name"], name_width), _size(int(d["npages"])),
+                     _size(int(d["used"])), _size(int(d["free"])), d["bad"],
+                     _size(cur.largest.get(d["name"], 0)), _state(d, prev, cur))
     room = max(1, height - _FIXED_LINES - len(cur.devices) - len(host))
     objs = Table(box=None, pad_edge=False, header_style="bold reverse")
     for head in ("ID", "SWAPPED", "SIZE", "RUNS", "RESV", "UID"):
