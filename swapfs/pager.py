@@ -887,7 +887,7 @@ class Pager:
                 log.error("swapoff %s: %d pages could not be read; the device stays in "
                           "service holding them", swdev.name, unreadable)
                 raise errors.DeviceIOError(
-                    f"swapoff {swdev.name}: {unreadable} pages could not be read; "
+                    f"{swdev.name}: {unreadable} pages could not be read; "
                     f"the device stays in service holding them")
             # What moved goes through an fdatasync where it went before the device
             # goes (rule 8): a write-back error there is swapoff's to report.
