@@ -225,6 +225,14 @@ class SwapOn:
         if opened.created:
             _remove_created(opened.dev.path)
 
+    def remove_created(self) -> None:
+        """Delete every backing file this gate created: for a mount that failed
+        before it served, once its devices are closed. Files that were there
+        before are left, grown or not."""
+        for path in sorted(self.created):
+            _remove_created(path)
+        self.created.clear()
+
     def swapped_off(self, sp: SwapDevice) -> None:
         """The device left the table: its lock goes."""
         if self.locks is not None:

@@ -25,11 +25,9 @@ device=PATH[:SIZE]`` adds more devices. Without any device, ``mount`` uses
 created sparse on first use with the size ``mount.DEFAULT_SIZE`` (4 GiB).
 
 swapon, swapoff, info and sysctl are clients of the control files in
-``MNT/.swapfs`` (client.MountClient; README, "Control files"). A control write's
-errno becomes the message FreeBSD's swapon(8), swapoff(8) or sysctl(8) would print
-(``swapon: PATH: Device already in use``), except that EINVAL from swapon prints
-"Invalid argument" rather than FreeBSD's historical "NSWAPDEV limit reached", which
-would mislead here.
+``MNT/.swapfs`` (client.MountClient; README, "Control files"). A refused control
+write prints the daemon's reason and the errno's name on one line, as the ``why``
+file gives it: ``swapfs: swapon: /x: Device already in use (EBUSY)``.
 
 Exit status: 0 on success, 1 with a one-line message on stderr for an expected
 error, 2 for a usage error, 130 when interrupted.
@@ -38,7 +36,6 @@ error, 2 for a usage error, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 import time
@@ -117,9 +114,10 @@ def cmd_mkswap(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- control files
 
-def _errno_text(err: int) -> str:
-    # swapon(8)'s wording for EBUSY; strerror otherwise.
-    return "Device already in use" if err == errno.EBUSY else os.strerror(err)
+def _refused(exc: OSError) -> int:
+    """Print a refused control write (MountClient.write's one line); exit status 1."""
+    print(f"swapfs: {exc.strerror}", file=sys.stderr)
+    return 1
 
 
 def cmd_swapon(args: argparse.Namespace) -> int:
@@ -133,8 +131,7 @@ def cmd_swapon(args: argparse.Namespace) -> int:
     try:
         MountClient(args.mountpoint).write("swapon", line)
     except OSError as exc:
-        print(f"swapon: {path}: {_errno_text(exc.errno or errno.EIO)}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     return 0
 
 
@@ -236,17 +233,7 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
     if exc is None:
         return 0
     if isinstance(exc, OSError):
-        msg = os.strerror(exc.errno or errno.EIO)
-        if exc.errno == errno.EIO:
-            try:
-                dev = client.device_row(path)
-            except OSError:
-                dev = None
-            n = int(dev.get("unreadable", "0")) if dev is not None else 0
-            if n:
-                msg += f": {n} pages could not be read; the device stays in service holding them"
-        print(f"swapoff: {path}: {msg}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     raise exc
 
 
@@ -258,10 +245,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     try:
         client.write("scrub", target)
     except OSError as exc:
-        err = exc.errno or errno.EIO
-        msg = "a scrub is running" if err == errno.EBUSY else os.strerror(err)
-        print(f"scrub: {target}: {msg}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     progress = _Progress(target, what="scrub", verb="checked")
     try:
         while True:
@@ -350,7 +334,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
             found = [k for k in sorted(values)
                      if k == name or k.startswith(name.rstrip(".") + ".")]
             if not found:
-                print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
+                print(f"swapfs: sysctl: unknown oid '{name}' (ENOENT)", file=sys.stderr)
                 status = 1
             for k in found:
                 print(f"{k}: {values[k]}")
@@ -361,14 +345,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
         try:
             client.write("sysctl", f"{name}={value}")
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                print(f"sysctl: unknown oid '{name}'", file=sys.stderr)
-            elif exc.errno == errno.EPERM:
-                print(f"sysctl: oid '{name}' is read only", file=sys.stderr)
-            else:
-                print(f"sysctl: {name}={value}: {os.strerror(exc.errno or errno.EIO)}",
-                      file=sys.stderr)
-            status = 1
+            status = _refused(exc)
             continue
         values = client.sysctl()
         print(f"{name}: {old} -> {values.get(name)}")
@@ -385,8 +362,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
         try:
             client.write("faults", line)
         except OSError as exc:
-            print(f"faults: {line}: {os.strerror(exc.errno or errno.EIO)}", file=sys.stderr)
-            return 1
+            return _refused(exc)
     return 0
 
 
@@ -495,11 +471,16 @@ def cmd_picture(args: argparse.Namespace) -> int:
 
     client = MountClient(args.mountpoint)
     console = Console(highlight=False, emoji=False)
-    columns = max(8, min(64, console.width))
+    # Without a terminal (a pipe, a file): letters, 64 a line, at most 16 lines a device.
+    plain = args.output is None and not console.is_terminal
+    columns = 64 if plain else max(8, min(64, console.width))
     # Terminal: at most 8 lines (16 cell rows) a device; SVG: --cells.
     cells = args.cells if args.output else columns * 16
     pic = picture.build(client.device_rows(), client.objects(), client.maps(), cells)
     title = f"swapfs {os.path.abspath(client.path)} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    if plain:
+        sys.stdout.write(picture.to_text(pic, title, columns))
+        return 0
     if args.output is None:
         console.print(picture.to_terminal(pic, title, columns))
         return 0
@@ -566,7 +547,7 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:
                    "and discard as swapon takes them (repeatable)")
     p.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="comma-separated mount options: " + ", ".join(OPTIONS)
-                   + "; generic words (rw, noatime, ...) are ignored (swapfs(8): MOUNT "
+                   + "; generic words (rw, nodev, ...) are ignored (swapfs(8): MOUNT "
                    "OPTIONS)")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground, logging to stderr")
@@ -591,6 +572,8 @@ def _add_mkswap(sub: argparse._SubParsersAction) -> None:
 
 def _add_swapon(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("swapon", help="add a backing device to a mount",
+                       usage="swapfs swapon [-h] [-p N] [--discard[=once|pages]] MNT PATH "
+                       "[SIZE]",
                        description="Add PATH as a swap device of the swapfs mount MNT. "
                        "With SIZE (K/M/G/T) a sparse regular file is created or grown first.")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
@@ -601,9 +584,9 @@ def _add_swapon(sub: argparse._SubParsersAction) -> None:
                    help="priority -1..32767 (default 0): higher is used first, equal "
                    "ones round robin")
     # A bare --discard reaches argparse as --discard= (main), so it never takes MNT.
-    p.add_argument("--discard", metavar="once|pages",
-                   help="--discard[=once|pages]: give space back to the backing store, "
-                   "once at swapon, pages as blocks are freed; both without a value")
+    p.add_argument("--discard", metavar="[=once|pages]",
+                   help="give space back to the backing store, once at swapon, pages "
+                   "as blocks are freed; both without a value")
     p.set_defaults(func=cmd_swapon)
 
 

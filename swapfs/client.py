@@ -20,6 +20,8 @@ __all__ = ["MountClient", "MountProcess", "parse_sysctl_text", "mount_table", "f
            "swapfs_mountpoints", "mount_of"]
 
 CONTROL_DIR = ".swapfs"
+# The control file that tells a process why its last control write failed.
+WHY = "why"
 
 
 def parse_sysctl_text(text: str) -> dict[str, str]:
@@ -35,27 +37,68 @@ def parse_sysctl_text(text: str) -> dict[str, str]:
 class MountClient:
     """The control files of the mount at ``path`` (README, "Control files").
 
-    Construction fails (SwapfsError) unless ``path`` has a control directory.
-    ``read`` and ``write`` raise OSError with the errno the daemon answered.
+    Construction fails (SwapfsError) unless ``path`` has a control directory: with
+    the errno of ``path`` itself (ENOENT, ENOTDIR, EACCES), else EINVAL.
+    ``read`` and ``write`` raise OSError with the errno the daemon answered; a
+    failed ``write``'s ``strerror`` is one line saying why (see ``write``).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         self.ctl = os.path.join(self.path, CONTROL_DIR)
         if not os.path.isdir(self.ctl):
-            raise errors.SwapfsError(f"{self.path}: not a swapfs mount")
+            try:
+                os.stat(self.path)  # ENOENT, ENOTDIR, EACCES: that is the truth
+                os.listdir(self.path)
+            except OSError as exc:
+                raise errors.from_oserror(exc, self.path) from None
+            raise errors.InvalidArgument(f"{self.path}: not a swapfs mount")
 
     def read(self, name: str) -> str:
         with open(os.path.join(self.ctl, name), "rb") as f:
             return os.fsdecode(f.read())
 
     def write(self, name: str, line: str) -> None:
-        """One write(2) of ``line`` and a newline, as the control files want."""
-        fd = os.open(os.path.join(self.ctl, name), os.O_WRONLY | os.O_CLOEXEC)
+        """One write(2) of ``line`` and a newline, as the control files want.
+
+        On failure, OSError with the errno and, as ``strerror``, the daemon's reason
+        as its ``why`` file gives it (``swapon: /x: Device already in use (EBUSY)``),
+        or, where the daemon gave none (the kernel refused the open), the same form
+        made here: ``NAME: LINE: what the errno means here (ERRNO)``."""
+        path = os.path.join(self.ctl, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._refusal(name, line, exc, from_daemon=False) from None
         try:
             os.write(fd, os.fsencode(line) + b"\n")
+        except OSError as exc:
+            raise self._refusal(name, line, exc, from_daemon=True) from None
         finally:
             os.close(fd)
+
+    def _refusal(self, name: str, line: str, exc: OSError, from_daemon: bool) -> OSError:
+        err = exc.errno or errno.EIO
+        code = errno.errorcode.get(err, str(err))
+        if from_daemon:
+            try:
+                why = self.read(WHY).strip()
+            except OSError:
+                why = ""
+            # Another failure's line (a parent's, kept by the daemon) is not ours.
+            if why.startswith(f"{name}: ") and why.endswith(f" ({code})"):
+                return OSError(err, why)
+        if err == errno.EACCES:
+            try:
+                owner = os.stat(os.path.join(self.ctl, name)).st_uid
+            except OSError:
+                owner = None
+            what = ("only root and the mounting user"
+                    + ("" if owner is None else f" (uid {owner})")
+                    + f" may write {CONTROL_DIR}/{name}")
+        else:
+            what = os.strerror(err)
+        return OSError(err, f"{name}: {line}: {what} ({code})")
 
     def sysctl(self) -> dict[str, str]:
         return parse_sysctl_text(self.read("sysctl"))

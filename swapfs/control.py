@@ -57,7 +57,7 @@ from .params import (
 )
 
 __all__ = [
-    "Control", "FILES", "FILE_HELP", "WRITABLE", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
+    "Control", "FILES", "FILE_HELP", "WRITABLE", "WHY", "MAX_LINE", "SYSCTLS", "DEV_FIELDS",
     "humanize_number", "format_swapinfo", "parse_line", "UID_FIELDS", "UID_SYSCTL_RE",
 ]
 
@@ -89,9 +89,13 @@ FILE_HELP: dict[str, str] = {
     "swaps": "the devices as Linux's /proc/swaps shows them: Filename, Type, Size, Used, "
              "Priority",
     "sysctl": "'name: value' lines; write 'name=value' to set a tunable",
+    "why": "why the last control write of the reading process (or of its parent, "
+           "as a shell's echo) failed: 'FILE: REASON (ERRNO)', once; empty if none",
 }
 FILES: tuple[str, ...] = tuple(FILE_HELP)
 WRITABLE = frozenset({"faults", "scrub", "swapon", "swapoff", "sysctl"})
+# The file that tells a process why its write failed (ctlfs keeps what it shows).
+WHY = "why"
 
 # Longest control write accepted, newline included.
 MAX_LINE = 4096
@@ -248,10 +252,15 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Amount of swap storage needed to back all allocated anonymous memory."),
     Sysctl("vm.swap_total", lambda c: c.space.swap_total << PAGE_SHIFT, None,
            "Total amount of available swap storage."),
-    *(Sysctl(f"vm.stats.vm.{n}", lambda c, n=n: c.pager.counters[n], None, n)
-      for n in ("v_swapin", "v_swapout", "v_swappgsin", "v_swappgsout")),
-    *(Sysctl(f"vm.stats.swap.{n}", lambda c, n=n: c.pager.counters[n], None, n)
-      for n in ("free_deferred", "free_completed")),
+    # FreeBSD's descriptions of its v_swap* counters.
+    *(Sysctl(f"vm.stats.vm.{n}", lambda c, n=n: c.pager.counters[n], None, d)
+      for n, d in (("v_swapin", "Swap pager pageins"), ("v_swapout", "Swap pager pageouts"),
+                   ("v_swappgsin", "Swap pages swapped in"),
+                   ("v_swappgsout", "Swap pages swapped out"))),
+    *(Sysctl(f"vm.stats.swap.{n}", lambda c, n=n: c.pager.counters[n], None, d)
+      for n, d in (("free_deferred", "Frees of blocks held back until older readers "
+                    "finished"),
+                   ("free_completed", "Frees of blocks handed back to the device table"))),
     Sysctl("vm.swapfs.bad_blocks", lambda c: c.space.bad, None,
            "Blocks retired after a failed write"),
     Sysctl("vm.swapfs.checksum", lambda c: int(c.pager.checksums), None,
@@ -272,6 +281,8 @@ SYSCTLS: tuple[Sysctl, ...] = (
            "Bytes the objects' read-ahead buffers hold"),
     Sysctl("vm.swapfs.readahead_max", lambda c: c.pager.readahead.limit, None,
            "Most bytes the read-ahead buffers hold together"),
+    Sysctl("vm.swapfs.log", lambda c: c.log, None,
+           "Where the daemon logs: its log file, or stderr in the foreground"),
     Sysctl("vm.swapfs.scrub.checked", lambda c: c.scrub.checked, None,
            "Pages the last or running scrub has checked"),
     Sysctl("vm.swapfs.scrub.errors", lambda c: c.scrub.errors, None,
@@ -320,6 +331,7 @@ class Control:
         self.space = pager.space
         self.swapon_gate = swapon_gate
         self.names: Names = lambda owner=None: {}
+        self.log = "stderr"  # the mount sets its log file's path when it has one
         self.scrub = Scrub(pager)  # the mount runs scrub.serve()
         self.swapoffs = Swapoff(pager)
         self.host = SwapPath(swapon_gate.mountpoint)  # the mount runs host.watch()
@@ -349,6 +361,8 @@ class Control:
             return metrics.render(*self.metric_values())
         if name == "scrub":
             return self.scrub.report()
+        if name == WHY:
+            return ""  # the refusals are the reading process's: ctlfs answers
         raise errors.NotFound(f"no control file {name!r}")
 
     def _objects_view(self, name: str, owner: int | None) -> str:
@@ -489,7 +503,7 @@ class Control:
     async def swapoff(self, line: str) -> None:
         path = line
         if not path.startswith("/"):
-            raise errors.InvalidArgument(f"{path}: Invalid argument")
+            raise errors.InvalidArgument(f"{path}: not an absolute path")
         sp = await self._find(path)
         log.info("swapoff %s: moving %d pages", sp.name, sp.used)
         await self.swapoffs.swapoff(sp)

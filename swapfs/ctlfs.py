@@ -12,10 +12,16 @@ the root. How the files behave:
   and ``maps`` show a user other than root only its own files).
 - A write must be at offset 0 and hold one line; O_TRUNC (a setattr of the size)
   is a no-op; anything else changing attributes gets EPERM.
-- Writable files have mode 0666 so that the daemon, not the mode bits, answers:
-  only root and the mounting user may open them for writing, others get EPERM
-  (as swapon(2) answers the unprivileged).
+- Modes say who may do what: writable files are 0644, owned (as every file here)
+  by the mounting user, so that user and root may write them and the kernel
+  answers anyone else EACCES, as for a mode 0644 file of /proc/sys; open checks
+  the same again. The others are 0444.
 - No xattrs: getxattr answers ENOATTR, listxattr nothing, set and remove EPERM.
+- ``why``: a refused write's reason is kept for the process that opened the file
+  (the newest :data:`REFUSALS_KEPT` processes' last ones); ``why`` shows the reading
+  process's own, else its parent's (and so on up), as ``FILE: REASON (ERRNO)``,
+  once. Processes, not threads: FUSE names the calling thread, whose thread group
+  is looked up in ``/proc``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import errno
 import logging
 import os
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,7 +38,7 @@ import pyfuse3
 from pyfuse3 import FUSEError
 
 from . import errors
-from .control import FILES, WRITABLE, Control
+from .control import FILES, WHY, WRITABLE, Control
 from .params import PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,13 @@ CTL_DIR_INO = CTL_BASE
 ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 1.0
 
+# Processes whose last refusal ``why`` keeps; an older one is dropped first.
+REFUSALS_KEPT = 64
+# How far up its ancestry ``why`` looks for a reader's refusal: a shell's
+# ``echo > swapon || cat why`` runs cat as the shell's child, ``$(cat why)`` as
+# its grandchild.
+_ANCESTRY = 8
+
 
 @dataclass
 class Handle:
@@ -54,7 +68,8 @@ class Handle:
 
     name: str | None
     text: bytes | None = None
-    reader: int | None = None
+    reader: int | None = None  # the opening uid: what objects and maps show it
+    pid: int = 0  # the opening process (thread group id)
 
 
 class ControlDir:
@@ -73,6 +88,7 @@ class ControlDir:
         self._uid, self._gid, self._time = uid, gid, time_ns
         self._handles: dict[int, Handle] = {}
         self._next_fh = CTL_BASE
+        self._refusals: OrderedDict[int, str] = OrderedDict()  # pid -> why's line
 
     # -- names and attributes ------------------------------------------------------
 
@@ -94,7 +110,7 @@ class ControlDir:
             a.st_mode = stat.S_IFDIR | 0o555
             a.st_nlink = 2
         else:
-            a.st_mode = stat.S_IFREG | (0o666 if self._name(ino) in WRITABLE else 0o444)
+            a.st_mode = stat.S_IFREG | (0o644 if self._name(ino) in WRITABLE else 0o444)
             a.st_nlink = 1
         a.st_uid = self._uid
         a.st_gid = self._gid
@@ -154,11 +170,36 @@ class ControlDir:
         mode = flags & os.O_ACCMODE
         if mode != os.O_RDONLY:
             if name not in WRITABLE or ctx.uid not in (0, self._uid):
-                raise FUSEError(errno.EPERM)
-        # Rendered now: readers see one snapshot however they split their reads.
-        text = self.control.read(name, ctx.uid).encode() if mode != os.O_WRONLY else None
-        return pyfuse3.FileInfo(fh=self._new_handle(Handle(name, text, ctx.uid)),
+                raise FUSEError(errno.EACCES)
+        # Only writers and readers of why need their process (a look in /proc).
+        pid = _process(ctx.pid)[0] if mode != os.O_RDONLY or name == WHY else 0
+        if name == WHY:
+            text = self._take_refusal(pid).encode()
+        else:
+            # Rendered now: readers see one snapshot however they split their reads.
+            text = (self.control.read(name, ctx.uid).encode() if mode != os.O_WRONLY
+                    else None)
+        return pyfuse3.FileInfo(fh=self._new_handle(Handle(name, text, ctx.uid, pid)),
                                 direct_io=True, keep_cache=False)
+
+    def _take_refusal(self, pid: int) -> str:
+        """The last refusal of ``pid`` or of its nearest ancestor that has one,
+        forgotten once taken; "" when there is none."""
+        for _ in range(_ANCESTRY):
+            line = self._refusals.pop(pid, None)
+            if line is not None:
+                return line
+            pid = _process(pid)[1]
+            if pid <= 1:
+                break
+        return ""
+
+    def _refused(self, h: Handle, exc: errors.SwapfsError) -> None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        self._refusals.pop(h.pid, None)
+        self._refusals[h.pid] = f"{h.name}: {exc} ({name})\n"
+        while len(self._refusals) > REFUSALS_KEPT:
+            self._refusals.popitem(last=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
@@ -167,15 +208,16 @@ class ControlDir:
         return h.text[off:off + size]
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        name = self._handle(fh).name
-        # One whole line per write(2): a continuation (offset > 0) is not one,
-        # whatever it holds (control.write checks the line itself).
-        if off != 0:
-            raise FUSEError(errno.EINVAL)
+        h = self._handle(fh)
         try:
-            await self.control.write(name, bytes(buf))
+            # One whole line per write(2): a continuation (offset > 0) is not one,
+            # whatever it holds (control.write checks the line itself).
+            if off != 0:
+                raise errors.InvalidArgument("a control write is one line in one write(2)")
+            await self.control.write(h.name, bytes(buf))
         except errors.SwapfsError as exc:
-            log.info("%s: %r: %s", name, bytes(buf[:200]), exc)
+            log.info("%s: %r: %s", h.name, bytes(buf[:200]), exc)
+            self._refused(h, exc)
             raise
         return len(buf)
 
@@ -221,3 +263,19 @@ class ControlDir:
 
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
         raise FUSEError(errno.EPERM)
+
+
+def _process(tid: int) -> tuple[int, int]:
+    """(thread group id, parent's pid) of the thread ``tid``; (tid, 0) once it is gone."""
+    tgid, ppid = tid, 0
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    tgid = int(line.split()[1])
+                elif line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                    break
+    except (OSError, ValueError):
+        pass
+    return tgid, ppid

@@ -29,8 +29,10 @@ Decisions a user may notice:
 - With ``default_permissions`` the kernel checks mode bits and the sticky bit
   (``may_delete`` in the VFS runs for every filesystem), so the handlers do not
   check permissions again.
-- atime follows relatime: a read updates it only if it is older than mtime or
-  ctime, or more than a day old.
+- atime follows the mount's word (``atime``: see :data:`ATIME_POLICIES`):
+  relatime by default, where a read updates it only if it is older than mtime or
+  ctime, or more than a day old; noatime never; strictatime on every read. Listing
+  a directory never updates its atime (nodiratime, always).
 - The name ``.swapfs`` is reserved in the root for the control directory: creating
   or renaming anything to it gives EPERM. Lookup finds it, readdir does not list it
   (so find, du and rsync do not walk it). Requests on its inodes and handles go to
@@ -77,6 +79,8 @@ XATTR_PID = b"user.swapfs.pid"
 _READONLY_XATTRS = (XATTR_SWAPPED, XATTR_MAP)
 
 _RELATIME_NS = 24 * 3600 * 10**9
+# How a read updates a file's atime.
+ATIME_POLICIES = ("relatime", "noatime", "strictatime")
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -147,9 +151,12 @@ class Operations(pyfuse3.Operations):
     def __init__(self, pager: Pager, *, uid: int | None = None, gid: int | None = None,
                  root_mode: int = 0o755, control: Control | None = None,
                  writeback_cache: bool = False, direct_io: bool = False,
-                 xattrs: bool = False) -> None:
+                 xattrs: bool = False, atime: str = "relatime") -> None:
         super().__init__()
+        if atime not in ATIME_POLICIES:
+            raise ValueError(f"atime policy {atime!r}")
         self.pager = pager
+        self.atime = atime
         self.space = pager.space
         self.enable_writeback_cache = writeback_cache
         self.direct_io = direct_io
@@ -380,10 +387,11 @@ class Operations(pyfuse3.Operations):
         log.debug("read fh=%d %d+%d", fh, off, size)
         node = self._handle(fh)
         data = await node.obj.read(off, size)
-        now = now_ns()
-        if (node.atime_ns <= node.mtime_ns or node.atime_ns <= node.ctime_ns
-                or now - node.atime_ns > _RELATIME_NS):
-            node.atime_ns = now
+        if self.atime != "noatime":
+            now = now_ns()
+            if (self.atime == "strictatime" or node.atime_ns <= node.mtime_ns
+                    or node.atime_ns <= node.ctime_ns or now - node.atime_ns > _RELATIME_NS):
+                node.atime_ns = now
         return data
 
     @_or_control

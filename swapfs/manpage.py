@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from . import __version__
 from .cli import build_parser, subcommands
@@ -53,7 +54,10 @@ def _action_tag(action: argparse.Action) -> str:
     if not action.option_strings:
         return _italic(metavar)
     flags = ", ".join(_bold(o) for o in action.option_strings)
-    return flags if action.nargs == 0 else f"{flags} {_italic(metavar)}"
+    if action.nargs == 0:
+        return flags
+    # An optional value is joined to its flag: --discard[=once|pages].
+    return f"{flags}{'' if metavar.startswith('[=') else ' '}{_italic(metavar)}"
 
 
 def _options(p: argparse.ArgumentParser) -> list[str]:
@@ -76,7 +80,11 @@ def render() -> str:
         ".SH SYNOPSIS",
     ]
     for name, _help, p in subs:
-        lines += [".nf" if name == subs[0][0] else ".br", _text(_usage(p))]
+        # Filled text would break a usage line anywhere: wrap it here, in 80 columns.
+        lines += [".nf" if name == subs[0][0] else ".br"]
+        lines += [_text(part) for part in textwrap.wrap(
+            _usage(p), 72, subsequent_indent="    ", break_long_words=False,
+            break_on_hyphens=False)]
     lines += [".br", _text("swapfs SOURCE MNT [-o OPTS]"), ".fi", ".SH DESCRIPTION", _text(
         "Every regular file under MNT is a swap object: its 4 KiB pages are mapped onto "
         "blocks that a blist allocator hands out across one or more backing devices "
@@ -110,14 +118,16 @@ def render() -> str:
               "that does not exist is refused with the swapfs mkswap command that "
               "makes it. A plain umount MNT ends the daemon."),
         ".PP", ".nf", ".RS",
-        _text("/var/lib/swapfs/a.swap  /mnt/swap  fuse.swapfs  "
-              "noatime,device=/var/lib/swapfs/b.swap  0 0"),
+        _text("/srv/a.swap /mnt/swap fuse.swapfs noatime,device=/srv/b.swap 0 0"),
         _text("mount -t fuse.swapfs default /mnt/swap -o noatime"),
         ".RE", ".fi",
         ".SH CONTROL FILES",
         _text("MNT/.swapfs/ is found by name but not listed. Read with cat, write one "
-              "line with echo; a failed write returns the errno and changes nothing. "
-              "Only root and the mounting user may write."),
+              "line with echo; a failed write returns the errno and changes nothing, "
+              "and MNT/.swapfs/why then gives the reason to the writer and its "
+              "children (echo ... > MNT/.swapfs/swapon || cat MNT/.swapfs/why). The "
+              "commands print that reason: swapfs: swapon: PATH: Device already in "
+              "use (EBUSY). Only root and the mounting user may write."),
     ]
     for name, help_ in FILE_HELP.items():
         lines += _item(_bold(name) + ("" if name in WRITABLE else " (read-only)"), help_)

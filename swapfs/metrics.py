@@ -1,11 +1,13 @@
 """The ``sysctl`` numbers as Prometheus metrics: the ``metrics`` control file and the
 HTTP endpoint of ``-o metrics=[HOST:]PORT``.
 
-Every number of the ``sysctl`` file is one sample here, with the same value (the
-table below names each); per-device numbers carry a ``device`` label, and a
-device's used, free and bad pages are one family, ``swapfs_device_pages``, with a
-``state`` label. Counters end in ``_total``. prometheus-client renders the text
-exposition format and serves it.
+Every number of the ``sysctl`` file is one sample here (the tables below name
+each), after Prometheus's naming guide: pages are shown as bytes, counters end in
+``_total``, and the words (the daemon's pid and log) are labels of
+``swapfs_daemon_info``, beside ``swapfs_build_info``. Per-device numbers carry a
+``device`` label (a device's used, free and bad space are one family,
+``swapfs_device_bytes``, with a ``state`` label), per-uid ones a ``uid`` label.
+prometheus-client renders the text exposition format and serves it.
 
 No pyfuse3 here. The HTTP server answers in its own thread and takes each scrape's
 numbers from the trio loop (``trio.from_thread``), where every other reader of the
@@ -15,6 +17,8 @@ pager's state runs.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import socket
 import threading
 from typing import Callable, Iterator, Mapping
@@ -22,120 +26,175 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                   InfoMetricFamily, Metric)
 
-from . import errors
+from . import __version__, errors
+from .params import PAGE_SIZE
 
-__all__ = ["METRICS", "DEVICE_METRICS", "as_number", "families", "render", "parse_address",
-           "MetricsServer"]
+__all__ = ["METRICS", "PAGES", "INFO", "DEVICE_METRICS", "DEVICE_PAGES", "UID_METRICS",
+           "as_number", "families", "render", "parse_address", "MetricsServer"]
 
 log = logging.getLogger(__name__)
 
 # sysctl name -> (metric family, counter?, help); help "" is the sysctl's description.
+# Names follow Prometheus's guide: amounts of storage in bytes (the sysctls in
+# :data:`PAGES` are pages, scaled here), counters end in ``_total``, nothing else does.
 METRICS: dict[str, tuple[str, bool, str]] = {
-    "vm.dmmax": ("swapfs_dmmax_pages", False, ""),
+    "vm.dmmax": ("swapfs_cluster_max_bytes", False, "Largest cluster one write takes"),
     "vm.nswapdev": ("swapfs_devices", False, ""),
     "vm.overcommit": ("swapfs_overcommit", False, ""),
     "vm.swap_async_max": ("swapfs_swap_async_max", False, ""),
-    "vm.swap_maxpages": ("swapfs_maxpages", False, ""),
+    "vm.swap_maxpages": ("swapfs_swap_max_bytes", False, "Size of every device on the "
+                         "table, boot blocks and swapoffs included (vm.swap_maxpages)"),
     "vm.swap_reserved": ("swapfs_reserved_bytes", False, ""),
-    "vm.swap_total": ("swapfs_total_bytes", False, ""),
-    "vm.stats.vm.v_swapin": ("swapfs_swapins", True, "Reads from swap (v_swapin)"),
-    "vm.stats.vm.v_swapout": ("swapfs_swapouts", True, "Writes to swap (v_swapout)"),
-    "vm.stats.vm.v_swappgsin": ("swapfs_pageins", True, "Pages read from swap (v_swappgsin)"),
-    "vm.stats.vm.v_swappgsout": ("swapfs_pageouts", True,
-                                 "Pages written to swap (v_swappgsout)"),
-    "vm.stats.swap.free_deferred": ("swapfs_frees_deferred", True,
-                                    "Frees held back until older readers finished"),
-    "vm.stats.swap.free_completed": ("swapfs_frees_completed", True,
-                                     "Frees handed back to the device table"),
-    "vm.swapfs.bad_blocks": ("swapfs_bad_pages", False, ""),
-    "vm.swapfs.checksum": ("swapfs_checksum", False, ""),
-    "vm.swapfs.checksum_errors": ("swapfs_checksum_errors", True, ""),
-    "vm.swapfs.scrub.checked": ("swapfs_scrub_checked_pages", False, ""),
-    "vm.swapfs.scrub.errors": ("swapfs_scrub_bad_pages", False, ""),
-    "vm.swapfs.scrub.rate": ("swapfs_scrub_rate_pages", False, ""),
+    "vm.swap_total": ("swapfs_swap_size_bytes", False, ""),
+    "vm.stats.vm.v_swapin": ("swapfs_swapins_total", True, "Reads from swap (v_swapin)"),
+    "vm.stats.vm.v_swapout": ("swapfs_swapouts_total", True, "Writes to swap (v_swapout)"),
+    "vm.stats.vm.v_swappgsin": ("swapfs_pagein_bytes_total", True,
+                                "Bytes read from swap (v_swappgsin, in pages)"),
+    "vm.stats.vm.v_swappgsout": ("swapfs_pageout_bytes_total", True,
+                                 "Bytes written to swap (v_swappgsout, in pages)"),
+    "vm.stats.swap.free_deferred": ("swapfs_frees_deferred_total", True, ""),
+    "vm.stats.swap.free_completed": ("swapfs_frees_completed_total", True, ""),
+    "vm.swapfs.bad_blocks": ("swapfs_bad_bytes", False, ""),
+    "vm.swapfs.checksum": ("swapfs_checksum_enabled", False, ""),
+    "vm.swapfs.checksum_errors": ("swapfs_checksum_errors_total", True, ""),
+    "vm.swapfs.scrub.checked": ("swapfs_scrub_checked_bytes", False, ""),
+    "vm.swapfs.scrub.errors": ("swapfs_scrub_bad_bytes", False, ""),
+    "vm.swapfs.scrub.rate": ("swapfs_scrub_max_bytes_per_second", False, ""),
     "vm.swapfs.scrub.state": ("swapfs_scrub_running", False,
                               "1 while a scrub runs (vm.swapfs.scrub.state)"),
-    "vm.swapfs.scrub.total": ("swapfs_scrub_total_pages", False, ""),
-    "vm.swapfs.debug": ("swapfs_debug", False, ""),
-    "vm.swapfs.fdatasyncs": ("swapfs_fdatasyncs", True, ""),
+    "vm.swapfs.scrub.total": ("swapfs_scrub_size_bytes", False, ""),
+    "vm.swapfs.debug": ("swapfs_debug_enabled", False, ""),
+    "vm.swapfs.fdatasyncs": ("swapfs_fdatasyncs_total", True, ""),
     "vm.swapfs.objects": ("swapfs_objects", False, ""),
-    "vm.swapfs.pid": ("swapfs_pid", False, ""),
     "vm.swapfs.readahead_bytes": ("swapfs_readahead_bytes", False, ""),
     "vm.swapfs.readahead_max": ("swapfs_readahead_max_bytes", False, ""),
-    "vm.swapfs.reads": ("swapfs_read_requests", True, ""),
-    "vm.swapfs.writes": ("swapfs_write_requests", True, ""),
-    "vm.swapfs.swap_pager_avail": ("swapfs_free_pages", False, ""),
+    "vm.swapfs.reads": ("swapfs_read_requests_total", True, ""),
+    "vm.swapfs.writes": ("swapfs_write_requests_total", True, ""),
+    "vm.swapfs.swap_pager_avail": ("swapfs_free_bytes", False, ""),
     "vm.swapfs.swap_pager_full": ("swapfs_swap_pager_full", False, ""),
-    "vm.swapfs.swapoff_moved": ("swapfs_swapoff_moved_pages", False, ""),
-    "vm.swapfs.swapoff_total": ("swapfs_swapoff_total_pages", False, ""),
+    "vm.swapfs.swapoff_moved": ("swapfs_swapoff_moved_bytes", False, ""),
+    "vm.swapfs.swapoff_total": ("swapfs_swapoff_size_bytes", False, ""),
     "vm.swapfs.hostswap.areas": ("swapfs_hostswap_areas", False, ""),
     "vm.swapfs.hostswap.active": ("swapfs_hostswap_active_areas", False, ""),
-    "vm.swapfs.hostswap.locked": ("swapfs_hostswap_locked", False, ""),
+    "vm.swapfs.hostswap.locked": ("swapfs_hostswap_memory_locked", False, ""),
     "vm.swapfs.hostswap.lock_errno": ("swapfs_hostswap_lock_errno", False, ""),
     "vm.swapfs.hostswap.oom_exempt": ("swapfs_hostswap_oom_exempt", False, ""),
     "vm.swapfs.hostswap.io_flusher": ("swapfs_io_flusher", False, ""),
-    "vm.swapfs.hostswap.pageins": ("swapfs_hostswap_pageins", True, ""),
-    "vm.swapfs.hostswap.pageouts": ("swapfs_hostswap_pageouts", True, ""),
+    "vm.swapfs.hostswap.pageins": ("swapfs_hostswap_pagein_bytes_total", True,
+                                   "Bytes the host read from its swap areas on this mount"),
+    "vm.swapfs.hostswap.pageouts": ("swapfs_hostswap_pageout_bytes_total", True,
+                                    "Bytes the host wrote to its swap areas on this mount"),
 }
+# The sysctls above counted in pages.
+PAGES = frozenset({
+    "vm.dmmax", "vm.swap_maxpages", "vm.stats.vm.v_swappgsin", "vm.stats.vm.v_swappgsout",
+    "vm.swapfs.bad_blocks", "vm.swapfs.scrub.checked", "vm.swapfs.scrub.errors",
+    "vm.swapfs.scrub.rate", "vm.swapfs.scrub.total", "vm.swapfs.swap_pager_avail",
+    "vm.swapfs.swapoff_moved", "vm.swapfs.swapoff_total", "vm.swapfs.hostswap.pageins",
+    "vm.swapfs.hostswap.pageouts",
+})
+# Sysctls that are words, not numbers: labels of swapfs_daemon_info (which, with
+# swapfs_build_info, is always 1).
+INFO: dict[str, str] = {"vm.swapfs.pid": "pid", "vm.swapfs.log": "log"}
 
 # Sysctls that show a word: their number here.
-_STATES = {"idle": 0.0, "running": 1.0}
+_STATES = {"idle": 0.0, "running": 1.0, "unlimited": math.inf}
 
 
 def as_number(text: str) -> float:
-    """A sysctl value as its sample's value (a state word as 0 or 1)."""
+    """A sysctl value as its sample's value (a state word as 0 or 1, unlimited as
+    +Inf)."""
     return _STATES[text] if text in _STATES else float(text)
 
-# vm.swapfs.dev.N.FIELD -> (family, help); used/free/bad share swapfs_device_pages.
-DEVICE_METRICS: dict[str, tuple[str, str]] = {
-    "npages": ("swapfs_device_size_pages", "Pages of the device"),
-    "used": ("swapfs_device_pages", "Pages of the device by state: used by objects, "
-             "free for writes, bad"),
-    "free": ("swapfs_device_pages", ""),
-    "bad": ("swapfs_device_pages", ""),
-    "closing": ("swapfs_device_closing", "1 while a swapoff of the device runs"),
-    "swapoff_moved": ("swapfs_device_swapoff_moved_pages",
-                      "Pages the running swapoff of the device has moved"),
-    "swapoff_total": ("swapfs_device_swapoff_total_pages",
-                      "Pages the running swapoff of the device started with"),
-    "unreadable": ("swapfs_device_unreadable_pages",
-                   "Pages the last swapoff of the device could not read"),
-    "faults": ("swapfs_device_faults", "Injected faults active on the device"),
-    "csum_errors": ("swapfs_device_checksum_errors",
+
+# vm.swapfs.dev.N.FIELD -> (family, counter?, help); used/free/bad share
+# swapfs_device_bytes, with a state label. The fields in DEVICE_PAGES are pages.
+DEVICE_METRICS: dict[str, tuple[str, bool, str]] = {
+    "npages": ("swapfs_device_size_bytes", False, "Size of the device"),
+    "used": ("swapfs_device_bytes", False, "Space of the device by state: used by "
+             "objects, free for writes, bad"),
+    "free": ("swapfs_device_bytes", False, ""),
+    "bad": ("swapfs_device_bytes", False, ""),
+    "closing": ("swapfs_device_closing", False, "1 while a swapoff of the device runs"),
+    "swapoff_moved": ("swapfs_device_swapoff_moved_bytes", False,
+                      "What the running swapoff of the device has moved"),
+    "swapoff_total": ("swapfs_device_swapoff_size_bytes", False,
+                      "What the running swapoff of the device started with"),
+    "unreadable": ("swapfs_device_unreadable_bytes", False,
+                   "What the last swapoff of the device could not read"),
+    "faults": ("swapfs_device_faults", False, "Injected faults active on the device"),
+    "csum_errors": ("swapfs_device_checksum_errors_total", True,
                     "Pages of the device found not to match their checksum"),
-    "priority": ("swapfs_device_priority", "Allocation priority of the device"),
-    "discard": ("swapfs_device_discard", "1 when freed blocks are discarded (discard=pages)"),
-    "discarded": ("swapfs_device_discarded_pages",
-                  "Pages given back to the device's backing store by discard"),
-    "host_full": ("swapfs_device_host_full",
+    "priority": ("swapfs_device_priority", False, "Allocation priority of the device"),
+    "discard": ("swapfs_device_discard_enabled", False,
+                "1 when freed blocks are discarded (discard=pages)"),
+    "discarded": ("swapfs_device_discarded_bytes_total", True,
+                  "Space given back to the device's backing store by discard"),
+    "host_full": ("swapfs_device_host_full", False,
                   "1 while the filesystem under the device is full and writes go elsewhere"),
-    "host_full_writes": ("swapfs_device_host_full_writes",
+    "host_full_writes": ("swapfs_device_host_full_writes_total", True,
                          "Writes to the device its host filesystem refused for want of room"),
 }
+DEVICE_PAGES = frozenset({"npages", "used", "free", "bad", "swapoff_moved",
+                          "swapoff_total", "unreadable", "discarded"})
+# vm.swapfs.uid.UID.FIELD -> (family, help, pages?): a uid label each.
+UID_METRICS: dict[str, tuple[str, str, bool]] = {
+    "reserved": ("swapfs_user_reserved_bytes", "Swap reserved by the uid's objects", False),
+    "limit": ("swapfs_user_limit_bytes", "The uid's swap limit (+Inf: unlimited)", False),
+    "swapped": ("swapfs_user_swapped_bytes", "Swap the uid's objects' pages take", True),
+}
+_UID_RE = re.compile(r"vm\.swapfs\.uid\.([0-9]+)\.([a-z_]+)")
+
+
+def _family(metric: str, counter: bool, help_: str, labels: list[str] | None = None
+            ) -> Metric:
+    # prometheus-client adds "_total" to a counter's samples: the family is named without.
+    if counter:
+        return CounterMetricFamily(metric.removesuffix("_total"), help_, labels=labels)
+    return GaugeMetricFamily(metric, help_, labels=labels)
 
 
 def families(values: Mapping[str, str], descr: Mapping[str, str]) -> list[Metric]:
     """The metric families of the ``sysctl`` values ``values`` (name -> text, as the
     file shows them); ``descr``: each global name's description."""
-    out: list[Metric] = []
+    out: list[Metric] = [
+        InfoMetricFamily("swapfs_build", "The swapfs version serving the mount",
+                         value={"version": __version__}),
+        InfoMetricFamily("swapfs_daemon", "The daemon's process id and log",
+                         value={label: values[name] for name, label in INFO.items()}),
+    ]
     for name, (metric, counter, help_) in METRICS.items():
-        cls = CounterMetricFamily if counter else GaugeMetricFamily
-        out.append(cls(metric, help_ or descr[name], value=as_number(values[name])))
+        fam = _family(metric, counter, help_ or descr[name])
+        value = as_number(values[name]) * (PAGE_SIZE if name in PAGES else 1)
+        fam.add_metric([], value)
+        out.append(fam)
     by_metric: dict[str, Metric] = {}
     k = 0
     while f"vm.swapfs.dev.{k}.name" in values:
         prefix = f"vm.swapfs.dev.{k}."
         device = values[prefix + "name"]
-        for field, (metric, help_) in DEVICE_METRICS.items():
+        for field, (metric, counter, help_) in DEVICE_METRICS.items():
+            state = metric == "swapfs_device_bytes"
             fam = by_metric.get(metric)
             if fam is None:
-                labels = ["device", "state"] if metric == "swapfs_device_pages" else ["device"]
-                fam = by_metric[metric] = GaugeMetricFamily(metric, help_, labels=labels)
-            labels = [device, field] if metric == "swapfs_device_pages" else [device]
-            fam.add_metric(labels, float(values[prefix + field]))
+                fam = by_metric[metric] = _family(
+                    metric, counter, help_, ["device", "state"] if state else ["device"])
+            value = float(values[prefix + field]) * (
+                PAGE_SIZE if field in DEVICE_PAGES else 1)
+            fam.add_metric([device, field] if state else [device], value)
         k += 1
+    for name in sorted(values):
+        m = _UID_RE.fullmatch(name)
+        if m is None or m.group(2) not in UID_METRICS:
+            continue
+        metric, help_, pages = UID_METRICS[m.group(2)]
+        fam = by_metric.get(metric)
+        if fam is None:
+            fam = by_metric[metric] = GaugeMetricFamily(metric, help_, labels=["uid"])
+        fam.add_metric([m.group(1)], as_number(values[name]) * (PAGE_SIZE if pages else 1))
     return out + list(by_metric.values())
 
 

@@ -15,6 +15,10 @@ Order (nothing is mounted until every input checked out):
 5. after ``pyfuse3.main`` returns: sync the devices, ``pyfuse3.close(unmount=True)``,
    free all objects, close the devices.
 
+A mount that fails before it serves removes the backing files it created
+(``PATH:SIZE`` of a file that was not there, the default device on first use) and
+only those.
+
 While serving, ``watch_devices`` notices backing stores that shrank behind swapfs's
 back, and ``SwapPath.watch`` the host's swap on the mount's files (swappath.py: the
 daemon in the kernel's swap path). ``swapfs umount`` is the command line's
@@ -45,7 +49,7 @@ from .devspec import DeviceSpec, parse_device_spec
 from .discard import Discarder
 from .fs import Operations
 from .metrics import MetricsServer, parse_address
-from .mountopts import FUSE_FLAGS, split_options
+from .mountopts import ATIME_WORDS, FUSE_FLAGS, split_options
 from .pager import Pager
 from .scrub import Scrub
 from .swapspace import SwapSpace
@@ -109,6 +113,7 @@ class MountConfig:
     debug: bool = False
     metrics: tuple[str, int] | None = None  # (host, port) of the metrics endpoint
     checksum: bool = True  # pages on swap carry checksums (-o nochecksum: not)
+    atime: str = "relatime"  # how reads update atime (fs.ATIME_POLICIES)
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
@@ -132,6 +137,8 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
             cfg.metrics = parse_address(value)
         elif key == "device":
             cfg.devices.append(parse_device_spec(value))
+        elif key in ATIME_WORDS:
+            cfg.atime = ATIME_WORDS[key] or cfg.atime
         elif key == "fsname":
             cfg.source = value
         # subtype: always "swapfs"; mount.fuse3 may pass it along.
@@ -377,12 +384,16 @@ def mount(cfg: MountConfig) -> int:
         # problems go there; the log file has the whole story from the fork on.
         logging.getLogger().setLevel(logging.WARNING)
 
+    served = False
+
     with contextlib.ExitStack() as cleanup:
         locks = DeviceLocks()
         cleanup.callback(locks.release)
         space = SwapSpace()
-        cleanup.callback(space.close_all)
         gate = SwapOn(space, mountpoint, locks)
+        # Callbacks run last first: the devices are closed before their files go.
+        cleanup.callback(lambda: served or gate.remove_created())
+        cleanup.callback(space.close_all)
         open_space(specs, gate)
         pager = Pager(space)
         pager.checksums = cfg.checksum
@@ -390,8 +401,10 @@ def mount(cfg: MountConfig) -> int:
         control = Control(pager, gate)
         ops = Operations(pager, control=control,
                          writeback_cache=cfg.writeback_cache, direct_io=cfg.direct_io,
-                         xattrs=cfg.xattr)
+                         xattrs=cfg.xattr, atime=cfg.atime)
         control.names = ops.tree.object_names
+        if logfile is not None:
+            control.log = logfile
         metrics = None
         if cfg.metrics is not None:
             # Bound now: a busy port fails the mount before anything is mounted.
@@ -432,8 +445,14 @@ def mount(cfg: MountConfig) -> int:
             log.info("not an I/O flusher (PR_SET_IO_FLUSHER: %s): should the host swap "
                      "here, the daemon's allocations may wait on reclaim that needs it",
                      os.strerror(err))
+
+        def ready() -> None:
+            nonlocal served
+            served = True
+            notifier.ok()
+
         try:
-            trio.run(_serve, ops, pager, cfg, mountpoint, notifier.ok, metrics,
+            trio.run(_serve, ops, pager, cfg, mountpoint, ready, metrics,
                      control.scrub, control.host, discarder)
             clean = True
         except BaseException:

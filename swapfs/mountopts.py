@@ -34,6 +34,14 @@ OPTIONS: dict[str, str] = {
                           "device=/var/swap.img:1G:pri=5:discard=pages",
     "metrics=[HOST:]PORT": "serve the metrics file over HTTP from the daemon (HOST "
                            "defaults to 127.0.0.1)",
+    "relatime": "a read updates a file's atime only if it is older than its mtime or "
+                "ctime, or a day old (the default; atime and nostrictatime say the same)",
+    "noatime": "reads never update atime",
+    "strictatime": "every read updates atime (norelatime says the same)",
+    "nodiratime": "accepted: listing a directory never updates its atime, whatever the "
+                  "words (diratime too)",
+    "lazytime": "accepted, changes nothing: timestamps live in memory, there is no "
+                "write-back to put off (nolazytime too)",
     "fsname=NAME": "the source shown in /proc/mounts (default: the first device)",
     "subtype=swapfs": "accepted and ignored: the type is always fuse.swapfs",
 }
@@ -44,13 +52,21 @@ FUSE_FLAGS = frozenset({"allow_other", "allow_root", "auto_unmount", "debug"})
 # Words mount(8) and fstab use that mean nothing to swapfs (or that libfuse
 # decides); ``x-*`` and ``comment=*`` are ignored as well.
 IGNORED = frozenset({
-    "rw", "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime",
-    "noatime", "relatime", "norelatime", "strictatime", "nodiratime", "diratime",
+    "rw", "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
     "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev",
-    "nofail", "async", "sync", "lazytime", "nolazytime", "silent", "loud",
+    "nofail", "async", "sync", "silent", "loud",
 })
 
-_TAKES_VALUE = {k.partition("=")[0]: "=" in k for k in OPTIONS}
+# The atime words -> the read's atime policy (fs.ATIME_POLICIES), None for the words
+# that change nothing; the last word given wins, as with mount(8).
+ATIME_WORDS: dict[str, str | None] = {
+    "relatime": "relatime", "atime": "relatime", "nostrictatime": "relatime",
+    "noatime": "noatime", "strictatime": "strictatime", "norelatime": "strictatime",
+    "nodiratime": None, "diratime": None, "lazytime": None, "nolazytime": None,
+}
+
+_TAKES_VALUE = {k.partition("=")[0]: "=" in k for k in OPTIONS} | dict.fromkeys(
+    ATIME_WORDS, False)
 
 
 def split_options(groups: list[str]) -> list[tuple[str, str]]:

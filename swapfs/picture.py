@@ -1,11 +1,15 @@
 """The occupancy picture (``swapfs picture``): every device as a grid of cells in
-block order, each cell coloured by the object owning most of its blocks, as SVG or
-as coloured block characters on a terminal.
+block order, each cell coloured by the object owning most of its blocks, as SVG, as
+coloured block characters on a terminal, or as letters (``to_text``) where there is
+no terminal.
 
 What a cell shows, first match wins: the object with the most blocks in it (objects
 beyond the legend's share one colour, "other objects"); black if it holds bad blocks;
-light grey if it holds the boot-block label; white (free) otherwise. Blocks a write holds before its pages are switched in, or a
-free waits for an older reader, show as free.
+light grey if it holds the boot-block label; white (free) otherwise. A cell holding
+blocks of more than one object is *mixed*: the SVG puts a dot in it, the letters
+are lower case, and the captions count them, so that small objects sharing cells
+with big ones do not vanish unseen. Blocks a write holds before its pages are
+switched in, or a free waits for an older reader, show as free.
 
 Input is what the control files give (``sysctl``'s device rows, ``objects``,
 ``maps``); nothing here talks to the mount.
@@ -17,6 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from rich.columns import Columns
 from rich.console import Group
 from rich.text import Text
 
@@ -25,7 +30,7 @@ from .objects import MapRun, ObjectRow
 from .params import BBPAGES, PAGE_SIZE
 
 __all__ = ["FREE", "BAD", "LABEL", "OTHER", "COLOURS", "Device", "Picture", "build",
-           "to_svg", "to_terminal"]
+           "to_svg", "to_terminal", "to_text"]
 
 # Owners of a cell besides object ids.
 FREE, BAD, LABEL, OTHER = "free", "bad", "label", "other"
@@ -53,6 +58,10 @@ class Device:
     bad: int
     blocks_per_cell: int
     cells: tuple[int | str, ...]
+    mixed: tuple[bool, ...] = ()  # per cell: blocks of more than one object
+
+    def n_mixed(self) -> int:
+        return sum(self.mixed)
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,11 @@ class Picture:
         return COLOURS[owner]
 
 
-def _cells(npages: int, runs: Sequence[MapRun], max_cells: int) -> tuple[int, list]:
-    """(blocks per cell, owner of each cell) of one device: its runs' blocks
-    counted per cell, the work per run and per cell, not per block."""
+def _cells(npages: int, runs: Sequence[MapRun], max_cells: int
+           ) -> tuple[int, list, list[bool]]:
+    """(blocks per cell, owner of each cell, whether each is mixed) of one device:
+    its runs' blocks counted per cell, the work per run and per cell, not per
+    block."""
     per = max(1, -(-npages // max_cells))
     n = -(-npages // per)
     counts: list[dict[int | str, int]] = [{} for _ in range(n)]
@@ -87,16 +98,18 @@ def _cells(npages: int, runs: Sequence[MapRun], max_cells: int) -> tuple[int, li
     for r in runs:
         add(BAD if r.owner is None else r.owner, r.devpage, r.length)
     cells: list[int | str] = []
+    mixed: list[bool] = []
     for cnt in counts:
         # Objects win over bad blocks, anything used over the label, the label over free.
         objs = {k: v for k, v in cnt.items() if isinstance(k, int)}
+        mixed.append(len(objs) > 1)
         if objs:
             cells.append(max(objs, key=lambda k: (objs[k], -k)))
         elif BAD in cnt:
             cells.append(BAD)
         else:
             cells.append(LABEL if LABEL in cnt else FREE)
-    return per, cells
+    return per, cells, mixed
 
 
 def build(devices: Sequence[Mapping[str, str]], objects: Sequence[ObjectRow],
@@ -114,16 +127,18 @@ def build(devices: Sequence[Mapping[str, str]], objects: Sequence[ObjectRow],
     out = []
     for d in devices:
         npages = int(d["npages"])
-        per, cells = _cells(npages, by_dev.get(d["name"], []), max_cells)
+        per, cells, mixed = _cells(npages, by_dev.get(d["name"], []), max_cells)
         out.append(Device(d["name"], npages, int(d["used"]), int(d["bad"]), per,
-                          tuple(cells)))
+                          tuple(cells), tuple(mixed)))
     return Picture(tuple(out), legend)
 
 
 def _caption(d: Device) -> str:
+    mixed = d.n_mixed()
     return (f"{d.name}: {humanize_number(d.npages * PAGE_SIZE)}, "
             f"{humanize_number(d.used * PAGE_SIZE)} used, {d.bad} bad; "
-            f"{d.blocks_per_cell} page{'s' if d.blocks_per_cell > 1 else ''} a cell")
+            f"{d.blocks_per_cell} page{'s' if d.blocks_per_cell > 1 else ''} a cell"
+            + (f", {mixed} mixed" if mixed else ""))
 
 
 def _legend_items(pic: Picture) -> list[tuple[str, str]]:
@@ -170,7 +185,18 @@ def to_svg(pic: Picture, title: str) -> str:
                 "fill": pic.colour(owner), "data-device": str(k), "data-first": str(first),
                 "data-pages": str(min(end * d.blocks_per_cell, d.npages) - first)})
             c = end
+        for c, mixed in enumerate(d.mixed):
+            if mixed:
+                row, col = divmod(c, _COLUMNS)
+                ET.SubElement(svg, "rect", attrib={
+                    "class": "mixed", "x": str(_MARGIN + col * _CELL + 3),
+                    "y": str(y + row * _CELL + 3), "width": "2", "height": "2",
+                    "fill": "#ffffff", "data-device": str(k),
+                    "data-first": str(c * d.blocks_per_cell)})
         y += rows * _CELL + _LINE // 2
+    text(_MARGIN, y + 11, "a white dot: a mixed cell, holding blocks of more than one "
+         "object")
+    y += _LINE
     owners = list(pic.legend) + [OTHER, FREE, BAD, LABEL]
     for owner, (colour, label) in zip(owners, _legend_items(pic)):
         ET.SubElement(svg, "rect", attrib={
@@ -201,9 +227,38 @@ def to_terminal(pic: Picture, title: str, columns: int) -> Group:
                     style += " on " + pic.colour(cells[below])
                 line.append("\u2580", style=style)
             lines.append(line)
-    legend = Text()
-    for colour, label in _legend_items(pic):
-        legend.append("\u2588\u2588", style=colour)
-        legend.append(f" {label}  ")
-    lines.append(legend)
+    # Columns wraps between entries, never inside one.
+    entries = [Text.assemble(("\u2588\u2588", colour), f" {label}")
+               for colour, label in _legend_items(pic)]
+    lines.append(Columns(entries, padding=(0, 2)))
     return Group(*lines)
+
+
+# Letters of to_text: the legend's objects in order, then the rest.
+_LETTERS = "ABCDEFGHIJKL"
+_SIGNS = {OTHER: "O", FREE: ".", BAD: "#", LABEL: "="}
+
+
+def to_text(pic: Picture, title: str, columns: int = 64) -> str:
+    """The picture as plain text, for a pipe or a file: a letter a cell, ``columns``
+    cells a line (the legend's objects A, B, ..., other objects O, free ``.``, bad
+    ``#``, the boot-block label ``=``; a mixed cell in lower case), then the
+    legend, one entry a line."""
+    letter = {oid: _LETTERS[k] for k, oid in enumerate(pic.legend)}
+    out = [title]
+    for d in pic.devices:
+        out.append(_caption(d))
+        signs = []
+        for owner, mixed in zip(d.cells, d.mixed or (False,) * len(d.cells)):
+            sign = (letter.get(owner, _SIGNS[OTHER]) if isinstance(owner, int)
+                    else _SIGNS[owner])
+            signs.append(sign.lower() if mixed else sign)
+        out += ["".join(signs[k:k + columns]) for k in range(0, len(signs), columns)]
+    out.append("")
+    out += [f"{letter[oid]}  {label}" for oid, (_colour, label) in pic.legend.items()]
+    out += [f"{_SIGNS[OTHER]}  other objects", f"{_SIGNS[FREE]}  free",
+            f"{_SIGNS[BAD]}  bad", f"{_SIGNS[LABEL]}  boot-block label",
+            "a-l, o: a mixed cell, holding blocks of more than one object "
+            "(its letter: the one holding most)",
+            "(in colour on a terminal, or as SVG with -o FILE.svg)"]
+    return "\n".join(out) + "\n"

@@ -46,7 +46,7 @@ class Swapoff:
         swapoff_begin raises (ENOMEM, EINVAL) before anything changes. Pages that cannot
         be read are skipped while every other page moves; if any are left, the device is
         put back in service holding only them and DeviceIOError (EIO) says how many
-        (also kept in ``swapoff_unreadable``). If a move fails otherwise or is
+        (also kept in ``unreadable``). If a move fails otherwise or is
         cancelled, the device is likewise put back with whatever pages are still on it.
         No page is ever dropped, and the pages moved are synced either way (rule 9).
         """
@@ -72,7 +72,7 @@ class Swapoff:
                 log.error("swapoff %s: %d pages could not be read; the device stays in "
                           "service holding them", swdev.name, unreadable)
                 raise errors.DeviceIOError(
-                    f"swapoff {swdev.name}: {unreadable} pages could not be read; "
+                    f"{swdev.name}: {unreadable} pages could not be read; "
                     f"the device stays in service holding them")
             # What moved goes through an fdatasync where it went before the device
             # goes (rule 8): a write-back error there is swapoff's to report.

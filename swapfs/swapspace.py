@@ -376,13 +376,17 @@ class SwapSpace:
         """Stop allocation on ``sp`` and take its space out of the totals.
 
         Raises InvalidArgument if ``sp`` is not on the table or already
-        closing, NoMemory if its used pages plus ``nswap_lowat`` would not
-        fit in the free blocks of the other devices. On error nothing
-        changes. (FreeBSD: ``swapoff_one`` up to ``swap_pager_swapoff``.)
+        closing, NoMemory if it is the last device not closing, or if its used
+        pages plus ``nswap_lowat`` would not fit in the free blocks of the other
+        devices. On error nothing changes. (FreeBSD: ``swapoff_one`` up to
+        ``swap_pager_swapoff``.)
         """
         self._check_on(sp)
         if sp.closing:
             raise errors.InvalidArgument(f"{sp.name}: swapoff already in progress")
+        if not any(d is not sp and not d.closing for d in self._devs):
+            # Even empty: the margin below has nowhere to go (control.py's notes).
+            raise errors.NoMemory(f"{sp.name}: last device: swap another on first")
         # Blocks held for discard elsewhere are free again within moments.
         others = (self.swap_pager_avail - sp.blist.avail()
                   + sum(d.held for d in self._devs if d is not sp and not d.closing))

@@ -133,10 +133,12 @@ def frame(prev: Snapshot, cur: Snapshot, mnt: str, width: int = 80, height: int 
     for head in ("SIZE", "USED", "FREE", "BAD", "LARGEST"):
         devs.add_column(head, justify="right")
     devs.add_column("STATE", no_wrap=True)
+    # The columns besides DEVICE take 60 of 80: a wider terminal shows longer names.
+    name_width = max(20, width - 60)
     for d in cur.devices:
-        devs.add_row(_short(d["name"], 20), _size(int(d["npages"])), _size(int(d["used"])),
-                     _size(int(d["free"])), d["bad"], _size(cur.largest.get(d["name"], 0)),
-                     _state(d, prev, cur))
+        devs.add_row(_short(d["name"], name_width), _size(int(d["npages"])),
+                     _size(int(d["used"])), _size(int(d["free"])), d["bad"],
+                     _size(cur.largest.get(d["name"], 0)), _state(d, prev, cur))
     room = max(1, height - _FIXED_LINES - len(cur.devices) - len(host))
     objs = Table(box=None, pad_edge=False, header_style="bold reverse")
     for head in ("ID", "SWAPPED", "SIZE", "RUNS", "RESV", "UID"):

@@ -111,7 +111,8 @@ def format_map(path: str, size: int, row: ObjectRow, runs: Sequence[MapRun]) -> 
     bytes): one extent per run, logical and device pages, length, device."""
     mine = sorted((r for r in runs if r.owner == row.id), key=lambda r: r.page)
     npages = -(-size // PAGE_SIZE)
-    out = [f"File size of {path} is {size} ({npages} pages of {PAGE_SIZE} bytes, "
+    out = [f"File size of {path} is {size} ({npages} page{'' if npages == 1 else 's'} "
+           f"of {PAGE_SIZE} bytes, "
            f"{row.swapped} on swap)\n",
            " ext:     logical_offset:        physical_offset: length: device:\n"]
     for k, r in enumerate(mine):

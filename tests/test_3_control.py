@@ -301,6 +301,9 @@ async def test_swapoff_empty_device_and_last_device(tmp_path):
     assert "Total" not in c.read("swap_info")
     # The last device cannot go, not even empty: nowhere for the nswap_lowat margin.
     await expect(c, "swapoff", b"/mem0", errno.ENOMEM)
+    with pytest.raises(errors.NoMemory) as ei:
+        await c.write("swapoff", b"/mem0")
+    assert str(ei.value) == "/mem0: last device: swap another on first"
 
 
 async def test_swap_info_during_swapoff(tmp_path):

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from swapfs import errors
-from swapfs.metrics import DEVICE_METRICS, METRICS, as_number, parse_address
+from swapfs import __version__
+from swapfs.metrics import (DEVICE_METRICS, INFO, METRICS, PAGES, UID_METRICS, as_number,
+                             parse_address)
 from swapfs.objects import MapRun, escape_name, parse_maps, parse_objects
 from swapfs.tree import ROOT_INODE, Tree
 from swapfs.params import BBPAGES
@@ -135,32 +137,62 @@ def _device(draw):
 @given(_device())
 def test_cells_match_a_block_by_block_count(dev):
     npages, runs, max_cells = dev
-    per, cells = _cells(npages, runs, max_cells)
+    per, cells, mixed = _cells(npages, runs, max_cells)
     assert per == max(1, math.ceil(npages / max_cells))
     assert len(cells) <= max_cells
     assert cells == _brute(npages, runs, per)
+    owners = [set() for _ in cells]
+    for r in runs:
+        if r.owner is not None:
+            for b in range(r.devpage, r.devpage + r.length):
+                owners[b // per].add(r.owner)
+    assert mixed == [len(o) > 1 for o in owners]
 
 
 async def test_metrics_parse_and_equal_the_sysctl_values(tmp_path):
     c = control_for(tmp_path, 64, 32)
     obj = c.pager.alloc()
+    obj.uid = 1000
     await obj.write(0, b"m" * (5 * PAGE))
+    c.space.uid_limit[1000] = 1 << 20
     fams = {f.name: f for f in text_string_to_metric_families(c.read("metrics"))}
     values = c.sysctl_values()
     for name, (metric, counter, _help) in METRICS.items():
-        fam = fams[metric]
+        fam = fams[metric.removesuffix("_total")]
         assert fam.type == ("counter" if counter else "gauge")
-        assert [s.value for s in fam.samples] == [as_number(values[name])], name
+        scale = PAGE if name in PAGES else 1
+        assert [s.value for s in fam.samples] == [as_number(values[name]) * scale], name
     pages = {(s.labels["device"], s.labels["state"]): s.value
-             for s in fams["swapfs_device_pages"].samples}
+             for s in fams["swapfs_device_bytes"].samples}
     for k, sp in enumerate(c.space.devices):
         for state in ("used", "free", "bad"):
-            assert pages[(sp.name, state)] == float(values[f"vm.swapfs.dev.{k}.{state}"])
-    assert sum(pages[(sp.name, "used")] for sp in c.space.devices) == 5
-    # Every number sysctl shows is a sample (a device's name is its label).
+            assert pages[(sp.name, state)] == PAGE * int(values[f"vm.swapfs.dev.{k}.{state}"])
+    assert sum(pages[(sp.name, "used")] for sp in c.space.devices) == 5 * PAGE
+    users = {(f.name, s.labels["uid"]): s.value for f in fams.values() for s in f.samples
+             if f.name.startswith("swapfs_user_")}
+    assert users == {("swapfs_user_reserved_bytes", "1000"): 5 * PAGE,
+                     ("swapfs_user_limit_bytes", "1000"): 1 << 20,
+                     ("swapfs_user_swapped_bytes", "1000"): 5 * PAGE}
+    (daemon,) = fams["swapfs_daemon_info"].samples
+    assert daemon.labels == {"pid": values["vm.swapfs.pid"], "log": "stderr"}
+    (build,) = fams["swapfs_build_info"].samples
+    assert build.name == "swapfs_build_info" and build.labels == {"version": __version__}
+    # Every number sysctl shows is a sample (a device's name is its label, the
+    # daemon's words are labels of swapfs_daemon_info).
     per_device = {n.split(".", 4)[4] for n in values if n.startswith("vm.swapfs.dev.")}
     assert per_device - {"name"} == set(DEVICE_METRICS)
-    assert set(METRICS) == {n for n in values if not n.startswith("vm.swapfs.dev.")}
+    assert set(METRICS) | set(INFO) == {n for n in values if not n.startswith(
+        ("vm.swapfs.dev.", "vm.swapfs.uid."))}
+
+
+def test_metric_names_follow_prometheus_naming():
+    """Base units (bytes, not pages), _total on counters and only there."""
+    tables = [(m, c) for m, c, _h in METRICS.values()]
+    tables += [(m, c) for m, c, _h in DEVICE_METRICS.values()]
+    tables += [(m, False) for m, _h, _p in UID_METRICS.values()]
+    for metric, counter in tables:
+        assert metric.startswith("swapfs_") and "pages" not in metric, metric
+        assert metric.endswith("_total") == counter, metric
 
 
 @pytest.mark.parametrize("text,addr", [

@@ -24,7 +24,7 @@ from helpers import (
     sysctls,
     write,
 )
-from swapfs.control import FILES
+from swapfs.control import FILES, WRITABLE
 
 pytestmark = [requires_fuse, pytest.mark.timeout(120)]
 
@@ -134,8 +134,24 @@ def test_eperm_for_other_users(module_mnt: Path) -> None:
     if "Device" not in r.stdout:
         pytest.skip(f"nobody cannot reach the mount here: {r.stderr.strip()}")
     assert r.returncode != 0
-    assert "Operation not permitted" in r.stderr
+    assert "Permission denied" in r.stderr
     assert state(module_mnt) == before
+    # The command says who may, with the errno's name.
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        *run_args(), "sysctl", str(module_mnt), "vm.swap_async_max=3"],
+                       capture_output=True, text=True, cwd="/")
+    assert r.returncode == 1 and r.stderr == (
+        f"swapfs: sysctl: vm.swap_async_max=3: only root and the mounting user "
+        f"(uid {os.getuid()}) may write .swapfs/sysctl (EACCES)\n"), r.stderr
+    assert state(module_mnt) == before
+
+
+def test_control_files_show_their_real_modes(module_mnt: Path) -> None:
+    r = subprocess.run(["ls", "-l", str(module_mnt / ".swapfs")], capture_output=True,
+                       text=True, check=True)
+    modes = {line.split()[-1]: line.split()[0] for line in r.stdout.splitlines()[1:]}
+    assert modes == {name: "-rw-r--r--" if name in WRITABLE else "-r--r--r--"
+                     for name in FILES}
 
 
 # ---------------------------------------------------------------------- swapoff
@@ -219,7 +235,8 @@ def test_cli_commands(mnt: Path, tmp_path: Path) -> None:
     state_home = tmp_path / "state"
     r = run_swapfs("swapon", str(mnt), str(tmp_path / "absent"), state_home=state_home)
     assert r.returncode == 1
-    assert r.stderr == f"swapon: {tmp_path}/absent: No such file or directory\n"
+    assert r.stderr == (f"swapfs: swapon: {tmp_path}/absent: No such file or directory "
+                        f"(ENOENT)\n")
     dev = tmp_path / "extra.swap"
     # A relative path is made absolute by the command.
     r = subprocess.run([*run_args(), "swapon", str(mnt), "extra.swap", "32M"],
@@ -227,7 +244,8 @@ def test_cli_commands(mnt: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert read(mnt, "swapon").splitlines()[-1] == str(dev)
     r = run_swapfs("swapon", str(mnt), str(dev), state_home=state_home)
-    assert r.returncode == 1 and r.stderr == f"swapon: {dev}: Device already in use\n"
+    assert r.returncode == 1
+    assert r.stderr == f"swapfs: swapon: {dev}: Device already in use (EBUSY)\n"
 
     (mnt / "data").write_bytes(os.urandom(4 << 20))
     r = run_swapfs("info", str(mnt), state_home=state_home)
@@ -247,18 +265,24 @@ def test_cli_commands(mnt: Path, tmp_path: Path) -> None:
     r = run_swapfs("sysctl", str(mnt), "vm.nope", "vm.swap_total=1", "vm.dmmax=x",
                    state_home=state_home)
     assert r.returncode == 1
-    assert r.stderr.splitlines() == ["sysctl: unknown oid 'vm.nope'",
-                                     "sysctl: oid 'vm.swap_total' is read only",
-                                     "sysctl: oid 'vm.dmmax' is read only"]
+    assert r.stderr.splitlines() == [
+        "swapfs: sysctl: unknown oid 'vm.nope' (ENOENT)",
+        "swapfs: sysctl: vm.swap_total is read-only (EPERM)",
+        "swapfs: sysctl: vm.dmmax is read-only (EPERM)"]
+    r = run_swapfs("sysctl", str(mnt), "vm.swap_async_max=0", state_home=state_home)
+    assert r.returncode == 1 and r.stderr == (
+        "swapfs: sysctl: vm.swap_async_max: 0 is not within 1..128 (EINVAL)\n")
 
     r = run_swapfs("swapoff", str(mnt), str(dev), state_home=state_home)
     assert r.returncode == 0, r.stderr
     assert str(dev) not in read(mnt, "swapon")
     r = run_swapfs("swapoff", str(mnt), str(dev), state_home=state_home)
-    assert r.returncode == 1 and r.stderr == f"swapoff: {dev}: Invalid argument\n"
+    assert r.returncode == 1
+    assert r.stderr == f"swapfs: swapoff: {dev}: not a swap device (EINVAL)\n"
     r = run_swapfs("swapoff", str(mnt), str(tmp_path / "mnt.swap"), state_home=state_home)
     assert r.returncode == 1
-    assert r.stderr.endswith(f"swapoff: {tmp_path}/mnt.swap: Cannot allocate memory\n")
+    assert r.stderr == (f"swapfs: swapoff: {tmp_path}/mnt.swap: last device: swap "
+                        f"another on first (ENOMEM)\n")
     r = run_swapfs("info", str(tmp_path), state_home=state_home)
     assert r.returncode == 1 and "not a swapfs mount" in r.stderr
 

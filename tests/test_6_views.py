@@ -401,22 +401,24 @@ def _check_metrics(text: str, values: dict[str, str]) -> None:
         (sample,) = fams[name].samples
         return sample.value
 
-    for metric, sysctl in (("swapfs_pageins", "vm.stats.vm.v_swappgsin"),
-                           ("swapfs_pageouts", "vm.stats.vm.v_swappgsout"),
-                           ("swapfs_swapoff_moved_pages", "vm.swapfs.swapoff_moved"),
-                           ("swapfs_objects", "vm.swapfs.objects"),
-                           ("swapfs_reserved_bytes", "vm.swap_reserved"),
-                           ("swapfs_total_bytes", "vm.swap_total"),
-                           ("swapfs_free_pages", "vm.swapfs.swap_pager_avail")):
-        assert one(metric) == float(values[sysctl]), metric
-    assert fams["swapfs_pageouts"].type == "counter"
+    for metric, sysctl, scale in (("swapfs_pagein_bytes", "vm.stats.vm.v_swappgsin", PAGE),
+                                  ("swapfs_pageout_bytes", "vm.stats.vm.v_swappgsout", PAGE),
+                                  ("swapfs_swapoff_moved_bytes", "vm.swapfs.swapoff_moved",
+                                   PAGE),
+                                  ("swapfs_objects", "vm.swapfs.objects", 1),
+                                  ("swapfs_reserved_bytes", "vm.swap_reserved", 1),
+                                  ("swapfs_swap_size_bytes", "vm.swap_total", 1),
+                                  ("swapfs_free_bytes", "vm.swapfs.swap_pager_avail", PAGE)):
+        assert one(metric) == float(values[sysctl]) * scale, metric
+    assert fams["swapfs_pageout_bytes"].type == "counter"
+    assert fams["swapfs_pageout_bytes"].samples[0].name == "swapfs_pageout_bytes_total"
     pages = {(s.labels["device"], s.labels["state"]): s.value
-             for s in fams["swapfs_device_pages"].samples}
+             for s in fams["swapfs_device_bytes"].samples}
     k = 0
     while f"vm.swapfs.dev.{k}.name" in values:
         dev = values[f"vm.swapfs.dev.{k}.name"]
         for state in ("used", "free", "bad"):
-            assert pages.pop((dev, state)) == float(values[f"vm.swapfs.dev.{k}.{state}"])
+            assert pages.pop((dev, state)) == PAGE * float(values[f"vm.swapfs.dev.{k}.{state}"])
         k += 1
     assert k == 2 and not pages
 
@@ -453,7 +455,9 @@ def test_metrics_served_by_a_background_daemon(tmp_path):
         values = MountClient(mnt).sysctl()
         fams = {f.name: f for f in text_string_to_metric_families(text)}
         assert fams["swapfs_objects"].samples[0].value == float(values["vm.swapfs.objects"])
-        assert fams["swapfs_pid"].samples[0].value == float(values["vm.swapfs.pid"])
+        (daemon,) = fams["swapfs_daemon_info"].samples
+        assert daemon.labels == {"pid": values["vm.swapfs.pid"],
+                                 "log": values["vm.swapfs.log"]}
     finally:
         umount = _swapfs(tmp_path, "umount", str(mnt))
     assert umount.returncode == 0, umount.stderr
