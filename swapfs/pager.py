@@ -60,7 +60,7 @@ import itertools
 import logging
 from array import array
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable
 
 import trio
 
@@ -555,7 +555,8 @@ class _SyncRound:
 
 
 class Pager:
-    """The swap pager: objects, the write path to the devices, deferred frees, counters."""
+    """The swap pager: objects, the write path to the devices, sync rounds, counters;
+    pins and deferred frees through its reclaimer (reclaim.py)."""
 
     # Set by a discard (discard.py): returns once blocks it holds next go back to the
     # free map. Writes short of space wait for it.
