@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 import trio
 
-from helpers import FUSE_SKIP, read, run_swapfs, swapfs_env, sysctls
+from helpers import FUSE_SKIP, PAGE, read, run_swapfs, swapfs_env, sysctls
 from swapfs import errors, hostswap, memcg, swappath
 from swapfs.client import MountClient, MountError, MountProcess
 from swapfs.control import Control
@@ -131,7 +131,7 @@ def test_sysctls_and_metrics_name_the_host_swap(tmp_path: Path) -> None:
     values = c.sysctl_values()
     for name in swappath.SYSCTL_HELP:
         assert values[f"vm.swapfs.hostswap.{name}"] == "0"
-    assert "swapfs_hostswap_pageouts_total 0.0" in c.read("metrics")
+    assert "swapfs_hostswap_pageout_bytes_total 0.0" in c.read("metrics")
 
 
 def test_on_and_off_need_root(monkeypatch) -> None:
@@ -474,8 +474,8 @@ def test_a_process_swaps_through_swapfs(kernel_guard: Path) -> None:
         assert moved("vm.swapfs.hostswap.pageins") >= out["shuffled"]["pages_in"]
         metrics = dict(line.split() for line in read(mnt, "metrics").splitlines()
                        if line.startswith("swapfs_hostswap_page"))
-        assert float(metrics["swapfs_hostswap_pageouts_total"]) \
-            >= int(after["vm.swapfs.hostswap.pageouts"])
+        assert float(metrics["swapfs_hostswap_pageout_bytes_total"]) \
+            >= int(after["vm.swapfs.hostswap.pageouts"]) * PAGE
 
 
 def test_write_errors_and_latency_lose_no_page(kernel_guard: Path) -> None:
