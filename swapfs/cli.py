@@ -24,6 +24,11 @@ device=PATH[:SIZE]`` adds more devices. Without any device, ``mount`` uses
 ``$XDG_STATE_HOME/swapfs/default.swap`` (``~/.local/state/swapfs`` when unset),
 created sparse on first use with the size ``mount.DEFAULT_SIZE`` (4 GiB).
 
+Long on purpose: each command is its argparse builder and its ``cmd_*`` function
+side by side, and the builders are the one source of the usage, the man page
+(manpage.py) and TAB completion (completion.py); the views it prints live in
+views.py, top.py and picture.py.
+
 swapon, swapoff, info and sysctl are clients of the control files in
 ``MNT/.swapfs`` (client.MountClient; README, "Control files"). A refused control
 write prints the daemon's reason and the errno's name on one line, as the ``why``
