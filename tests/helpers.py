@@ -31,6 +31,7 @@ __all__ = [
     "force_unmount", "make_pager", "control_for", "snapshot", "expect", "ctl", "read",
     "write", "sysctls", "state", "expect_errno", "check_swap_info", "fresh_dir",
     "pread_direct", "read_direct", "page_devices", "device_names", "loop_device",
+    "top_on_a_terminal",
 ]
 
 
@@ -267,3 +268,40 @@ def loop_device(image: Path) -> Iterator[str]:
         yield loop
     finally:
         subprocess.run(["losetup", "-d", loop], capture_output=True)
+
+
+@contextlib.contextmanager
+def top_on_a_terminal(mnt: Path, state_home: Path, columns: int = 80
+                      ) -> Iterator[tuple[int, int, bytes]]:
+    """``swapfs top MNT`` on a pseudo-terminal ``columns`` wide: yields its pid, the
+    terminal's fd and what it drew up to its object table (within 20 s). The child
+    is killed and reaped afterwards, whatever happened."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(swapfs_env(state_home))
+        # As a shell exports them (under pytest they say 80 whatever the pty says).
+        os.environ.update(COLUMNS=str(columns), LINES="24")
+        os.execv(sys.executable, [sys.executable, "-m", "swapfs", "top", str(mnt),
+                                  "--interval", "0.2"])
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"SWAPPED" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 65536)
+        yield pid, fd, seen
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)

@@ -4,17 +4,12 @@ messages of info, map and the man page."""
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
-import pty
-import select
 import shutil
 import socket
-import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -22,7 +17,7 @@ import pytest
 
 from swapfs.client import MountClient
 
-from helpers import requires_fuse, run_swapfs, swapfs_env, write
+from helpers import requires_fuse, run_swapfs, swapfs_env, top_on_a_terminal, write
 
 pytestmark = [requires_fuse, pytest.mark.timeout(120)]
 
@@ -72,30 +67,10 @@ def test_the_command_line_shows_the_daemons_reason(mount_factory, tmp_path: Path
 def _top_screen(mnt: Path, state_home: Path, columns: int) -> bytes:
     """What ``swapfs top MNT`` draws on a terminal ``columns`` wide, up to its
     object table; it is quit with q."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(swapfs_env(state_home))
-        # As a shell exports them (under pytest they say 80 whatever the pty says).
-        os.environ.update(COLUMNS=str(columns), LINES="24")
-        os.execv(sys.executable, [sys.executable, "-m", "swapfs", "top", str(mnt),
-                                  "--interval", "0.2"])
-    try:
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"SWAPPED" not in seen and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.5)[0]:
-                seen += os.read(fd, 65536)
+    with top_on_a_terminal(mnt, state_home, columns) as (pid, fd, seen):
         os.write(fd, b"q")
         os.waitpid(pid, 0)
         return seen
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
 
 
 def test_top_shows_whole_device_names_on_a_wide_terminal(tmp_path: Path,

@@ -3,18 +3,14 @@ and the live view quitting on q), the occupancy picture, the metrics."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
 import select
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 import urllib.request
@@ -28,7 +24,7 @@ from swapfs.client import MountClient
 from swapfs.control import humanize_number
 from swapfs.objects import parse_maps, parse_objects
 
-from helpers import PAGE, page_devices, run_swapfs, swapfs_env
+from helpers import PAGE, page_devices, run_swapfs, swapfs_env, top_on_a_terminal
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -254,18 +250,7 @@ def test_top_once_prints_one_80x24_frame_with_devices_rates_and_objects(tmp_path
 def test_top_live_draws_and_quits_on_q(tmp_path, mount_factory):
     with mount_factory() as mnt:
         (mnt / "f").write_bytes(b"x" * 3 * PAGE)
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.environ.update(swapfs_env(tmp_path / "state"))
-            os.execv(sys.executable, [sys.executable, "-m", "swapfs", "top", str(mnt),
-                                      "--interval", "0.2"])
-        try:
-            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-            seen = b""
-            deadline = time.monotonic() + 20
-            while b"SWAPPED" not in seen and time.monotonic() < deadline:
-                if select.select([fd], [], [], 0.5)[0]:
-                    seen += os.read(fd, 65536)
+        with top_on_a_terminal(mnt, tmp_path / "state") as (pid, fd, seen):
             assert b"DEVICE" in seen and b"/f" in seen
             os.write(fd, b"q")
             deadline = time.monotonic() + 10
@@ -281,13 +266,6 @@ def test_top_live_draws_and_quits_on_q(tmp_path, mount_factory):
             else:
                 pytest.fail("swapfs top did not quit on q")
             assert os.waitstatus_to_exitcode(status) == 0
-        finally:
-            try:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            os.close(fd)
 
 
 # ---------------------------------------------------------------------- picture
