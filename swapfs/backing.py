@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Hashable
 
 from . import errors
-from .device import FileDevice, identity, open_device
+from .device import Device, FileDevice, identity, open_device
+from .nbddev import NBD_CONNECTIONS, NBD_TIMEOUT, is_uri, open_nbd
 from .params import BBPAGES, off_to_idx
 from .swapspace import SwapDevice, SwapSpace, check_priority
 
@@ -118,7 +119,7 @@ class DeviceLocks:
 class Opened:
     """A backing store opened and locked for swapon, not yet on the table."""
 
-    dev: FileDevice
+    dev: Device
     created: bool  # this swapon created its file (removed again if it fails)
     priority: int = 0
     discard: frozenset[str] = field(default_factory=frozenset)  # "once", "pages"
@@ -141,6 +142,10 @@ class SwapOn:
         self._mount_dev = mount_dev
         # Backing files swapon created (never deleted once on the table).
         self.created: set[str] = set()
+        # NBD devices: seconds a request may take before the device is given up,
+        # and connections per device where the server allows several.
+        self.nbd_timeout = NBD_TIMEOUT
+        self.nbd_connections = NBD_CONNECTIONS
 
     def bring_online(self, path: str, size: int | None = None, priority: int = 0,
                      discard: frozenset[str] = frozenset()) -> SwapDevice:
@@ -160,8 +165,13 @@ class SwapOn:
         swap never uses (``pages``); NotSupported (EOPNOTSUPP) where it cannot be.
         Errors: InvalidArgument, NotFound, Busy, NoSuchDevice (too small),
         NotSupported, or the errno of the file system.
+
+        A URI names an NBD export (nbddev.py): connected here, with the mount's
+        ``nbd_timeout`` and ``nbd_connections``; its size is the export's.
         """
         check_priority(priority)
+        if is_uri(path):
+            return self._open_uri(path, size, priority, discard)
         st = self._check_path(path, size)
         apath = os.path.abspath(path)
         if size is not None:
@@ -197,6 +207,22 @@ class SwapOn:
                 _remove_created(apath)
             raise
         return Opened(dev, created, priority, discard)
+
+    def _open_uri(self, uri: str, size: int | None, priority: int,
+                  discard: frozenset[str]) -> Opened:
+        if size is not None:
+            raise errors.InvalidArgument(f"{uri}: the size of a URI device comes from its export")
+        self._check_free(uri, ("nbd", uri))
+        dev = open_nbd(uri, self.nbd_timeout, self.nbd_connections)
+        try:
+            if dev.npages <= BBPAGES:
+                raise errors.NoSuchDevice(f"{uri}: too small for swap")
+            if discard:
+                dev.discard_pages(0, dev.npages if "once" in discard else 1)
+        except BaseException:
+            dev.close()
+            raise
+        return Opened(dev, False, priority, discard)
 
     def commit(self, opened: Opened) -> SwapDevice:
         """Put an opened store on the table (no await: the checks and the table
@@ -292,6 +318,8 @@ def locate(path: str) -> tuple[tuple[str, str], Hashable | None]:
     """The names a device opened from ``path`` may be on the table under (the
     absolute and the resolved path) and the identity of what ``path`` names now
     (None if nothing), for ``SwapSpace.find``. Blocking: a worker thread's job."""
+    if is_uri(path):
+        return (path, path), ("nbd", path)
     apath = os.path.abspath(path)
     try:
         ident = identity(os.stat(apath))

@@ -49,6 +49,7 @@ from typing import Callable, Sequence
 from . import __version__, errors
 from .client import MountClient
 from .mountopts import OPTIONS
+from .params import is_uri
 
 # Words that can start a command line; anything else followed by a mountpoint is
 # the mount.fuse3 form.
@@ -125,8 +126,13 @@ def _refused(exc: OSError) -> int:
     return 1
 
 
+def _device_name(name: str) -> str:
+    """A device as the control files take it: a URI as given, a path made absolute."""
+    return name if is_uri(name) else os.path.abspath(name)
+
+
 def cmd_swapon(args: argparse.Namespace) -> int:
-    path = os.path.abspath(args.path)
+    path = _device_name(args.path)
     words = [path] + [w for w in (
         args.size,
         None if args.priority is None else f"pri={args.priority}",
@@ -193,7 +199,7 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
     on in the daemon."""
     import threading
 
-    path = os.path.abspath(args.path)
+    path = _device_name(args.path)
     mnt = args.mountpoint
     client = MountClient(mnt)
     result: list[BaseException | None] = []
@@ -245,7 +251,7 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
 def cmd_scrub(args: argparse.Namespace) -> int:
     """Start a scrub, show its progress until it is done (Ctrl-C stops watching only),
     then the summary: pages checked and each bad page. Exit status 1 if any."""
-    target = "all" if args.path is None else os.path.abspath(args.path)
+    target = "all" if args.path is None else _device_name(args.path)
     client = MountClient(args.mountpoint)
     try:
         client.write("scrub", target)
@@ -582,7 +588,8 @@ def _add_swapon(sub: argparse._SubParsersAction) -> None:
                        description="Add PATH as a swap device of the swapfs mount MNT. "
                        "With SIZE (K/M/G/T) a sparse regular file is created or grown first.")
     p.add_argument("mountpoint", metavar="MNT", help=_MNT_HELP)
-    p.add_argument("path", metavar="PATH", help="a regular file or block device")
+    p.add_argument("path", metavar="PATH", help="a regular file or block device, or an NBD "
+                   "URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH)")
     p.add_argument("size", metavar="SIZE", nargs="?",
                    help="create or grow the file to this size first (K/M/G/T)")
     p.add_argument("-p", "--priority", type=int, metavar="N",

@@ -36,7 +36,7 @@ import trio
 from . import errors, metrics
 from .backing import SwapOn, locate, parse_size
 from .blist import Blist
-from .devspec import parse_swapon_line
+from .devspec import is_uri, parse_swapon_line
 from .linuxswap import SwapsRow, format_proc_swaps
 from .objects import Names, format_maps, format_objects
 from .pager import Pager
@@ -205,6 +205,12 @@ def _int_value(text: str, lo: int, hi: int, name: str) -> int:
     if not lo <= value <= hi:
         raise errors.InvalidArgument(f"{name}: {value} is not within {lo}..{hi}")
     return value
+
+
+def _check_name(name: str) -> None:
+    """A device is named by an absolute path or a URI (an NBD export)."""
+    if not (name.startswith("/") or is_uri(name)):
+        raise errors.InvalidArgument(f"{name}: not an absolute path or a URI")
 
 
 def _set_async_max(c: "Control", text: str) -> None:
@@ -490,8 +496,7 @@ class Control:
 
     async def swapon(self, line: str) -> None:
         spec = parse_swapon_line(line)
-        if not spec.path.startswith("/"):
-            raise errors.InvalidArgument(f"{spec.path}: not an absolute path")
+        _check_name(spec.path)
         # Everything that touches the file system runs in a worker thread: a path
         # that leads into this mount needs the trio loop free to answer the lookup.
         opened = await trio.to_thread.run_sync(self.swapon_gate.open, spec.path, spec.size,
@@ -502,8 +507,7 @@ class Control:
 
     async def swapoff(self, line: str) -> None:
         path = line
-        if not path.startswith("/"):
-            raise errors.InvalidArgument(f"{path}: not an absolute path")
+        _check_name(path)
         sp = await self._find(path)
         log.info("swapoff %s: moving %d pages", sp.name, sp.used)
         await self.swapoffs.swapoff(sp)
@@ -537,8 +541,7 @@ class Control:
             if not sep or kind not in self._FAULT_KINDS:
                 raise errors.InvalidArgument(f"not PATH FAULT: {line!r}")
             path, fault = path.rstrip(" "), f"{kind} {last}"
-        if not path.startswith("/"):
-            raise errors.InvalidArgument(f"{path}: not an absolute path")
+        _check_name(path)
         sp = await self._find(path)
         if fault == "sync-error":  # no pages to name: every fdatasync
             fault = "sync-error p=1"
@@ -554,8 +557,8 @@ class Control:
         while one runs); it goes on in the background."""
         if line == "all":
             devices = tuple(self.space.devices)
-        elif line.startswith("/"):
+        elif line.startswith("/") or is_uri(line):
             devices = (await self._find(line),)
         else:
-            raise errors.InvalidArgument(f"{line}: not an absolute path or 'all'")
+            raise errors.InvalidArgument(f"{line}: not an absolute path, a URI or 'all'")
         self.scrub.start(devices)

@@ -23,7 +23,7 @@ import stat
 import struct
 import threading
 import time
-from typing import Awaitable, Hashable
+from typing import Awaitable, Callable, Hashable
 
 import trio
 
@@ -70,8 +70,8 @@ AVERAGE_OVER = 8
 class Device:
     """Common behaviour of every backing store.
 
-    Attributes callers may rely on: ``path`` (absolute path, or a name for a
-    memory device), ``npages`` (fixed at open), ``is_block``, ``ident``
+    Attributes callers may rely on: ``path`` (absolute path, a URI for an NBD
+    export, or a name for a memory device), ``npages`` (fixed at open), ``is_block``, ``ident``
     (hashable identity for swapon's EBUSY check) and ``faults``.
     Requests must lie inside ``[0, npages)``; beyond it they fail with
     DeviceIOError(EIO). Not safe against concurrent ``close``.
@@ -81,6 +81,10 @@ class Device:
     npages: int
     is_block: bool = False
     ident: Hashable
+    # Why the device answers nothing any more (nbddev.py), None while it serves; and
+    # whom it tells when that happens (the device table sets it at swapon).
+    down: str | None = None
+    on_down: Callable[[str], None] | None = None
 
     def __init__(self) -> None:
         self.faults = Faults()

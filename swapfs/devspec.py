@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from . import errors
 from .backing import parse_size
+from .params import is_uri
 from .swapspace import check_priority
 
 __all__ = ["DeviceSpec", "DISCARD_WORDS", "is_uri", "is_swap_option",
@@ -50,7 +51,6 @@ _OPTION_RE = re.compile(r"pri=.*|discard(=.*)?")
 _PRI_RE = re.compile(r"-?[0-9]{1,6}")
 DISCARD_WORDS = ("once", "pages")
 _SIZE_RE = re.compile(r"[0-9]+[KMGTkmgt]?")
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass
@@ -62,11 +62,6 @@ class DeviceSpec:
     size: int | None = None
     priority: int = 0
     discard: frozenset[str] = field(default_factory=frozenset)
-
-
-def is_uri(name: str) -> bool:
-    """Whether ``name`` starts with a URI scheme (``scheme://``)."""
-    return _URI_RE.match(name) is not None
 
 
 def is_swap_option(word: str) -> bool:

@@ -84,6 +84,11 @@ class DeviceIOError(SwapfsError):
         return exc
 
 
+class DeviceDown(DeviceIOError):
+    """A device that no longer answers at all (an NBD server gone or stalled past
+    its timeout): every request to it fails so, and allocation leaves it out."""
+
+
 class FileTooBig(SwapfsError):
     errno = errno.EFBIG
 

@@ -46,6 +46,7 @@ from . import errors
 from .backing import DeviceLocks, SwapOn, parse_size
 from .control import Control
 from .devspec import DeviceSpec, parse_device_spec
+from .nbddev import NBD_CONNECTIONS, NBD_TIMEOUT, is_uri, parse_timeout
 from .discard import Discarder
 from .fs import Operations
 from .metrics import MetricsServer, parse_address
@@ -114,6 +115,8 @@ class MountConfig:
     metrics: tuple[str, int] | None = None  # (host, port) of the metrics endpoint
     checksum: bool = True  # pages on swap carry checksums (-o nochecksum: not)
     atime: str = "relatime"  # how reads update atime (fs.ATIME_POLICIES)
+    nbd_timeout: float = NBD_TIMEOUT  # seconds before an NBD device is given up
+    nbd_connections: int = NBD_CONNECTIONS  # per NBD device, where multi-conn
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:
@@ -135,6 +138,13 @@ def apply_options(cfg: MountConfig, opts: list[str]) -> None:
             cfg.read_ahead = parse_size(value)
         elif key == "metrics":
             cfg.metrics = parse_address(value)
+        elif key == "nbd_timeout":
+            cfg.nbd_timeout = parse_timeout(value)
+        elif key == "nbd_connections":
+            if not value.isdigit() or not 1 <= int(value) <= 16:
+                raise errors.InvalidArgument(
+                    f"nbd_connections={value}: not a whole number from 1 to 16")
+            cfg.nbd_connections = int(value)
         elif key == "device":
             cfg.devices.append(parse_device_spec(value))
         elif key in ATIME_WORDS:
@@ -186,9 +196,9 @@ def open_space(specs: list[DeviceSpec], gate: SwapOn) -> None:
     for spec in specs:
         if spec.size is not None and spec.path == default_device():
             os.makedirs(os.path.dirname(spec.path), mode=0o700, exist_ok=True)
+        path = spec.path if is_uri(spec.path) else os.path.abspath(spec.path)
         try:
-            gate.bring_online(os.path.abspath(spec.path), spec.size, spec.priority,
-                              spec.discard)
+            gate.bring_online(path, spec.size, spec.priority, spec.discard)
         except errors.NotFound as exc:
             if spec.size is not None:
                 raise
@@ -391,6 +401,7 @@ def mount(cfg: MountConfig) -> int:
         cleanup.callback(locks.release)
         space = SwapSpace()
         gate = SwapOn(space, mountpoint, locks)
+        gate.nbd_timeout, gate.nbd_connections = cfg.nbd_timeout, cfg.nbd_connections
         # Callbacks run last first: the devices are closed before their files go.
         cleanup.callback(lambda: served or gate.remove_created())
         cleanup.callback(space.close_all)

@@ -31,7 +31,13 @@ OPTIONS: dict[str, str] = {
                        "root may set it, others keep the kernel's 128K)",
     "device=PATH[:SIZE]": "one more backing device, as --device (repeatable); a "
                           "priority and discard follow a ':' here, as in "
-                          "device=/var/swap.img:1G:pri=5:discard=pages",
+                          "device=/var/swap.img:1G:pri=5:discard=pages; an NBD URI "
+                          "takes them after ',' only",
+    "nbd_timeout=SECONDS": "how long an NBD device's request may go unanswered before "
+                           "the device is given up: its pages then fail with EIO "
+                           "(default 10)",
+    "nbd_connections=N": "connections per NBD device where the server allows several "
+                         "(multi-conn; default 4, 1 to 16)",
     "metrics=[HOST:]PORT": "serve the metrics file over HTTP from the daemon (HOST "
                            "defaults to 127.0.0.1)",
     "relatime": "a read updates a file's atime only if it is older than its mtime or "

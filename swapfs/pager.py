@@ -27,7 +27,8 @@ safe across them; ``tests/explorer.py`` checks each one under seeded schedules.
 6. A write whose device fails is retried on whatever free runs exist, split as
    needed: ENOSPC or EIO comes only when no free block is left to take it and none
    is on its way back. A device whose host filesystem is full (DeviceFull) is left
-   out for a while, its blocks freed, not marked bad. A writer short of space waits for the frees that pinned
+   out for a while, its blocks freed, not marked bad; one that is down (DeviceDown:
+   an NBD server gone) is left out until swapped off, likewise. A writer short of space waits for the frees that pinned
    readers defer (rule 4) and for blocks held by a discard; so nothing that writes
    holds a pin.
 7. A shrinking truncate only frees; bytes of the last page past ``size`` may keep
@@ -225,6 +226,9 @@ class SwapObject:
         # fdatasyncs that failed on a device holding writes of this object (rule 8):
         # whoever remembers the count it saw can tell whether one failed since.
         self.sync_errors = 0
+        # Pages whose data went with a device given up (page -> its name): they read
+        # EIO until written whole again or truncated away. None while there are none.
+        self.lost: dict[int, str] | None = None
 
     @property
     def swapped(self) -> int:
@@ -250,6 +254,8 @@ class SwapObject:
         npages = pages_for(end) - pindex
         epoch = pager.pin()  # before the lookup: rule 4
         try:
+            if self.lost is not None:
+                self._check_lost(pindex, npages)
             runs = self.meta.runs(pindex, npages)
             sums = self.checksums_of(pindex, npages)  # with the lookup: rule 10
             gen = self.gen
@@ -351,6 +357,8 @@ class SwapObject:
         try:
             blk = self.meta.lookup(pindex)
             if blk == SWAPBLK_NONE:
+                if self.lost is not None:
+                    self._check_lost(pindex, 1)  # a partial write needs the old bytes
                 return None
             sums = self.checksums_of(pindex, 1)
             data = await pager.read_blocks(blk, 1)
@@ -445,6 +453,8 @@ class SwapObject:
             freed.extend(self.meta.build_run(pindex + off, blk, n))
         if sums is not None:
             self.meta.set_sums(pindex, sums)
+        if self.lost is not None:
+            self._unlose(pindex, len(view) // PAGE_SIZE)
         self.gen += 1
         pager.write_seq += 1
         self.last_write = pager.write_seq
@@ -501,7 +511,52 @@ class SwapObject:
     def freespace(self, pindex: int, npages: int) -> None:
         """Drop the blocks of pages [pindex, pindex + npages) (FreeBSD: swap_pager_freespace)."""
         self.gen += 1
+        if self.lost is not None:
+            self._unlose(pindex, npages)
         self.pager.free_runs(self.meta.free(pindex, npages))
+
+    # -- lost pages ----------------------------------------------------------------
+
+    def lose(self, pindex: int, npages: int, device: str) -> None:
+        """Give up pages [pindex, pindex + npages): their blocks are freed and the
+        pages read EIO (naming ``device``) until written whole or truncated away.
+        For swapoff of a device that is down; the caller holds the lock."""
+        lost = self.lost if self.lost is not None else {}
+        for p in range(pindex, pindex + npages):
+            lost[p] = device
+        self.lost = lost
+        self.gen += 1
+        self.pager.free_runs(self.meta.free(pindex, npages))
+
+    def _unlose(self, pindex: int, npages: int) -> None:
+        lost = self.lost
+        for p in (range(pindex, pindex + npages) if npages < len(lost)
+                  else [p for p in lost if pindex <= p < pindex + npages]):
+            lost.pop(p, None)
+        if not lost:
+            self.lost = None
+
+    def _check_lost(self, pindex: int, npages: int) -> None:
+        """DeviceIOError (EIO) if a page of the range was lost."""
+        lost = self.lost
+        end = pindex + npages
+        hit = ([p for p in lost if pindex <= p < end] if len(lost) <= npages
+               else [p for p in range(pindex, end) if p in lost])
+        if hit:
+            p = min(hit)
+            raise errors.DeviceIOError(
+                f"page {p} was lost with {lost[p]} (swapped off while down)")
+
+    def lost_runs(self) -> list[tuple[int, int, str]]:
+        """The lost pages as (first page, count, device) runs, in page order."""
+        out: list[tuple[int, int, str]] = []
+        for p in sorted(self.lost or ()):
+            dev = self.lost[p]  # type: ignore[index]
+            if out and out[-1][0] + out[-1][1] == p and out[-1][2] == dev:
+                out[-1] = (out[-1][0], out[-1][1] + 1, dev)
+            else:
+                out.append((p, 1, dev))
+        return out
 
     # -- reservation -----------------------------------------------------------------
 
@@ -698,6 +753,15 @@ class Pager:
                         await swdev.dev.awrite_pages(
                             devpage, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
                             self._write_limiter)
+                    except errors.DeviceDown as exc:
+                        # The device answers nothing any more: leave it out of
+                        # allocation; its blocks are not bad, the pages go elsewhere.
+                        del pending[0]
+                        failure = exc
+                        space.set_down(swdev, str(exc))
+                        self.free_runs([(blk, n)], now=True)
+                        todo.append((off, n))
+                        continue
                     except errors.DeviceFull:
                         # Nothing wrong with the blocks: free them, leave the device
                         # out for now, and place the pages elsewhere.
@@ -769,6 +833,13 @@ class Pager:
                 swdev = todo[0]
                 try:
                     await swdev.dev.afsync()
+                except errors.DeviceDown as exc:
+                    # Never to answer again: what it held since its last good
+                    # fdatasync is lost for every object with writes there, and no
+                    # sync is owed (nor is the round failed for the others).
+                    log.error("fdatasync of %s failed: %s", swdev.name, exc)
+                    for obj in dirty[swdev]:
+                        obj.sync_errors += 1
                 except errors.DeviceIOError as exc:
                     # What the device held since its last good fdatasync may be lost:
                     # every object with writes there learns it (sync_errors), and

@@ -6,6 +6,8 @@ The tunables a mount exposes (vm.swap_async_max, vm.overcommit, ...) are in
 Values follow FreeBSD on amd64 (sys/vm/swap_pager.c, sys/sys/blist.h).
 """
 
+import re
+
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
@@ -45,6 +47,8 @@ nswap_hiwat = 512
 
 # swdevt.sw_flags
 SW_CLOSING = 0x04
+# Not FreeBSD's: a device that answers nothing any more (swapspace.set_down).
+SW_DOWN = 0x10
 
 # Asynchronous write buffers (nsw_wcount_async) and the pool they come from;
 # sysctl_swap_async_max allows at most half the pool.
@@ -61,3 +65,12 @@ SWAP_RESERVE_ALLOW_NONWIRED = 1 << 2
 MAXFILESIZE = 1 << 62
 
 NAME_MAX = 255
+
+
+def is_uri(name: str) -> bool:
+    """Whether a device name starts with a URI scheme (``scheme://``, an NBD export)
+    rather than being a path."""
+    return _URI_RE.match(name) is not None
+
+
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")

@@ -1,7 +1,7 @@
 """swapoff's migration: every page off a device, then the device off the table,
 while reads and writes go on (FreeBSD: swap_pager_swapoff, swapoff_one).
 
-The pager's rule 9 is kept here: swapoff moves pages until none is left on the
+The pager's rule 9 is kept here (a device that is down gives its pages up instead): swapoff moves pages until none is left on the
 device, waiting as long as pinned readers or writes in flight hold blocks there; it
 syncs what it moved, failing or not, before the old blocks can be used again, and
 closes the device only while no sync round is running. A move is a read under a pin
@@ -31,12 +31,16 @@ class Swapoff:
     """The swapoffs of one pager: :meth:`swapoff` moves a device's pages away and
     removes it. ``progress`` holds (pages moved, pages to move) of each device in
     swapoff; ``unreadable`` the pages the last swapoff of a device could not read
-    (it stayed in service holding them)."""
+    (it stayed in service holding them); ``lost`` the pages given up with a device
+    that was down."""
 
     def __init__(self, pager: Pager) -> None:
         self.pager = pager
         self.progress: dict[str, tuple[int, int]] = {}
         self.unreadable: dict[str, int] = {}
+        # Pages given up by the swapoff of a device that was down: per device name,
+        # pages by object id.
+        self.lost: dict[str, dict[int, int]] = {}
 
     async def swapoff(self, swdev: SwapDevice) -> None:
         """Move every page off swdev and remove it (FreeBSD: swapoff_one, swap_pager_swapoff).
@@ -46,9 +50,10 @@ class Swapoff:
         swapoff_begin raises (ENOMEM, EINVAL) before anything changes. Pages that cannot
         be read are skipped while every other page moves; if any are left, the device is
         put back in service holding only them and DeviceIOError (EIO) says how many
-        (also kept in ``unreadable``). If a move fails otherwise or is
+        (also kept in ``unreadable``) -- unless the device is down (``dev.down``: an
+        NBD server gone), when they are given up as lost and the swapoff completes. If a move fails otherwise or is
         cancelled, the device is likewise put back with whatever pages are still on it.
-        No page is ever dropped, and the pages moved are synced either way (rule 9).
+        No page of a device that serves is ever dropped, and the pages moved are synced either way (rule 9).
         """
         pager = self.pager
         pager.space.swapoff_begin(swdev)
@@ -62,6 +67,11 @@ class Swapoff:
                 unreadable = 0
                 for obj in list(pager.objects.values()):
                     unreadable += await self._swapoff_object(swdev, obj, total)
+                if unreadable and swdev.dev.down is not None:
+                    # Nothing can be read from a device that is down: what is left
+                    # there is given up, and the swapoff goes on without it.
+                    await self._lose_all(swdev)
+                    continue
                 if swdev.used <= unreadable:
                     break
                 # The rest is held by readers pinned before a move (deferred frees) or
@@ -96,6 +106,22 @@ class Swapoff:
         # No await from here: no sync round can start on the device before it closes.
         pager.forget(swdev)
         pager.space.swapoff_finish(swdev)
+
+    async def _lose_all(self, swdev: SwapDevice) -> None:
+        """Give up every page still on swdev (it is down): each object's pages there
+        read EIO from now on (``SwapObject.lost``), and ``lost`` counts them by
+        object id for the device. Each object is locked while its pages go."""
+        counts = self.lost.setdefault(swdev.name, {})
+        for obj in list(self.pager.objects.values()):
+            async with obj.lock:
+                if obj.dead:
+                    continue
+                for start, _blk, count in obj.meta.pages_on(swdev.first, swdev.end):
+                    obj.lose(start, count, swdev.name)
+                    counts[obj.id] = counts.get(obj.id, 0) + count
+        self.pager.changed()
+        log.error("swapoff %s: the device is down; %d pages of %d objects are lost "
+                  "(listed in .swapfs/lost)", swdev.name, sum(counts.values()), len(counts))
 
     async def _swapoff_object(self, swdev: SwapDevice, obj: SwapObject, total: int) -> int:
         """Page in and out again every page of obj that lives on swdev

@@ -77,11 +77,15 @@ from .params import (
     BLIST_MAX_ALLOC,
     PAGE_SIZE,
     SW_CLOSING,
+    SW_DOWN,
     SWAP_RESERVE_FORCE_ON,
     SWAP_RESERVE_RLIMIT_ON,
     nswap_hiwat,
     nswap_lowat,
 )
+
+# Allocation passes over a device with one of these flags.
+_LEFT_OUT = SW_CLOSING | SW_DOWN
 
 __all__ = ["HOST_FULL_RETRY", "SwapDevice", "SwapInfoRow", "SwapSpace", "check_priority"]
 
@@ -227,6 +231,8 @@ class SwapSpace:
         sp = SwapDevice(dev=dev, name=dev.path, first=first, end=first + nblks,
                         nblks=nblks, blist=bl, priority=priority,
                         discard_pages=discard_pages)
+        # A device that gives up (an NBD server gone) says so at once.
+        dev.on_down = lambda why: self.set_down(sp, why)
         self._devs.append(sp)
         self._firsts.append(first)
         self._relevel()
@@ -287,7 +293,7 @@ class SwapSpace:
             ndev = len(devs)
             while True:
                 sp = devs[i]
-                if not sp.closing and not sp.host_full_at:
+                if not sp.flags & _LEFT_OUT and not sp.host_full_at:
                     got = sp.blist.alloc(n, mpages)
                     if got is not None:
                         break
@@ -355,6 +361,19 @@ class SwapSpace:
                         "other devices for now", sp.name)
         sp.host_full_at = time.monotonic()
 
+    def set_down(self, sp: SwapDevice, why: str) -> None:
+        """``sp`` answers nothing any more (an NBD server gone): allocation leaves it
+        out until it is swapped off. Its blocks stay as they are; what is on it
+        fails to read, and swapoff gives those pages up."""
+        if not sp.flags & SW_DOWN:
+            sp.flags |= SW_DOWN
+            log.error("swap device %s is down (%s); writes go to other devices", sp.name, why)
+
+    @property
+    def down(self) -> list[SwapDevice]:
+        """The devices on the table that are down."""
+        return [sp for sp in self._devs if sp.flags & SW_DOWN]
+
     def _host_full_expire(self) -> None:
         now = time.monotonic()
         for sp in list(self._host_full):
@@ -378,7 +397,7 @@ class SwapSpace:
         Raises InvalidArgument if ``sp`` is not on the table or already
         closing, NoMemory if it is the last device not closing, or if its used
         pages plus ``nswap_lowat`` would not fit in the free blocks of the other
-        devices. On error nothing changes. (FreeBSD: ``swapoff_one`` up to
+        devices (unless it is down: nothing of it can move). On error nothing changes. (FreeBSD: ``swapoff_one`` up to
         ``swap_pager_swapoff``.)
         """
         self._check_on(sp)
@@ -390,7 +409,8 @@ class SwapSpace:
         # Blocks held for discard elsewhere are free again within moments.
         others = (self.swap_pager_avail - sp.blist.avail()
                   + sum(d.held for d in self._devs if d is not sp and not d.closing))
-        if others < sp.used + nswap_lowat:
+        # A device that is down has nothing to move: its pages are given up.
+        if others < sp.used + nswap_lowat and not sp.flags & SW_DOWN:
             raise errors.NoMemory(
                 f"{sp.name}: {sp.used} pages would not fit elsewhere "
                 f"({others} free, {nswap_lowat} kept spare)")

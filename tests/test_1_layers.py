@@ -26,6 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     # Faults sit under the device's I/O: a device consults its Faults.
     ("faults",),
     ("device",),
+    # A device on another machine: an NBD export through libnbd.
+    ("nbddev",),
     ("swapspace",),
     # Backing stores as swapon sees them, and the one bring-online path.
     ("backing",),
