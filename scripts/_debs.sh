@@ -1,6 +1,7 @@
 # Sourced by scripts/_setup.sh and scripts/install: need_debs PKG... installs the
 # Debian packages among PKG that are missing, and what a virtualenv and pyfuse3's
-# build need from Debian's python3 (venv, the C headers), quietly when nothing is.
+# build need from Debian's python3 (venv, the C headers), quietly when nothing is;
+# link_libnbd VENV makes Debian's libnbd module importable in a virtualenv.
 
 _as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -23,4 +24,19 @@ need_debs() {
         # shellcheck disable=SC2086
         _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     fi
+}
+
+# libnbd's Python module (NBD devices) is not on PyPI: Debian's python3-libnbd has it.
+# Its two files are linked into the virtualenv's site-packages, and nothing else of
+# Debian's dist-packages, so the virtualenv keeps its own versions of the rest.
+link_libnbd() {
+    local venv=$1 site f
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    for f in $(dpkg -L python3-libnbd | grep -E '/(nbd\.py|libnbdmod[^/]*\.so)$'); do
+        [ "$(readlink "$site/${f##*/}" 2>/dev/null)" = "$f" ] || ln -sf "$f" "$site/"
+    done
+    "$venv/bin/python" -c 'import nbd' 2>/dev/null || {
+        echo "swapfs: libnbd's Python module does not load in $venv (its Python is not" \
+             "Debian's python3?): NBD devices will be refused" >&2
+    }
 }

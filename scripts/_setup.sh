@@ -7,7 +7,10 @@ VENV="$TOP/.venv"
 
 source "$TOP/scripts/_debs.sh"
 # man-db and bsdextrautils (col): the install tests read man swapfs as a user does.
-need_debs fuse3 libfuse3-dev pkg-config fio gcc man-db bsdextrautils
+# nbdkit, qemu-utils (qemu-nbd) and iproute2: the NBD tests' servers and hosts;
+# python3-libnbd: the NBD client.
+need_debs fuse3 libfuse3-dev pkg-config fio gcc man-db bsdextrautils \
+    nbdkit qemu-utils python3-libnbd iproute2
 
 # Reinstall only when what the install reads (metadata, build files, the sources of
 # the compiled modules) changed since the last install: the editable install runs
@@ -25,3 +28,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$TOP[test,bench]" >&2
     printf '%s\n' "$want" > "$stamp"
 fi
+link_libnbd "$VENV"
