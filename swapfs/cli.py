@@ -212,11 +212,15 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
             result.append(exc)
 
     progress = _Progress(path)
+    lost_before = None
     try:
         # What there is to move, should the swapoff end before the first poll.
         dev = client.device_row(path)
         if dev is not None:
             progress.last = (0, int(dev["used"]))
+            if dev.get("down") == "1":
+                progress.verb = "given up"  # nothing can be read from it
+        lost_before = int(client.sysctl().get("vm.swapfs.lost_pages", 0))
     except OSError:
         pass
     worker = threading.Thread(target=run, name="swapoff", daemon=True)
@@ -242,6 +246,14 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
     exc = result[0]
     progress.done(exc is None)
     if exc is None:
+        try:
+            lost = int(client.sysctl().get("vm.swapfs.lost_pages", 0)) - (lost_before or 0)
+        except OSError:
+            lost = 0
+        if lost > 0:
+            print(f"swapoff: {path}: the device was down: {lost} pages are lost; "
+                  f"their files are listed in {os.path.join(mnt, '.swapfs', 'lost')}",
+                  file=sys.stderr)
         return 0
     if isinstance(exc, OSError):
         return _refused(exc)
@@ -311,6 +323,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             state = []
             if d.get("closing") == "1":
                 state.append(f"closing {d['swapoff_moved']}/{d['swapoff_total']}")
+            if d.get("down") == "1":
+                state.append("down")
             if d.get("host_full") == "1":
                 state.append("host full")
             if int(d.get("bad", "0")):

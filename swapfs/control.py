@@ -38,7 +38,8 @@ from .backing import SwapOn, locate, parse_size
 from .blist import Blist
 from .devspec import is_uri, parse_swapon_line
 from .linuxswap import SwapsRow, format_proc_swaps
-from .objects import Names, format_maps, format_objects
+from .nbddev import NbdDevice, parse_timeout
+from .objects import Names, format_lost, format_maps, format_objects
 from .pager import Pager
 from .scrub import SCRUB_RATE_MAX, Scrub
 from .swapoff import Swapoff
@@ -69,6 +70,9 @@ FILE_HELP: dict[str, str] = {
     "faults": "write 'PATH write-error|read-error|corrupt|corrupt-read [FIRST-LAST | p=P]', "
               "'PATH sync-error [p=P]', 'PATH latency MS' or 'PATH clear' to inject "
               "device faults; read: the active faults",
+    "lost": "the pages given up with a device swapped off while it was down (an NBD "
+            "server gone): object, first page, length, device, path; they read EIO "
+            "until written again. A user other than root sees only its own files",
     "maps": "every run of every object (object, page, device, device page, length), "
             "then the bad-block runs; a user other than root sees only the runs of the "
             "files it owns",
@@ -227,6 +231,14 @@ def _set_overcommit(c: "Control", text: str) -> None:
     c.space.overcommit = value
 
 
+def _set_nbd_timeout(c: "Control", text: str) -> None:
+    timeout = parse_timeout(text)
+    c.swapon_gate.nbd_timeout = timeout
+    for sp in c.space.devices:
+        if isinstance(sp.dev, NbdDevice):
+            sp.dev.timeout = timeout
+
+
 def _set_debug(c: "Control", text: str) -> None:
     on = _int_value(text, 0, 1, "vm.swapfs.debug")
     logging.getLogger().setLevel(logging.DEBUG if on else logging.INFO)
@@ -278,6 +290,12 @@ SYSCTLS: tuple[Sysctl, ...] = (
     Sysctl("vm.swapfs.fdatasyncs", lambda c: c.pager.fdatasyncs, None,
            "fdatasync calls made on the devices (fsync, swapoff, unmount)"),
     Sysctl("vm.swapfs.objects", lambda c: len(c.pager.objects), None, "Swap objects"),
+    Sysctl("vm.swapfs.lost_pages",
+           lambda c: sum(len(o.lost) for o in c.pager.objects.values() if o.lost), None,
+           "Pages given up with a device swapped off while down (they read EIO)"),
+    Sysctl("vm.swapfs.nbd_timeout", lambda c: f"{c.swapon_gate.nbd_timeout:g}",
+           _set_nbd_timeout, "Seconds an NBD request may go unanswered before its "
+           "device is given up (every NBD device, and those swapped on later)"),
     Sysctl("vm.swapfs.reads", lambda c: c.pager.counters["reads"], None,
            "Read requests objects served"),
     Sysctl("vm.swapfs.writes", lambda c: c.pager.counters["writes"], None,
@@ -313,9 +331,9 @@ SYSCTLS: tuple[Sysctl, ...] = (
 _BY_NAME = {s.name: s for s in SYSCTLS}
 _DESCR = {s.name: s.descr for s in SYSCTLS}
 # Per-device read-only names: vm.swapfs.dev.N.FIELD.
-DEV_FIELDS = ("bad", "closing", "csum_errors", "discard", "discarded", "faults", "free",
-              "host_full", "host_full_writes", "name", "npages", "priority",
-              "swapoff_moved", "swapoff_total", "unreadable", "used")
+DEV_FIELDS = ("bad", "closing", "connections", "csum_errors", "discard", "discarded",
+              "down", "faults", "free", "host_full", "host_full_writes", "name",
+              "npages", "priority", "swapoff_moved", "swapoff_total", "unreadable", "used")
 _DEV_RE = re.compile(r"vm\.swapfs\.dev\.([0-9]+)\.([a-z_]+)")
 # Per-uid names, vm.swapfs.uid.UID.FIELD, shown for every uid with a charge or a limit:
 # reserved (bytes), limit (bytes; the one that may be set), swapped (pages on swap).
@@ -361,7 +379,7 @@ class Control:
         if name == "faults":
             return "".join(f"{sp.name} {line}\n" for sp in self.space.devices
                            for line in sp.dev.faults.describe())
-        if name in ("objects", "maps"):
+        if name in ("objects", "maps", "lost"):
             return self._objects_view(name, None if reader == 0 else reader)
         if name == "metrics":
             return metrics.render(*self.metric_values())
@@ -372,14 +390,16 @@ class Control:
         raise errors.NotFound(f"no control file {name!r}")
 
     def _objects_view(self, name: str, owner: int | None) -> str:
-        """``objects`` or ``maps`` with the objects of the files ``owner`` owns
-        (None: every object)."""
+        """``objects``, ``maps`` or ``lost`` with the objects of the files ``owner``
+        owns (None: every object)."""
         if name == "maps" and owner is None:
             return format_maps(self.pager)  # no names needed
         names = self.names(owner)
         ids = None if owner is None else names
         if name == "maps":
             return format_maps(self.pager, ids)
+        if name == "lost":
+            return format_lost(self.pager, names, ids)
         return format_objects(self.pager, names, ids)
 
     def swap_info(self) -> str:
@@ -418,7 +438,10 @@ class Control:
                       "unreadable": self.swapoffs.unreadable.get(sp.name, 0),
                       "priority": sp.priority, "discard": int(sp.discard_pages),
                       "discarded": sp.discarded, "host_full": int(sp.host_full),
-                      "host_full_writes": sp.host_full_writes}
+                      "host_full_writes": sp.host_full_writes,
+                      # 1 once the device answers nothing (an NBD server gone).
+                      "down": int(sp.dev.down is not None),
+                      "connections": getattr(sp.dev, "connections", 0)}
             for f in DEV_FIELDS:
                 values[f"vm.swapfs.dev.{k}.{f}"] = str(fields[f])
         values.update(self._uid_values())

@@ -69,6 +69,9 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "vm.swapfs.debug": ("swapfs_debug_enabled", False, ""),
     "vm.swapfs.fdatasyncs": ("swapfs_fdatasyncs_total", True, ""),
     "vm.swapfs.objects": ("swapfs_objects", False, ""),
+    "vm.swapfs.lost_pages": ("swapfs_lost_bytes", False, "What objects lost with devices "
+                             "swapped off while down (reads of it fail)"),
+    "vm.swapfs.nbd_timeout": ("swapfs_nbd_timeout_seconds", False, ""),
     "vm.swapfs.readahead_bytes": ("swapfs_readahead_bytes", False, ""),
     "vm.swapfs.readahead_max": ("swapfs_readahead_max_bytes", False, ""),
     "vm.swapfs.reads": ("swapfs_read_requests_total", True, ""),
@@ -94,6 +97,7 @@ PAGES = frozenset({
     "vm.swapfs.bad_blocks", "vm.swapfs.scrub.checked", "vm.swapfs.scrub.errors",
     "vm.swapfs.scrub.rate", "vm.swapfs.scrub.total", "vm.swapfs.swap_pager_avail",
     "vm.swapfs.swapoff_moved", "vm.swapfs.swapoff_total", "vm.swapfs.hostswap.pageins",
+    "vm.swapfs.lost_pages",
     "vm.swapfs.hostswap.pageouts",
 })
 # Sysctls that are words, not numbers: labels of swapfs_daemon_info (which, with
@@ -137,6 +141,10 @@ DEVICE_METRICS: dict[str, tuple[str, bool, str]] = {
                   "1 while the filesystem under the device is full and writes go elsewhere"),
     "host_full_writes": ("swapfs_device_host_full_writes_total", True,
                          "Writes to the device its host filesystem refused for want of room"),
+    "down": ("swapfs_device_down", False, "1 once the device answers nothing (an NBD "
+             "server gone or stalled past nbd_timeout): its pages fail until swapoff"),
+    "connections": ("swapfs_device_connections", False,
+                    "Connections to the device's NBD server (0: not an NBD device)"),
 }
 DEVICE_PAGES = frozenset({"npages", "used", "free", "bad", "swapoff_moved",
                           "swapoff_total", "unreadable", "discarded"})

@@ -51,6 +51,8 @@ _OBJECTS_HEAD = ("ID", "INO", "SIZE", "SWAPPED", "RUNS", "RESV", "UID", "PATH")
 _OBJECTS_FMT = "{:>6} {:>8} {:>13} {:>9} {:>7} {:>9} {:>6} {}\n"
 _MAPS_HEAD = ("OBJECT", "PAGE", "DEVPAGE", "LENGTH", "DEVICE")
 _MAPS_FMT = "{:>6} {:>10} {:>10} {:>8} {}\n"
+_LOST_HEAD = ("OBJECT", "PAGE", "LENGTH", "DEVICE", "PATH")
+_LOST_FMT = "{:>6} {:>10} {:>8} {} {}\n"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,23 @@ def format_objects(pager: "Pager", names: Mapping[int, tuple[int, str | None]],
         out.append(_OBJECTS_FMT.format(
             oid, _dash(ino), obj.size, obj.swapped, obj.meta.nruns, obj.resv,
             _dash(getattr(obj, "uid", None)), DELETED if path is None else path))
+    return "".join(out)
+
+
+def format_lost(pager: "Pager", names: Mapping[int, tuple[int, str | None]],
+                ids: Collection[int] | None = None) -> str:
+    """The ``lost`` file: for the objects whose ids are in ``ids`` (None: every one),
+    each run of pages given up with a device that was down (they read EIO until
+    written again): object id, first page, length, the device, the file's path."""
+    out = [_LOST_FMT.format(*_LOST_HEAD)]
+    for oid in _listed(pager, ids):
+        obj = pager.objects[oid]
+        if obj.lost is None:
+            continue
+        _ino, path = names.get(oid, (None, "-"))
+        for page, n, dev in obj.lost_runs():
+            out.append(_LOST_FMT.format(oid, page, n, escape_name(os.fsencode(dev)),
+                                        DELETED if path is None else path))
     return "".join(out)
 
 

@@ -31,16 +31,12 @@ class Swapoff:
     """The swapoffs of one pager: :meth:`swapoff` moves a device's pages away and
     removes it. ``progress`` holds (pages moved, pages to move) of each device in
     swapoff; ``unreadable`` the pages the last swapoff of a device could not read
-    (it stayed in service holding them); ``lost`` the pages given up with a device
-    that was down."""
+    (it stayed in service holding them)."""
 
     def __init__(self, pager: Pager) -> None:
         self.pager = pager
         self.progress: dict[str, tuple[int, int]] = {}
         self.unreadable: dict[str, int] = {}
-        # Pages given up by the swapoff of a device that was down: per device name,
-        # pages by object id.
-        self.lost: dict[str, dict[int, int]] = {}
 
     async def swapoff(self, swdev: SwapDevice) -> None:
         """Move every page off swdev and remove it (FreeBSD: swapoff_one, swap_pager_swapoff).
@@ -109,9 +105,9 @@ class Swapoff:
 
     async def _lose_all(self, swdev: SwapDevice) -> None:
         """Give up every page still on swdev (it is down): each object's pages there
-        read EIO from now on (``SwapObject.lost``), and ``lost`` counts them by
-        object id for the device. Each object is locked while its pages go."""
-        counts = self.lost.setdefault(swdev.name, {})
+        read EIO from now on (``SwapObject.lost``). Each object is locked while its
+        pages go."""
+        counts: dict[int, int] = {}
         for obj in list(self.pager.objects.values()):
             async with obj.lock:
                 if obj.dead:

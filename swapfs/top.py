@@ -87,6 +87,8 @@ def _short(name: str, width: int) -> str:
 
 def _state(dev: dict[str, str], prev: Snapshot, cur: Snapshot) -> str:
     if dev.get("closing") != "1":
+        if dev.get("down") == "1":
+            return "down"
         return "host full" if dev.get("host_full") == "1" else "active"
     moved, total = int(dev["swapoff_moved"]), int(dev["swapoff_total"])
     before = next((d for d in prev.devices if d["name"] == dev["name"]), None)
