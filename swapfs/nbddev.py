@@ -94,8 +94,16 @@ def _need_libnbd() -> None:
             "scripts/install links it into the virtualenv)")
 
 
+def _errno_of(exc: "libnbd.Error") -> int:
+    """The errno of a libnbd error (its Python binding gives the name)."""
+    err = exc.errno
+    if isinstance(err, str):
+        err = getattr(errno, err, errno.EIO)
+    return err or errno.EIO
+
+
 def _nbd_error(uri: str, exc: "libnbd.Error") -> errors.SwapfsError:
-    err = exc.errno or errno.EIO
+    err = _errno_of(exc)
     text = (exc.string or str(exc)).split(": ", 1)[-1]
     return errors.SwapfsError(f"{uri}: {text}", err=err)
 
@@ -306,7 +314,7 @@ class NbdDevice(Device):
         try:
             issue(c.h, req.complete)
         except libnbd.Error as exc:
-            err = exc.errno or errno.EIO
+            err = _errno_of(exc)
             if err in _CONNECTION_ERRNOS or c.h.aio_is_dead():
                 self.give_up(exc.string or str(exc))
                 raise self._down_error(what, page, npages) from None
@@ -438,7 +446,7 @@ class NbdDevice(Device):
                 m = min(off_to_idx(self.max_request), npages - lo)
                 c.h.trim(m * PAGE_SIZE, (page + lo) * PAGE_SIZE)
         except libnbd.Error as exc:
-            raise errors.DeviceIOError.at("discard", exc.errno or errno.EIO,
+            raise errors.DeviceIOError.at("discard", _errno_of(exc),
                                           page, npages) from None
 
     # The blocking forms, for a worker thread of the loop that drives the device.
