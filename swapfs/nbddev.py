@@ -112,6 +112,9 @@ def _connect(uri: str, timeout: float) -> "libnbd.NBD":
     """One handle connected to ``uri``, ready for commands; blocks up to timeout."""
     h = libnbd.NBD()
     h.set_handle_name("swapfs")
+    # An nbds URI may name its key file (tls-psk-file=): only whoever may swapon, the
+    # mount's owner, names devices, and the key is read with the daemon's rights.
+    h.set_uri_allow_local_file(True)
     deadline = time.monotonic() + timeout
     try:
         h.aio_connect_uri(uri)
@@ -226,6 +229,7 @@ class NbdDevice(Device):
         first = handles[0]
         self.can_trim = bool(first.can_trim())
         self.can_flush = bool(first.can_flush())
+        self.tls = bool(first.get_tls_negotiated())  # the connection is encrypted
         most = first.get_block_size(libnbd.SIZE_MAXIMUM)
         self.max_request = min(MAX_REQUEST, most) if most >= PAGE_SIZE else MAX_REQUEST
         self._conns = [_Connection(h) for h in handles]

@@ -73,6 +73,23 @@ async def test_round_trip_through_qemu_nbd_qcow2(tmp_path):
             dev.close()
 
 
+async def test_nbds_with_a_pre_shared_key(tmp_path):
+    keys = tmp_path / "keys.psk"
+    keys.write_text(f"swapfs:{os.urandom(32).hex()}\n")
+    keys.chmod(0o600)
+    # --tls=on: TLS offered, not required (the fixture checks it serves in the clear).
+    with nbdkit(tmp_path, "4M", extra_args=["--tls=on", f"--tls-psk={keys}"]) as server:
+        sock = server.uri.split("socket=", 1)[1]
+        uri = f"nbds+unix://swapfs@/?socket={sock}&tls-psk-file={keys}"
+        dev = await trio.to_thread.run_sync(open_nbd, uri)
+        try:
+            assert dev.tls
+            await dev.awrite_pages(1, pages(2, 5))
+            assert bytes(await dev.aread_pages(1, 2)) == pages(2, 5)
+        finally:
+            dev.close()
+
+
 async def test_trim_gives_pages_back(tmp_path):
     with nbdkit(tmp_path, "4M") as server:
         dev = await trio.to_thread.run_sync(open_nbd, server.uri)
