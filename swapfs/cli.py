@@ -244,12 +244,17 @@ def cmd_swapoff(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(130)  # the worker thread is still inside write(2)
     exc = result[0]
-    progress.done(exc is None)
+    lost = 0
     if exc is None:
         try:
             lost = int(client.sysctl().get("vm.swapfs.lost_pages", 0)) - (lost_before or 0)
         except OSError:
-            lost = 0
+            pass
+        if lost > 0 and progress.verb == "moved":
+            # The device went down during the swapoff: what was lost was not moved.
+            progress.last = (progress.last[0], max(progress.last[1] - lost, 0))
+    progress.done(exc is None)
+    if exc is None:
         if lost > 0:
             print(f"swapoff: {path}: the device was down: {lost} pages are lost; "
                   f"their files are listed in {os.path.join(mnt, '.swapfs', 'lost')}",
