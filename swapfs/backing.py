@@ -212,7 +212,10 @@ class SwapOn:
                   discard: frozenset[str]) -> Opened:
         if size is not None:
             raise errors.InvalidArgument(f"{uri}: the size of a URI device comes from its export")
-        self._check_free(uri, ("nbd", uri))
+        # The same URI is refused before connecting; another name of an export on
+        # the table once connected, by the device's identity (SwapSpace.swapon).
+        if any(sp.name == uri for sp in self.space.devices):
+            raise errors.Busy(f"{uri}: Device already in use")
         dev = open_nbd(uri, self.nbd_timeout, self.nbd_connections)
         try:
             if dev.npages <= BBPAGES:
@@ -319,7 +322,8 @@ def locate(path: str) -> tuple[tuple[str, str], Hashable | None]:
     absolute and the resolved path) and the identity of what ``path`` names now
     (None if nothing), for ``SwapSpace.find``. Blocking: a worker thread's job."""
     if is_uri(path):
-        return (path, path), ("nbd", path)
+        # By its name only: its identity is known once connected (NbdDevice.ident).
+        return (path, path), None
     apath = os.path.abspath(path)
     try:
         ident = identity(os.stat(apath))

@@ -153,6 +153,17 @@ def open_nbd(uri: str, timeout: float = NBD_TIMEOUT,
         raise
 
 
+def _peer(h: "libnbd.NBD") -> object:
+    """The address a connected handle talks to: (host, port), or the server's socket
+    path; None if the socket cannot say."""
+    with socket.socket(fileno=os.dup(h.aio_get_fd())) as sock:
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return None
+    return peer[:2] if isinstance(peer, tuple) else peer or None
+
+
 class _Request:
     """One command in flight: its completion sets ``done`` and ``err``."""
 
@@ -222,11 +233,14 @@ class NbdDevice(Device):
     def __init__(self, uri: str, handles: list, size: int, timeout: float) -> None:
         super().__init__()
         self.path = uri
-        self.ident = ("nbd", uri)
         self.npages = off_to_idx(size)
         self.timeout = timeout
         self.multi_conn = len(handles) > 1
         first = handles[0]
+        # Who serves it, not how the URI spells it: one export under two names (a
+        # trailing '/', localhost for 127.0.0.1, a link to the socket) is one device,
+        # which the table takes once (Busy), as it takes a file once by its inode.
+        self.ident = ("nbd", _peer(first) or uri, first.get_export_name())
         self.can_trim = bool(first.can_trim())
         self.can_flush = bool(first.can_flush())
         self.tls = bool(first.get_tls_negotiated())  # the connection is encrypted
