@@ -168,6 +168,14 @@ def pwrite_direct(path: Path, data: bytes, off: int) -> int:
         os.close(fd)
 
 
+def wait_for(cond, limit: float, what: str) -> None:
+    """Poll ``cond`` until it holds; fail the test after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {limit} s: {what}"
+        time.sleep(0.02)
+
+
 def dev_row(mnt: Path, name: str) -> dict[str, str]:
     """The vm.swapfs.dev.N.* sysctls of the device ``name``."""
     values = sysctls(mnt)
@@ -230,20 +238,22 @@ def test_data_through_the_server(mount_factory, tmp_path: Path, kind: str, how: 
     with start(kind, tmp_path) as server:
         uri = server.uri
         if how == "--device":
-            kw = dict(devices=[uri], opts="xattr")
+            kw = dict(devices=[uri], opts="xattr,nbd_connections=2")
         elif how == "-o device=":
             kw = dict(devices=[], opts=f"xattr,device={uri}")
         else:
             kw = dict(devices=[f"{local}:64M"], opts="xattr")
         with mount_factory(**kw) as mnt:
             if how == "swapon":
-                r = swapfs(tmp_path, "swapon", str(mnt), uri, "-p", "5")
+                r = swapfs(tmp_path, "swapon", str(mnt), uri, "-p", "5", "--discard")
                 assert r.returncode == 0 and r.stderr == "", r.stderr
                 assert read(mnt, "swapon") == f"{local}\n{uri}\n"
             else:
                 assert read(mnt, "swapon") == f"{uri}\n"
             row = dev_row(mnt, uri)
             assert row["npages"] == str(64 * MiB // PAGE) and row["down"] == "0"
+            if how == "--device":
+                assert row["connections"] == "2"  # both servers allow several
             data = os.urandom(24 * MiB)
             write_file(mnt / "f", data)
             assert device_names(mnt / "f") == {uri}
@@ -256,6 +266,21 @@ def test_data_through_the_server(mount_factory, tmp_path: Path, kind: str, how: 
             data = data[:5 * MiB] + patch + data[8 * MiB:]
             assert pread_direct(mnt / "f", 0, len(data)) == data
             if how == "swapon":
+                # discard: the blocks of a file removed go back to the server, in
+                # whole 64 KiB chunks (read back as zeros there).
+                g = os.urandom(MiB)
+                write_file(mnt / "g", g)
+                on_server(uri, mnt / "g", g)
+                freed = {devpage for _dev, devpage in page_devices(mnt / "g").values()}
+                chunks = [d for d in freed if d % 16 == 0 and set(range(d, d + 16)) <= freed]
+                assert len(chunks) >= 8
+                os.unlink(mnt / "g")
+                h = connect(uri)
+                try:
+                    wait_for(lambda: all(h.pread(16 * PAGE, d * PAGE) == bytes(16 * PAGE)
+                                         for d in chunks), 10, "the freed chunks trimmed")
+                finally:
+                    h.shutdown()
                 # Back to the local file: every page moves, and reads the same.
                 r = swapfs(tmp_path, "swapoff", str(mnt), uri)
                 assert r.returncode == 0, r.stderr
@@ -331,6 +356,36 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(mount_factory,
             assert not (tmp_path / "other.swap").exists()
 
 
+def test_one_export_under_two_names_is_taken_once(mount_factory, tmp_path: Path) -> None:
+    # Two devices on one export would overwrite each other's pages.
+    with nbdkit(tmp_path, "16M") as unix_server, \
+            nbdkit(tmp_path, "16M", unix=False) as tcp_server, \
+            mount_factory(devices=[unix_server.uri, tcp_server.uri]) as mnt:
+        link = tmp_path / "link.sock"
+        link.symlink_to(unix_server.socket)
+        port = tcp_server.port
+        before = state(mnt)
+        for other in (f"nbd+unix:///?socket={link}",
+                      f"nbd+unix:///?socket={tmp_path}/./{unix_server.socket.name}",
+                      f"nbd://127.0.0.1:{port}", f"nbd://localhost:{port}/"):
+            r = swapfs(tmp_path, "swapon", str(mnt), other)
+            assert r.returncode == 1
+            assert r.stderr == f"swapfs: swapon: {other}: Device already in use (EBUSY)\n"
+            assert state(mnt) == before
+        data = os.urandom(4 * MiB)
+        write_file(mnt / "f", data)
+        assert pread_direct(mnt / "f", 0, len(data)) == data
+        # Likewise at mount.
+        other = tmp_path / "other"
+        other.mkdir()
+        r = swapfs(tmp_path, "mount", "--device", tcp_server.uri, "--device",
+                   f"nbd://127.0.0.1:{port}", str(other), timeout=30)
+        assert r.returncode != 0
+        assert r.stderr == f"swapfs: nbd://127.0.0.1:{port}: Device already in use\n", \
+            r.stderr
+        assert not os.path.ismount(other)
+
+
 # ---------------------------------------------------------------------- a server killed
 
 DD_LOOP = r"""
@@ -341,13 +396,6 @@ while [ ! -e "$1" ]; do
 done
 echo "files $i"
 """
-
-
-def wait_for(cond, limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not cond():
-        assert time.monotonic() < deadline, f"not within {limit} s: {what}"
-        time.sleep(0.02)
 
 
 def test_server_killed_under_load(mount_factory, tmp_path: Path) -> None:
@@ -413,6 +461,8 @@ def test_server_killed_under_load(mount_factory, tmp_path: Path) -> None:
             rows = {line.split()[0]: line.split()[-1] for line in r.stdout.splitlines()[1:]}
             assert rows[uri] == "down" and rows[local] == "active", r.stdout
             assert lost_rows(mnt) == []
+            # Down, it stays on the table until swapped off: its URI is taken.
+            expect_errno(mnt, "swapon", f"{uri}\n".encode(), errno.EBUSY)
             on_nbd = int(dev_row(mnt, uri)["used"])
             assert on_nbd >= len(old) // PAGE
 
