@@ -515,10 +515,16 @@ def test_server_killed_under_load(mount_factory, tmp_path: Path) -> None:
             assert pread_direct(mnt / "old", 7 * PAGE, PAGE) == page
             assert 7 not in lost_pages(mnt, Path("/old"))
             assert sysctls(mnt)["vm.swapfs.lost_pages"] == str(on_nbd - 1)
-            # A file removed takes its lost pages with it.
+            # A file removed takes its lost pages with it; a truncate below them too.
             os.unlink(mnt / "old")
             assert sysctls(mnt)["vm.swapfs.lost_pages"] == str(on_nbd - len(old) // PAGE)
             assert "/old" not in {f for _o, _p, _n, _d, f in lost_rows(mnt)}
+            hit = min(lost_rows(mnt))[4]
+            os.truncate(mnt / hit.lstrip("/"), 0)
+            assert hit not in {f for _o, _p, _n, _d, f in lost_rows(mnt)}
+            assert pread_direct(mnt / hit.lstrip("/"), 0, PAGE) == b""
+            assert sysctls(mnt)["vm.swapfs.lost_pages"] == str(
+                sum(n for _o, _p, n, _d, _f in lost_rows(mnt)))
 
             # A new server at the same address: the same URI swaps on again.
             server = nbdkit(tmp_path, "64M", unix=False, port=port)
