@@ -53,6 +53,10 @@ Accounting, and where it departs from the kernel:
   for want of room (ENOSPC, EDQUOT, EFBIG) makes the device "full for now", not
   bad. Allocation skips it for HOST_FULL_RETRY seconds, then tries it again; its
   blocks stay free and count as free, as nothing is wrong with them.
+* A device that is down (``set_down``: an NBD server gone) is left out of
+  allocation for good, and its free blocks out of ``swap_pager_avail`` (no write
+  can have them); blocks freed on it stay out. So ``swap_pager_avail`` is the sum
+  of the free blocks of the devices neither closing nor down.
 * Discard: runs freed on a device with ``discard_pages`` are noted for the
   discarder (``take_freed``). It discards only blocks that are free in the
   blist, and only after taking them out of it (``hold``): *held* blocks
@@ -333,6 +337,8 @@ class SwapSpace:
             sp._freed_closing.append((rel, npages))
             return
         sp.blist.free(rel, npages)
+        if sp.flags & SW_DOWN:
+            return  # not free to anyone: a down device takes no writes (set_down)
         self.swap_pager_avail += npages
         if sp.discard_pages and self.discard_wakeup is not None:
             sp._freed_runs.append((rel, npages))
@@ -363,10 +369,14 @@ class SwapSpace:
 
     def set_down(self, sp: SwapDevice, why: str) -> None:
         """``sp`` answers nothing any more (an NBD server gone): allocation leaves it
-        out until it is swapped off. Its blocks stay as they are; what is on it
-        fails to read, and swapoff gives those pages up."""
+        out until it is swapped off, and its free blocks leave swap_pager_avail (no
+        write can have them; df and swapoff's room check must not count them). Its
+        blocks stay as they are; what is on it fails to read, and swapoff gives those
+        pages up."""
         if not sp.flags & SW_DOWN:
             sp.flags |= SW_DOWN
+            if not sp.closing:  # a closing device's free blocks are out already
+                self.swap_pager_avail -= sp.blist.avail()
             log.error("swap device %s is down (%s); writes go to other devices", sp.name, why)
 
     @property
@@ -417,7 +427,8 @@ class SwapSpace:
         sp.flags |= SW_CLOSING
         sp._closing_avail = sp.blist.avail()
         sp._freed_closing = []
-        self.swap_pager_avail -= sp._closing_avail
+        if not sp.flags & SW_DOWN:  # a down device's are out already
+            self.swap_pager_avail -= sp._closing_avail
         self.swap_total -= sp.nblks
 
     def swapoff_finish(self, sp: SwapDevice) -> None:
@@ -448,7 +459,8 @@ class SwapSpace:
             freed += n
         sp._freed_closing = []
         sp.flags &= ~SW_CLOSING
-        self.swap_pager_avail += sp._closing_avail + freed
+        if not sp.flags & SW_DOWN:  # still down: its free blocks stay out
+            self.swap_pager_avail += sp._closing_avail + freed
         self.swap_total += sp.nblks
         sp._closing_avail = 0
         self._sizecheck()
@@ -474,7 +486,7 @@ class SwapSpace:
     def close_all(self) -> None:
         """Remove and close every device, whatever is on it (unmount)."""
         for sp in list(self._devs):
-            if not sp.closing:
+            if not sp.flags & _LEFT_OUT:
                 self.swap_pager_avail -= sp.blist.avail()
                 self.swap_total -= sp.nblks
             self._remove(sp)
@@ -578,7 +590,7 @@ class SwapSpace:
         out = []
         for sp in self._devs:
             if sp._freed_runs:
-                if not sp.closing:
+                if not sp.flags & _LEFT_OUT:
                     out.append((sp, sp._freed_runs))
                 sp._freed_runs = []
         return out
@@ -586,8 +598,8 @@ class SwapSpace:
     def hold(self, sp: SwapDevice, rel: int, npages: int) -> bool:
         """Take device pages [rel, rel + npages) of ``sp`` out of the free map for a
         discard, if every one of them is free; False, nothing changed, otherwise
-        (or if ``sp`` is closing). Give them back with ``discard_done``."""
-        if sp.closing:
+        (or if ``sp`` is closing or down). Give them back with ``discard_done``."""
+        if sp.flags & _LEFT_OUT:
             return False
         isfree = sp.blist.isfree
         if not all(isfree(b) for b in range(rel, rel + npages)):
@@ -612,7 +624,8 @@ class SwapSpace:
                 sp._freed_closing.append((rel, n))
             else:
                 sp.blist.free(rel, n)
-                self.swap_pager_avail += n
+                if not sp.flags & SW_DOWN:
+                    self.swap_pager_avail += n
         if on:
             self._sizecheck()
 

@@ -234,6 +234,10 @@ async def test_down_device_writes_go_elsewhere_and_swapoff_gives_its_pages_up(tm
                 with pytest.raises(errors.DeviceIOError):
                     await a.read(0, PAGE)
             assert remote.dev.down is not None
+            # Its free blocks are no one's: df and swapoff's room check see only
+            # the local device's.
+            local = next(sp for sp in pager.space.devices if sp is not remote)
+            assert pager.space.swap_pager_avail == local.blist.avail()
             await c.write(0, pages(4, 3))  # lands on /local, no error
             assert await c.read(0, 4 * PAGE) == pages(4, 3)
             assert remote.used == 11
