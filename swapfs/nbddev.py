@@ -8,6 +8,7 @@ I/O uses libnbd's asynchronous API on the trio loop and never blocks it: a reque
 is issued with a completion callback, and per connection two system tasks wait on
 the socket with trio (one for replies, one for sending while the socket's buffer is
 full) and hand readiness to libnbd. Several requests are in flight per connection.
+One more system task per device watches the requests' deadlines.
 
 The network's faults look like a failing disk's, never a hang:
 
@@ -173,7 +174,9 @@ class _Connection:
     def __init__(self, h: "libnbd.NBD") -> None:
         self.h = h
         self.sock = socket.socket(fileno=os.dup(h.aio_get_fd()))
-        self.pending: set[_Request] = set()
+        # Requests in flight -> when each is due (trio's clock), in the order issued,
+        # so the first is the one due first (the timeout is the same for all).
+        self.pending: dict[_Request, float] = {}
         self.wake: trio.Event | None = None  # the sender waits here while idle
         self.driven = False
 
@@ -223,6 +226,7 @@ class NbdDevice(Device):
         self._conns = [_Connection(h) for h in handles]
         self._next = 0
         self._closed = False
+        self._watch_scope: trio.CancelScope | None = None
         self.timeouts = 0  # requests that went unanswered (the device went down)
 
     @property
@@ -239,6 +243,34 @@ class NbdDevice(Device):
         c.driven = True
         trio.lowlevel.spawn_system_task(self._receive, c, name=f"nbd receive {self.path}")
         trio.lowlevel.spawn_system_task(self._send, c, name=f"nbd send {self.path}")
+        if self._watch_scope is None:
+            self._watch_scope = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(self._watch, name=f"nbd watch {self.path}")
+
+    async def _watch(self) -> None:
+        """Put the device down once a request has gone unanswered for ``timeout``
+        seconds. One task per device sleeps until the oldest request in flight is
+        due, instead of a cancel scope with a deadline around every request (which
+        cost more than the rest of a request's work on the loop)."""
+        timeout = self.timeout
+        try:
+            with self._watch_scope:
+                while self.down is None and not self._closed:
+                    now = trio.current_time()
+                    wake = now + timeout  # nothing issued from now on is due earlier
+                    for c in self._conns:
+                        for due in c.pending.values():  # the first is due first
+                            if due <= now:
+                                self.timeouts += sum(d <= now for k in self._conns
+                                                     for d in k.pending.values())
+                                self.give_up(f"no answer within {timeout:g} s")
+                                return
+                            wake = min(wake, due)
+                            break
+                    await trio.sleep_until(wake)
+        except Exception as exc:  # a system task must not crash the mount
+            log.exception("NBD device %s: watching failed", self.path)
+            self.give_up(f"internal error: {exc}")
 
     async def _receive(self, c: _Connection) -> None:
         """Hand every readable socket to libnbd, which reads replies and completes
@@ -292,9 +324,10 @@ class NbdDevice(Device):
 
     async def _command(self, what: str, page: int, npages: int,
                        issue: Callable[["libnbd.NBD", Callable], object]) -> None:
-        """Issue one command on the next connection and wait for its reply, at most
-        ``timeout`` seconds. Across the await the device may go down (give_up fails
-        the request) or be closed."""
+        """Issue one command on the next connection and wait for its reply: at most
+        ``timeout`` seconds, then the watchdog (``_watch``) puts the device down.
+        Across the await the device may go down (give_up fails the request) or be
+        closed."""
         if self.down is not None or self._closed:
             raise self._down_error(what, page, npages)
         conns = self._conns
@@ -311,17 +344,13 @@ class NbdDevice(Device):
                 self.give_up(exc.string or str(exc))
                 raise self._down_error(what, page, npages) from None
             raise errors.DeviceIOError.at(what, err, page, npages) from None
-        c.pending.add(req)
+        pending = c.pending
+        pending[req] = trio.current_time() + self.timeout
         c.kick()
         try:
-            with trio.move_on_after(self.timeout) as scope:
-                await req.done.wait()
+            await req.done.wait()
         finally:
-            c.pending.discard(req)
-        if scope.cancelled_caught:
-            self.timeouts += 1
-            self.give_up(f"no answer within {self.timeout:g} s")
-            raise self._down_error(what, page, npages)
+            pending.pop(req, None)
         if req.err:
             if self.down is not None or req.err in _CONNECTION_ERRNOS:
                 self.give_up(os.strerror(req.err))
@@ -457,6 +486,8 @@ class NbdDevice(Device):
         if self._closed:
             return
         self._closed = True
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
         for c in self._conns:
             c.shut()
             c.h = None  # dropping the handle closes libnbd's socket
