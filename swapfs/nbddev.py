@@ -144,24 +144,35 @@ def open_nbd(uri: str, timeout: float = NBD_TIMEOUT,
 
 
 class _Request:
-    """One command in flight: its completion sets ``done`` and ``err``."""
+    """One command in flight: its completion sets ``done`` and ``err`` and wakes
+    ``task``, the task waiting for it (if any). The task is rescheduled directly, not
+    through a trio.Event: a request is one object, not three."""
 
-    __slots__ = ("done", "err")
+    __slots__ = ("task", "done", "err")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
+        self.done = False
         self.err = 0
 
     def complete(self, err: object) -> int:
-        if not self.done.is_set():
-            self.err = getattr(err, "value", err)  # libnbd passes a ctypes int
-            self.done.set()
+        if not self.done:
+            self.fail(getattr(err, "value", err))  # libnbd passes a ctypes int
         return 1  # retire the command: nobody asks libnbd about it again
 
     def fail(self, err: int) -> None:
-        if not self.done.is_set():
+        if not self.done:
+            self.done = True
             self.err = err
-            self.done.set()
+            task, self.task = self.task, None
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+
+    def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        """The waiting task was cancelled: it stops waiting; the command stays in
+        flight (libnbd holds its buffer until it completes)."""
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _Connection:
@@ -348,7 +359,9 @@ class NbdDevice(Device):
         pending[req] = trio.current_time() + self.timeout
         c.kick()
         try:
-            await req.done.wait()
+            if not req.done:
+                req.task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(req.abort)
         finally:
             pending.pop(req, None)
         if req.err:
