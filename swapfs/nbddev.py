@@ -101,6 +101,30 @@ def _nbd_error(uri: str, exc: "libnbd.Error") -> errors.SwapfsError:
     return errors.SwapfsError(f"{uri}: {text}", err=err)
 
 
+def _takes_any_buffer() -> bool:
+    """Whether this libnbd's aio_pread and aio_pwrite take any buffer (libnbd 1.14
+    does) or only an nbd.Buffer (older ones). Asked of a handle that is not
+    connected: the arguments are checked first, and nothing is sent."""
+    try:
+        libnbd.NBD().aio_pwrite(bytearray(PAGE_SIZE), 0)
+    except TypeError:
+        return False
+    except libnbd.Error:
+        pass
+    return True
+
+
+# Whether aio_pread and aio_pwrite take any buffer: asked at the first open_nbd.
+_ANY_BUFFER: bool | None = None
+
+
+def _aio_buffer(buf: bytearray | memoryview) -> object:
+    """``buf`` as aio_pread and aio_pwrite take it, sharing its memory: itself where
+    libnbd allows (no wrapper object per request; libnbd holds a view of it until
+    the command completes), else an nbd.Buffer over it."""
+    return buf if _ANY_BUFFER else libnbd.Buffer.from_buffer(buf)
+
+
 def _connect(uri: str, timeout: float) -> "libnbd.NBD":
     """One handle connected to ``uri``, ready for commands; blocks up to timeout."""
     h = libnbd.NBD()
@@ -126,6 +150,9 @@ def open_nbd(uri: str, timeout: float = NBD_TIMEOUT,
     ReadOnly-like EROFS for an export that cannot be written, the errno of the
     connection (ECONNREFUSED, ENOENT, ETIMEDOUT, ...) otherwise."""
     _need_libnbd()
+    global _ANY_BUFFER
+    if _ANY_BUFFER is None:
+        _ANY_BUFFER = _takes_any_buffer()
     if uri.startswith("nbds") and not libnbd.NBD().supports_tls():
         raise errors.NotSupported(f"{uri}: this libnbd was built without TLS")
     handles = [_connect(uri, timeout)]
@@ -237,6 +264,7 @@ class NbdDevice(Device):
         self._conns = [_Connection(h) for h in handles]
         self._next = 0
         self._closed = False
+        self._step = off_to_idx(self.max_request)  # pages one request carries at most
         self._watch_scope: trio.CancelScope | None = None
         self.timeouts = 0  # requests that went unanswered (the device went down)
 
@@ -334,11 +362,12 @@ class NbdDevice(Device):
             self.on_down(why)
 
     async def _command(self, what: str, page: int, npages: int,
-                       issue: Callable[["libnbd.NBD", Callable], object]) -> None:
-        """Issue one command on the next connection and wait for its reply: at most
-        ``timeout`` seconds, then the watchdog (``_watch``) puts the device down.
-        Across the await the device may go down (give_up fails the request) or be
-        closed."""
+                       issue: Callable[..., object], *args: object) -> None:
+        """Issue one command on the next connection, ``issue(handle, *args,
+        completion)`` (an ``aio_*`` method of libnbd.NBD), and wait for its reply:
+        at most ``timeout`` seconds, then the watchdog (``_watch``) puts the device
+        down. Across the await the device may go down (give_up fails the request)
+        or be closed."""
         if self.down is not None or self._closed:
             raise self._down_error(what, page, npages)
         conns = self._conns
@@ -348,7 +377,7 @@ class NbdDevice(Device):
             self._drive(c)
         req = _Request()
         try:
-            issue(c.h, req.complete)
+            issue(c.h, *args, req.complete)
         except libnbd.Error as exc:
             err = exc.errno or errno.EIO
             if err in _CONNECTION_ERRNOS or c.h.aio_is_dead():
@@ -378,24 +407,31 @@ class NbdDevice(Device):
 
     async def _read(self, page: int, npages: int) -> bytearray:
         buf = bytearray(npages * PAGE_SIZE)
-        step = off_to_idx(self.max_request)
+        step = self._step
+        if npages <= step:  # one request, as nearly every read is
+            await self._command("read", page, npages, libnbd.NBD.aio_pread,
+                                _aio_buffer(buf), page * PAGE_SIZE)
+            return buf
+        mv = memoryview(buf)
         for lo in range(0, npages, step):
             n = min(step, npages - lo)
-            part = libnbd.Buffer.from_buffer(memoryview(buf)[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
-            off = (page + lo) * PAGE_SIZE
-            await self._command("read", page + lo, n,
-                                lambda h, done: h.aio_pread(part, off, completion=done))
+            part = _aio_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
+            await self._command("read", page + lo, n, libnbd.NBD.aio_pread,
+                                part, (page + lo) * PAGE_SIZE)
         return buf
 
     async def _write(self, page: int, mv: memoryview) -> None:
         npages = off_to_idx(len(mv))
-        step = off_to_idx(self.max_request)
+        step = self._step
+        if npages <= step:  # one request, as nearly every write is
+            await self._command("write", page, npages, libnbd.NBD.aio_pwrite,
+                                _aio_buffer(mv), page * PAGE_SIZE)
+            return
         for lo in range(0, npages, step):
             n = min(step, npages - lo)
-            part = libnbd.Buffer.from_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
-            off = (page + lo) * PAGE_SIZE
-            await self._command("write", page + lo, npages - lo,
-                                lambda h, done: h.aio_pwrite(part, off, completion=done))
+            part = _aio_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
+            await self._command("write", page + lo, npages - lo, libnbd.NBD.aio_pwrite,
+                                part, (page + lo) * PAGE_SIZE)
 
     # -- the Device interface ---------------------------------------------------------
 
@@ -443,8 +479,7 @@ class NbdDevice(Device):
             if self.down is not None:
                 raise self._down_error("fsync", 0, self.npages)
             return
-        await self._command("fsync", 0, self.npages,
-                            lambda h, done: h.aio_flush(completion=done))
+        await self._command("fsync", 0, self.npages, libnbd.NBD.aio_flush)
 
     async def adiscard_runs(self, runs: list[tuple[int, int]]
                             ) -> tuple[int, errors.SwapfsError | None]:
@@ -457,10 +492,8 @@ class NbdDevice(Device):
                 for lo in range(0, n, off_to_idx(self.max_request)):
                     m = min(off_to_idx(self.max_request), n - lo)
                     off = (page + lo) * PAGE_SIZE
-                    await self._command(
-                        "discard", page + lo, m,
-                        lambda h, cb, off=off, m=m: h.aio_trim(m * PAGE_SIZE, off,
-                                                               completion=cb))
+                    await self._command("discard", page + lo, m, libnbd.NBD.aio_trim,
+                                        m * PAGE_SIZE, off)
                 done += n
             except errors.SwapfsError as exc:
                 first = first or exc
