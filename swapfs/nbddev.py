@@ -8,6 +8,7 @@ I/O uses libnbd's asynchronous API on the trio loop and never blocks it: a reque
 is issued with a completion callback, and per connection two system tasks wait on
 the socket with trio (one for replies, one for sending while the socket's buffer is
 full) and hand readiness to libnbd. Several requests are in flight per connection.
+One more system task per device watches the requests' deadlines.
 
 The network's faults look like a failing disk's, never a hang:
 
@@ -108,6 +109,30 @@ def _nbd_error(uri: str, exc: "libnbd.Error") -> errors.SwapfsError:
     return errors.SwapfsError(f"{uri}: {text}", err=err)
 
 
+def _takes_any_buffer() -> bool:
+    """Whether this libnbd's aio_pread and aio_pwrite take any buffer (libnbd 1.14
+    does) or only an nbd.Buffer (older ones). Asked of a handle that is not
+    connected: the arguments are checked first, and nothing is sent."""
+    try:
+        libnbd.NBD().aio_pwrite(bytearray(PAGE_SIZE), 0)
+    except TypeError:
+        return False
+    except libnbd.Error:
+        pass
+    return True
+
+
+# Whether aio_pread and aio_pwrite take any buffer: asked at the first open_nbd.
+_ANY_BUFFER: bool | None = None
+
+
+def _aio_buffer(buf: bytearray | memoryview) -> object:
+    """``buf`` as aio_pread and aio_pwrite take it, sharing its memory: itself where
+    libnbd allows (no wrapper object per request; libnbd holds a view of it until
+    the command completes), else an nbd.Buffer over it."""
+    return buf if _ANY_BUFFER else libnbd.Buffer.from_buffer(buf)
+
+
 def _connect(uri: str, timeout: float) -> "libnbd.NBD":
     """One handle connected to ``uri``, ready for commands; blocks up to timeout."""
     h = libnbd.NBD()
@@ -136,6 +161,9 @@ def open_nbd(uri: str, timeout: float = NBD_TIMEOUT,
     ReadOnly-like EROFS for an export that cannot be written, the errno of the
     connection (ECONNREFUSED, ENOENT, ETIMEDOUT, ...) otherwise."""
     _need_libnbd()
+    global _ANY_BUFFER
+    if _ANY_BUFFER is None:
+        _ANY_BUFFER = _takes_any_buffer()
     if uri.startswith("nbds") and not libnbd.NBD().supports_tls():
         raise errors.NotSupported(f"{uri}: this libnbd was built without TLS")
     handles = [_connect(uri, timeout)]
@@ -165,24 +193,35 @@ def _peer(h: "libnbd.NBD") -> object:
 
 
 class _Request:
-    """One command in flight: its completion sets ``done`` and ``err``."""
+    """One command in flight: its completion sets ``done`` and ``err`` and wakes
+    ``task``, the task waiting for it (if any). The task is rescheduled directly, not
+    through a trio.Event: a request is one object, not three."""
 
-    __slots__ = ("done", "err")
+    __slots__ = ("task", "done", "err")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
+        self.done = False
         self.err = 0
 
     def complete(self, err: object) -> int:
-        if not self.done.is_set():
-            self.err = getattr(err, "value", err)  # libnbd passes a ctypes int
-            self.done.set()
+        if not self.done:
+            self.fail(getattr(err, "value", err))  # libnbd passes a ctypes int
         return 1  # retire the command: nobody asks libnbd about it again
 
     def fail(self, err: int) -> None:
-        if not self.done.is_set():
+        if not self.done:
+            self.done = True
             self.err = err
-            self.done.set()
+            task, self.task = self.task, None
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+
+    def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        """The waiting task was cancelled: it stops waiting; the command stays in
+        flight (libnbd holds its buffer until it completes)."""
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _Connection:
@@ -195,7 +234,9 @@ class _Connection:
     def __init__(self, h: "libnbd.NBD") -> None:
         self.h = h
         self.sock = socket.socket(fileno=os.dup(h.aio_get_fd()))
-        self.pending: set[_Request] = set()
+        # Requests in flight -> when each is due (trio's clock), in the order issued,
+        # so the first is the one due first (the timeout is the same for all).
+        self.pending: dict[_Request, float] = {}
         self.wake: trio.Event | None = None  # the sender waits here while idle
         self.driven = False
 
@@ -249,6 +290,8 @@ class NbdDevice(Device):
         self._conns = [_Connection(h) for h in handles]
         self._next = 0
         self._closed = False
+        self._step = off_to_idx(self.max_request)  # pages one request carries at most
+        self._watch_scope: trio.CancelScope | None = None
         self.timeouts = 0  # requests that went unanswered (the device went down)
 
     @property
@@ -265,6 +308,34 @@ class NbdDevice(Device):
         c.driven = True
         trio.lowlevel.spawn_system_task(self._receive, c, name=f"nbd receive {self.path}")
         trio.lowlevel.spawn_system_task(self._send, c, name=f"nbd send {self.path}")
+        if self._watch_scope is None:
+            self._watch_scope = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(self._watch, name=f"nbd watch {self.path}")
+
+    async def _watch(self) -> None:
+        """Put the device down once a request has gone unanswered for ``timeout``
+        seconds. One task per device sleeps until the oldest request in flight is
+        due, instead of a cancel scope with a deadline around every request (which
+        cost more than the rest of a request's work on the loop)."""
+        timeout = self.timeout
+        try:
+            with self._watch_scope:
+                while self.down is None and not self._closed:
+                    now = trio.current_time()
+                    wake = now + timeout  # nothing issued from now on is due earlier
+                    for c in self._conns:
+                        for due in c.pending.values():  # the first is due first
+                            if due <= now:
+                                self.timeouts += sum(d <= now for k in self._conns
+                                                     for d in k.pending.values())
+                                self.give_up(f"no answer within {timeout:g} s")
+                                return
+                            wake = min(wake, due)
+                            break
+                    await trio.sleep_until(wake)
+        except Exception as exc:  # a system task must not crash the mount
+            log.exception("NBD device %s: watching failed", self.path)
+            self.give_up(f"internal error: {exc}")
 
     async def _receive(self, c: _Connection) -> None:
         """Hand every readable socket to libnbd, which reads replies and completes
@@ -317,10 +388,12 @@ class NbdDevice(Device):
             self.on_down(why)
 
     async def _command(self, what: str, page: int, npages: int,
-                       issue: Callable[["libnbd.NBD", Callable], object]) -> None:
-        """Issue one command on the next connection and wait for its reply, at most
-        ``timeout`` seconds. Across the await the device may go down (give_up fails
-        the request) or be closed."""
+                       issue: Callable[..., object], *args: object) -> None:
+        """Issue one command on the next connection, ``issue(handle, *args,
+        completion)`` (an ``aio_*`` method of libnbd.NBD), and wait for its reply:
+        at most ``timeout`` seconds, then the watchdog (``_watch``) puts the device
+        down. Across the await the device may go down (give_up fails the request)
+        or be closed."""
         if self.down is not None or self._closed:
             raise self._down_error(what, page, npages)
         conns = self._conns
@@ -330,24 +403,22 @@ class NbdDevice(Device):
             self._drive(c)
         req = _Request()
         try:
-            issue(c.h, req.complete)
+            issue(c.h, *args, req.complete)
         except libnbd.Error as exc:
             err = _errno_of(exc)
             if err in _CONNECTION_ERRNOS or c.h.aio_is_dead():
                 self.give_up(exc.string or str(exc))
                 raise self._down_error(what, page, npages) from None
             raise errors.DeviceIOError.at(what, err, page, npages) from None
-        c.pending.add(req)
+        pending = c.pending
+        pending[req] = trio.current_time() + self.timeout
         c.kick()
         try:
-            with trio.move_on_after(self.timeout) as scope:
-                await req.done.wait()
+            if not req.done:
+                req.task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(req.abort)
         finally:
-            c.pending.discard(req)
-        if scope.cancelled_caught:
-            self.timeouts += 1
-            self.give_up(f"no answer within {self.timeout:g} s")
-            raise self._down_error(what, page, npages)
+            pending.pop(req, None)
         if req.err:
             if self.down is not None or req.err in _CONNECTION_ERRNOS:
                 self.give_up(os.strerror(req.err))
@@ -362,24 +433,31 @@ class NbdDevice(Device):
 
     async def _read(self, page: int, npages: int) -> bytearray:
         buf = bytearray(npages * PAGE_SIZE)
-        step = off_to_idx(self.max_request)
+        step = self._step
+        if npages <= step:  # one request, as nearly every read is
+            await self._command("read", page, npages, libnbd.NBD.aio_pread,
+                                _aio_buffer(buf), page * PAGE_SIZE)
+            return buf
+        mv = memoryview(buf)
         for lo in range(0, npages, step):
             n = min(step, npages - lo)
-            part = libnbd.Buffer.from_buffer(memoryview(buf)[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
-            off = (page + lo) * PAGE_SIZE
-            await self._command("read", page + lo, n,
-                                lambda h, done: h.aio_pread(part, off, completion=done))
+            part = _aio_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
+            await self._command("read", page + lo, n, libnbd.NBD.aio_pread,
+                                part, (page + lo) * PAGE_SIZE)
         return buf
 
     async def _write(self, page: int, mv: memoryview) -> None:
         npages = off_to_idx(len(mv))
-        step = off_to_idx(self.max_request)
+        step = self._step
+        if npages <= step:  # one request, as nearly every write is
+            await self._command("write", page, npages, libnbd.NBD.aio_pwrite,
+                                _aio_buffer(mv), page * PAGE_SIZE)
+            return
         for lo in range(0, npages, step):
             n = min(step, npages - lo)
-            part = libnbd.Buffer.from_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
-            off = (page + lo) * PAGE_SIZE
-            await self._command("write", page + lo, npages - lo,
-                                lambda h, done: h.aio_pwrite(part, off, completion=done))
+            part = _aio_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
+            await self._command("write", page + lo, npages - lo, libnbd.NBD.aio_pwrite,
+                                part, (page + lo) * PAGE_SIZE)
 
     # -- the Device interface ---------------------------------------------------------
 
@@ -427,8 +505,7 @@ class NbdDevice(Device):
             if self.down is not None:
                 raise self._down_error("fsync", 0, self.npages)
             return
-        await self._command("fsync", 0, self.npages,
-                            lambda h, done: h.aio_flush(completion=done))
+        await self._command("fsync", 0, self.npages, libnbd.NBD.aio_flush)
 
     async def adiscard_runs(self, runs: list[tuple[int, int]]
                             ) -> tuple[int, errors.SwapfsError | None]:
@@ -441,10 +518,8 @@ class NbdDevice(Device):
                 for lo in range(0, n, off_to_idx(self.max_request)):
                     m = min(off_to_idx(self.max_request), n - lo)
                     off = (page + lo) * PAGE_SIZE
-                    await self._command(
-                        "discard", page + lo, m,
-                        lambda h, cb, off=off, m=m: h.aio_trim(m * PAGE_SIZE, off,
-                                                               completion=cb))
+                    await self._command("discard", page + lo, m, libnbd.NBD.aio_trim,
+                                        m * PAGE_SIZE, off)
                 done += n
             except errors.SwapfsError as exc:
                 first = first or exc
@@ -483,6 +558,8 @@ class NbdDevice(Device):
         if self._closed:
             return
         self._closed = True
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
         for c in self._conns:
             c.shut()
             c.h = None  # dropping the handle closes libnbd's socket
