@@ -317,10 +317,10 @@ class NbdDevice(Device):
         seconds. One task per device sleeps until the oldest request in flight is
         due, instead of a cancel scope with a deadline around every request (which
         cost more than the rest of a request's work on the loop)."""
-        timeout = self.timeout
         try:
             with self._watch_scope:
                 while self.down is None and not self._closed:
+                    timeout = self.timeout  # vm.swapfs.nbd_timeout may change it
                     now = trio.current_time()
                     wake = now + timeout  # nothing issued from now on is due earlier
                     for c in self._conns:
@@ -476,7 +476,16 @@ class NbdDevice(Device):
 
     def awrite_pages(self, page: int, data: bytes | bytearray | memoryview,
                      limiter: trio.CapacityLimiter | None = None) -> Awaitable[None]:
-        return self._awrite(page, data)
+        """``write_pages``, to await; with a limiter (vm.swap_async_max), at most its
+        total of writes are in flight, as on every device."""
+        if limiter is None:
+            return self._awrite(page, data)
+        return self._awrite_limited(page, data, limiter)
+
+    async def _awrite_limited(self, page: int, data: bytes | bytearray | memoryview,
+                              limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            await self._awrite(page, data)
 
     async def _awrite(self, page: int, data: bytes | bytearray | memoryview) -> None:
         mv = memoryview(data).cast("B")
