@@ -57,8 +57,11 @@ The oracle (what a user of the pager may rely on):
     that may be lost (h); with ENOENT only once its object's dealloc has begun; a
     shrinking truncate never fails;
 (d) swapoff fails only for want of room (ENOMEM before it starts, ENOSPC/EIO by (c)),
-    or with EIO for unreadable pages when one of its reads hit a fault; a second
-    swapoff of the same device is EINVAL; one of a device that is down completes (h);
+    or with EIO for unreadable pages when one of its reads hit a fault; it is refused
+    (ENOMEM) exactly when the other devices that serve (neither closing nor down)
+    have fewer free blocks than its pages and swapoff's margin, or there is none; a
+    second swapoff of the same device is EINVAL; one of a device that is down
+    completes (h);
 (e) at the end every object reads back exactly as the model says (a page stored
     corrupted gives EIO); every device but a fresh one is swapped off, all at once;
     and the books balance: each device's used count is the pages mapped to it, no
@@ -990,6 +993,13 @@ class Explorer:
         # it is refused only as the last device.
         down = dev.down is not None
         alone = not any(d is not sp and not d.closing for d in self.space.devices)
+        # (d): one that serves is refused, before anything moves, exactly when the
+        # devices that could take its pages (the others neither closing nor down)
+        # have fewer free blocks (those held for a discard count: free within
+        # moments) than its pages and swapoff's margin, or there are none.
+        room = sum(d.blist.avail() + d.held for d in self.space.devices
+                   if d is not sp and not d.closing and d.dev.down is None)
+        short = not down and (alone or room < sp.used + nswap_lowat)
         self.swapping.add(dev)
         if down:
             self._watch_loss(dev, self.now())
@@ -1026,6 +1036,9 @@ class Explorer:
                 self.fail(f"swapoff of {dev.path} returned with the device open")
         if down and outcome != "completed" and not (outcome == "refused" and alone):
             self.fail(f"swapoff of {dev.path}, down when it began: {outcome}")
+        if not down and short != (outcome == "refused"):
+            self.fail(f"swapoff of {dev.path} ({sp.used} pages): {outcome}, with "
+                      f"{room} blocks free on the devices that could take them")
         if not self.swapping and not final:
             self.check_kept(f"after swapoff of {dev.path} ({outcome})")
         self.stats[("final_swapoff_" if final else "swapoff_") + outcome] += 1
