@@ -19,7 +19,10 @@ can) and putting fresh ones on; in some seeds a filler that writes until the swa
 full, removes what it wrote and writes again at once; an unlinker that deallocates
 objects while their requests are in flight; a faulter injecting write errors, read
 errors, and corruption on the way to the device (``corrupt``) or back
-(``corrupt-read``); a scrub. The devices are sized so that most swapoffs get past
+(``corrupt-read``); a scrub; in some seeds (``DOWN_SEEDS``) a downer that puts a
+device down once or twice, in the middle of the work, as an NBD device whose server
+died goes down, and swaps it off soon after (unless a swapoff of it is under way:
+then that one gives its pages up). The devices are sized so that most swapoffs get past
 swapoff's margin (``nswap_lowat``); each seed counts its swapoffs as completed,
 refused (ENOMEM, before anything moved), failed for want of room, or left with
 unreadable pages, and tests/test_3_schedules.py fails a band of 30 seeds in which
@@ -30,27 +33,35 @@ The oracle (what a user of the pager may rely on):
 (a) a read returns, for every 16-byte cell, this object's own cell with a version no
     older than the last write that finished before the read began (never another
     object's bytes, never a freed block's new content), or fails with EIO only when
-    one of its own device reads hit an injected fault: a corrupted page gives EIO,
-    never its bytes;
+    one of its own device reads hit an injected fault or a device that was down, or
+    (h) a page of it may be lost: a corrupted page gives EIO, never its bytes;
 (b) after fsync (``flush``) returns, every write to that object that finished before
     it began is in the synced image of a device, at the block the page mapped to when
     the fsync began or when it returned (unless a write that ran meanwhile rewrote
     that page, copy on write, to a new block); and a page that was on a synced image
     stays on one, wherever swapoffs move it, until it is written again: checked
-    whenever no swapoff is under way, and after the final swapoffs;
+    whenever no swapoff is under way, and after the final swapoffs. Pages on a device
+    that is down, or lost with one, are left out; so is a page whose fdatasync the
+    device went down before, once an fsync of the object has reported EIO since (h);
 (c) a write, a growing truncate or a swapoff's move fails with ENOSPC or EIO for want
     of room only when the devices have none, judged by the model alone at the instant
     the pager finds no free block: the capacity of the devices on the table and not
-    being swapped off, less their bad blocks (the pages whose writes failed), less
-    every page the model says may be mapped, less all that the requests and swapoff
+    being swapped off nor down, less their bad blocks (the pages whose writes
+    failed), less every page the model says may be mapped but those mapped to a
+    device that is down (they never move), less all that the requests and swapoff
     moves in flight may hold (the failing one in full: it lacked a block), is below
     zero. Blocks that pinned readers or a discard still hold are no excuse: a write
-    waits for them. Otherwise a request fails with EIO only when a read it needed hit
-    a fault, with ENOENT only once its object's dealloc has begun; a shrinking
-    truncate never fails;
+    waits for them, and so is a device that is down: a write that finds one down goes
+    elsewhere. Otherwise a request fails with EIO only when a read it needed hit a
+    fault or a device that was down, or when it needed the old content of a page
+    that may be lost (h); with ENOENT only once its object's dealloc has begun; a
+    shrinking truncate never fails;
 (d) swapoff fails only for want of room (ENOMEM before it starts, ENOSPC/EIO by (c)),
-    or with EIO for unreadable pages when one of its reads hit a fault; a second
-    swapoff of the same device is EINVAL;
+    or with EIO for unreadable pages when one of its reads hit a fault; it is refused
+    (ENOMEM) exactly when the other devices that serve (neither closing nor down)
+    have fewer free blocks than its pages and swapoff's margin, or there is none; a
+    second swapoff of the same device is EINVAL; one of a device that is down
+    completes (h);
 (e) at the end every object reads back exactly as the model says (a page stored
     corrupted gives EIO); every device but a fresh one is swapped off, all at once;
     and the books balance: each device's used count is the pages mapped to it, no
@@ -66,6 +77,21 @@ The oracle (what a user of the pager may rely on):
     never touches a block that a page maps to or that a pinned reader may still read
     (a deferred free), and (a)-(f) hold all the same (a discard zeroes its blocks, so
     one that hit a block a write had taken would show in the data).
+(h) devices that go down: from that instant every request to the device fails
+    (DeviceDown), those in flight too, and allocation leaves it out. A swapoff of a
+    device that is down when it begins completes (refused only as the last device),
+    and so does one during which it goes down; it gives up the pages still there,
+    never one that was not there at some instant while it ran (``Loss``). The model
+    takes a page as possibly lost from then until an event clears it: a write over
+    it that began after the device went down, or a truncate that dropped it; no
+    other page reads EIO for want of data, and a lost page never reads as anything
+    but EIO (a partial write to it fails, changing nothing). An fsync (as fs.py
+    reports it: once per failure) fails with EIO only for an object the device held
+    writes of not synced when it went down; and one that had a page there not on
+    the synced image is counted a failure (``sync_errors``) by the time the swapoff
+    returns. Once swapped off, nothing is left of the device: no page maps to it,
+    no deferred free or owed fdatasync names it, and the DeviceDown it gave writes
+    marked no block bad; a lost page holds no block and lies within the size.
 """
 
 from __future__ import annotations
@@ -107,6 +133,8 @@ DEV_PAGES = (nswap_lowat // 2, 3 * nswap_lowat)
 LIVE_DEVICES = 3
 # The least share of the swapoffs a band of seeds tries that must complete.
 SWAPOFF_FLOOR = 0.6
+# The share of seeds in which devices go down (a downer runs).
+DOWN_SEEDS = 0.4
 # Outcomes of swapoff, as counted in ``stats``.
 SWAPOFF_OUTCOMES = ("completed", "refused", "no_room", "unreadable")
 
@@ -144,6 +172,11 @@ def _note(fault: str) -> None:
         w.faults.append(fault)
 
 
+# The object whose pages the pager is writing in the current task (``write_pages``'s
+# owner, by id): a device notes whose writes landed on it since its last fdatasync.
+_owner: contextvars.ContextVar[int | None] = contextvars.ContextVar("owner", default=None)
+
+
 class ModelPager(Pager):
     """The pager, with ``no_room`` called at the instant a write to the devices
     fails for want of room (before any other task runs): where (c) is checked."""
@@ -151,12 +184,15 @@ class ModelPager(Pager):
     def no_room(self, exc: errors.SwapfsError) -> None:
         pass
 
-    async def write_pages(self, *args, **kwargs):
+    async def write_pages(self, view, owner, *args, **kwargs):
+        token = _owner.set(owner.id)
         try:
-            return await super().write_pages(*args, **kwargs)
+            return await super().write_pages(view, owner, *args, **kwargs)
         except (errors.NoSpace, errors.DeviceIOError) as exc:
             self.no_room(exc)
             raise
+        finally:
+            _owner.reset(token)
 
 
 class TimedDevice(MemoryDevice):
@@ -221,7 +257,16 @@ class ScheduledDevice(TimedDevice):
     It keeps what the model needs to know of the device without asking the pager:
     ``bad_pages``, the pages whose write failed (the pager retires exactly those),
     and ``corrupt``, the pages stored with a bit flipped; and it notes each injected
-    fault a read runs into for the request that asked (``watch``)."""
+    fault a read runs into for the request that asked (``watch``).
+
+    It can go down (``go_down``), as an NBD device whose server died does: from then
+    on every request fails with DeviceDown, and so does every request in flight,
+    whether it was still before its I/O or past it, waiting for its answer. A read
+    that runs into it notes "down" for its request. ``landed`` holds the objects
+    (ids) whose writes landed here and may not have been through an fdatasync
+    (``still_owed`` says which the pager still owes one once an fdatasync returns);
+    ``owed_at_down`` is that set when the device went down: the objects whose fsync
+    may fail for it."""
 
     def __init__(self, npages: int, name: str, rng: random.Random, slow_p: float) -> None:
         super().__init__(npages, name)
@@ -230,6 +275,30 @@ class ScheduledDevice(TimedDevice):
         self.faults._rng = random.Random(rng.random())
         self.bad_pages: set[int] = set()
         self.corrupt: set[int] = set()
+        self.landed: set[int] = set()
+        self.still_owed = lambda: set()
+        # Objects whose writes landed and have not returned yet, so the pager does
+        # not know it owes them an fdatasync: it will.
+        self.unreturned: collections.Counter[int] = collections.Counter()
+        self.owed_at_down: set[int] = set()
+        self.down_tick: int | None = None  # the explorer's tick when it went down
+
+    def go_down(self, why: str) -> None:
+        """Answer nothing from now on (nbddev's ``give_up``): tell the device table."""
+        if self.down is not None:
+            return
+        self.down = why
+        self.owed_at_down = set(self.landed)
+        if self.on_down is not None:
+            self.on_down(why)
+
+    def _gone(self, what: str, page: int, npages: int, read: bool = False) -> errors.DeviceDown:
+        if read:
+            _note("down")
+        exc = errors.DeviceDown(f"{what} pages {page}+{npages}: {self.path} is down "
+                                f"({self.down})")
+        exc.pages = (page, npages)
+        return exc
 
     async def _before(self, what: str) -> None:
         r = self.rng.random()
@@ -250,6 +319,8 @@ class ScheduledDevice(TimedDevice):
 
     async def aread_pages(self, page, npages, limiter=None):
         await self._before("read")
+        if self.down is not None:
+            raise self._gone("read", page, npages, read=True)
         try:
             data = self.read_pages(page, npages)
         except errors.DeviceIOError:
@@ -262,21 +333,43 @@ class ScheduledDevice(TimedDevice):
                                                       (page + npages) * PAGE_SIZE]:
             _note("corrupt-read")
         await self._after("read")
+        if self.down is not None:  # went down before the answer came
+            raise self._gone("read", page, npages, read=True)
         return data
 
     async def awrite_pages(self, page, data, limiter=None):
         await self._before("write")
+        if limiter is None:
+            self._write_now(page, data)
+        else:
+            async with limiter:
+                self._write_now(page, data)
+        owner = _owner.get()
         try:
-            if limiter is None:
-                self.write_pages(page, data)
-            else:
-                async with limiter:
-                    self.write_pages(page, data)
+            await self._after("write")
+        finally:
+            if owner is not None:
+                self.unreturned[owner] -= 1
+                if not self.unreturned[owner]:
+                    del self.unreturned[owner]
+        if self.down is not None:  # went down before the answer came
+            raise self._gone("write", page, len(data) // PAGE_SIZE)
+
+    def _write_now(self, page, data) -> None:
+        """The write's instant."""
+        if self.down is not None:
+            raise self._gone("write", page, len(data) // PAGE_SIZE)
+        try:
+            self.write_pages(page, data)
         except errors.DeviceIOError as exc:
             if self._injected() and exc.pages is not None:
                 first, n = exc.pages
                 self.bad_pages.update(range(first, first + n))
             raise
+        owner = _owner.get()
+        if owner is not None:
+            self.landed.add(owner)
+            self.unreturned[owner] += 1
         f = self.faults
         if self.corrupt or f.corrupt_ranges or f.corrupt_p:
             view = memoryview(data).cast("B")
@@ -286,7 +379,27 @@ class ScheduledDevice(TimedDevice):
                     self.corrupt.discard(page + i)
                 else:
                     self.corrupt.add(page + i)
-        await self._after("write")
+
+    async def afsync(self, limiter=None):
+        await self._before("sync")
+        if self.down is not None:
+            raise self._gone("fsync", 0, self.npages)
+        self.fsync()  # fails if the device was closed meanwhile
+        self.synced[:] = self._buf
+        await self._after("sync")
+        if self.down is not None:  # went down before the answer came
+            raise self._gone("fsync", 0, self.npages)
+        self.landed = self.still_owed() | set(self.unreturned)
+
+    async def adiscard_runs(self, runs):
+        await self._before("discard")
+        if self.down is not None:  # as nbddev: every run fails, nothing discarded
+            return 0, self._gone("discard", runs[0][0], runs[0][1])
+        if self.on_discard is not None:
+            self.on_discard(self, runs)
+        result = self.discard_runs(runs)
+        await self._after("discard")
+        return result
 
     def discard_pages(self, page: int, npages: int) -> None:
         super().discard_pages(page, npages)
@@ -339,6 +452,20 @@ class Event:
 
 
 @dataclass(eq=False)
+class Loss:
+    """Pages of one object that a swapoff of a device that was down may have given
+    up: every page mapped to the device at some instant from ``start`` (the swapoff
+    began with the device down, or the device went down during it) until the swapoff
+    returned. ``down`` is the tick at which the device went down: a write that began
+    after it cannot have put its pages there."""
+
+    device: str
+    start: int
+    down: int
+    pages: set[int]
+
+
+@dataclass(eq=False)
 class Tracked:
     """The model of one object: its events, and per page what may map it."""
 
@@ -356,6 +483,12 @@ class Tracked:
     # first is later: a truncate that began after a write ended came after it.
     lastw: list[int] = field(default_factory=list)
     lastt: list[int] = field(default_factory=list)
+    # Pages it may have lost with devices swapped off while down.
+    losses: list[Loss] = field(default_factory=list)
+    # One open file of it, as fs.py keeps it: the object's sync_errors as last
+    # reported to it, and the ticks at which an fsync of it reported EIO.
+    seen: int = 0
+    told: list[int] = field(default_factory=list)
 
     def finished(self, ev: Event, ok: bool, end: int) -> None:
         ev.end, ev.ok = end, ok
@@ -398,6 +531,60 @@ class Tracked:
         return [ev for ev in self.done
                 if ev.end > tb and ev.start < te and ev.lo < c1 and ev.hi > c0]
 
+    # -- pages lost with a device that was down ----------------------------------
+
+    def lost_in(self, p0: int, p1: int, tb: int, te: int) -> bool:
+        """Whether some page of [p0, p1) may be lost at some instant in (tb, te)."""
+        if not self.losses:
+            return False
+        pages = set().union(*(loss.pages for loss in self.losses))
+        return any(self.may_be_lost(p, tb, te) for p in range(p0, p1) if p in pages)
+
+    def may_be_lost(self, p: int, tb: int, te: int) -> bool:
+        """Whether page p may be lost (read EIO for want of its data) at some instant
+        in (tb, te). A page given up reads EIO until written whole or truncated away:
+        here, until an event *clears* it: a write over it that began after the
+        device went down (its blocks came from other devices, and a write that
+        needs the old page of a lost one fails), or a truncate that dropped it.
+        Only a write that began before the device went down (its data may have
+        landed there, to be switched in and given up afterwards) can bring the
+        page back onto that device after a clearing event: one that may have
+        switched in after it (still running, or ended after it) and before te
+        keeps the page possibly lost."""
+        for loss in self.losses:
+            if p not in loss.pages or te <= loss.start:
+                continue
+            clear = None
+            for ev in self.done:  # by end
+                if ev.end >= tb:
+                    break
+                if self._clears(ev, p, loss.down):
+                    clear = ev
+            if clear is None:
+                return True
+            for ev in self.events:
+                if ((ev.ok or ev.end is None) and ev.start < loss.down and ev.start < te
+                        and (ev.end is None or ev.end > clear.end)
+                        and self._may_touch(ev, p)):
+                    return True
+        return False
+
+    @staticmethod
+    def _clears(ev: Event, p: int, down: int) -> bool:
+        if ev.value == ZERO:
+            return p >= pages_for(ev.lo * CELL)
+        return ev.start > down and ev.lo // CELLS_PER_PAGE <= p < pages_for(ev.hi * CELL)
+
+    @staticmethod
+    def _may_touch(ev: Event, p: int) -> bool:
+        """Whether ev may write page p anew: its own pages, or (growing) the old last
+        page below them, which it zeroes past the old end first."""
+        return p < pages_for((ev.lo if ev.value == ZERO else ev.hi) * CELL)
+
+    def told_since(self, tick: int) -> bool:
+        """Whether an fsync reported EIO to t's open file after tick."""
+        return any(when > tick for when in self.told)
+
 
 class Explorer:
     def __init__(self, seed: int, discard: bool = False) -> None:
@@ -409,11 +596,27 @@ class Explorer:
         self.stats: collections.Counter[str] = collections.Counter()
         self.slow_p = rng.choice((0.0, 0.01, 0.05))
         self.devs: list[ScheduledDevice] = []  # on the table, by the explorer's count
+        self.downed: list[ScheduledDevice] = []  # every device that went down
+        # Per device that went down: objects with pages there not synced, and their
+        # sync_errors then.
+        self.unsynced_at_down: dict[ScheduledDevice, dict[Tracked, int]] = {}
         self.swapping: set[ScheduledDevice] = set()  # from swapoff's call to its return
         for _ in range(rng.randint(2, LIVE_DEVICES)):
             self._swapon()
         self.pager = ModelPager(self.space, swap_async_max=rng.randint(1, 4))
         self.pager.no_room = self._no_room
+        # Down devices being swapped off: per object the pages mapped there at any
+        # instant since (see Loss), noted after every switch of a mapping.
+        self.loss_watch: dict[ScheduledDevice, dict[Tracked, Loss]] = {}
+        changed = self.pager.changed
+
+        def on_change() -> None:
+            changed()
+            for dev in self.loss_watch:
+                self._note_loss(dev)
+
+        self.pager.changed = on_change
+        self._at_tick: tuple[int, trio.Event] | None = None  # the downer's wake-up
         self.swapoffs = Swapoff(self.pager)
         # Chunks of one page: every freed block that is still free gets discarded.
         self.discarder = Discarder(self.pager, chunk=1) if discard else None
@@ -440,6 +643,7 @@ class Explorer:
         self.stats["swapons"] += 1
         if self.discard:
             dev.on_discard = self._check_discard
+        dev.still_owed = lambda: self._still_owed(dev)
         self.space.swapon(dev, discard_pages=self.discard)
         self.devs.append(dev)
         return dev
@@ -468,7 +672,17 @@ class Explorer:
 
     def now(self) -> int:
         self.tick += 1
+        if self._at_tick is not None and self.tick >= self._at_tick[0]:
+            self._at_tick[1].set()
+            self._at_tick = None
         return self.tick
+
+    def _still_owed(self, dev: ScheduledDevice) -> set[int]:
+        """The objects (ids) the pager owes an fdatasync of dev now."""
+        for sp, objs in self.pager._dirty.items():
+            if sp.dev is dev:
+                return {obj.id for obj in objs}
+        return set()
 
     def fail(self, text: str) -> None:
         self.problems.append(text)
@@ -479,11 +693,16 @@ class Explorer:
         """Blocks the devices must have free now beyond all that the requests in flight
         may hold, by the model alone: see (c)."""
         cap = sum(d.npages - BBPAGES - len(d.bad_pages)
-                  for d in self.devs if d not in self.swapping)
+                  for d in self.devs if d not in self.swapping and d.down is None)
         live = [t.may_map() for t in self.tracked]
+        # Pages on a device that is down never move (they are given up): they take
+        # no room on the others.
+        stuck = sum(n for sp in self.space.devices if sp.dev.down is not None
+                    for t in self.tracked if not t.dead
+                    for _p, _blk, n in t.obj.meta.pages_on(sp.first, sp.end))
         # A swapoff move rewrites at most one batch of one object's pages at a time.
         moves = len(self.swapping) * min(SWAPOFF_BATCH, max(live, default=0))
-        return cap - sum(live) - self.inflight - moves
+        return cap - (sum(live) - stuck) - self.inflight - moves
 
     def _no_room(self, exc: errors.SwapfsError) -> None:
         """(c), at the instant a write found no free block: the request that made it
@@ -537,7 +756,17 @@ class Explorer:
             if not t.unlinking:
                 self.fail(f"write to object {t.key} failed ({exc!r}) before any dealloc")
         except (errors.NoSpace, errors.DeviceIOError) as exc:
-            self._failed(w, exc)
+            p0, p1, te = lo // CELLS_PER_PAGE, pages_for(hi * CELL), self.now()
+            # The old pages it needs: a partly written first or last one, and
+            # (growing) the old last page, below p0, whose tail it zeroes.
+            need_old = ((lo % CELLS_PER_PAGE and t.lost_in(p0, p0 + 1, ev.start, te))
+                        or (hi % CELLS_PER_PAGE and t.lost_in(p1 - 1, p1, ev.start, te))
+                        or t.lost_in(0, p0, ev.start, te))
+            if (isinstance(exc, errors.DeviceIOError) and not w.no_room and not w.faults
+                    and need_old):
+                self.stats["down_write_eio_lost"] += 1
+            else:
+                self._failed(w, exc)
         else:
             ok = True
             self.stats["writes"] += 1
@@ -562,6 +791,10 @@ class Explorer:
         except (errors.NoSpace, errors.DeviceIOError) as exc:
             if cells_ * CELL < old:
                 self.fail(f"shrinking truncate {old} -> {cells_ * CELL} failed: {exc!r}")
+            elif (isinstance(exc, errors.DeviceIOError) and not w.no_room and not w.faults
+                  and t.lost_in(0, pages_for(cells_ * CELL), ev.start, self.now())):
+                # Growing: the old last page, whose tail it zeroes, was lost.
+                self.stats["down_truncate_eio_lost"] += 1
             else:
                 self._failed(w, exc)
         else:
@@ -653,9 +886,13 @@ class Explorer:
         try:
             data = await t.obj.read(off, size)
         except errors.DeviceIOError as exc:
-            if not w.faults:
+            if w.faults:
+                pass
+            elif t.lost_in(off // PAGE_SIZE, pages_for(off + size), rb, self.now()):
+                self.stats["down_read_eio_lost"] += 1
+            else:
                 self.fail(f"read {off}+{size} of object {t.key} failed ({exc!r}) "
-                          f"with no fault injected")
+                          f"with no fault injected and no page lost")
             self.stats["read_eio"] += 1
             return False
         except errors.SwapfsError as exc:
@@ -674,14 +911,33 @@ class Explorer:
             await self.pause(rng)
 
     async def flush_op(self, t: Tracked) -> None:
+        """fsync of t's open file, reported as fs.py reports it (rule 8): EIO once
+        for each fdatasync that failed on a device holding its writes (the object's
+        ``sync_errors``), whichever fsync runs into it. Only a device that went down
+        may fail one, and only for the objects it owed an fdatasync when it did."""
         tb = self.now()
         before = self._mapping(t)
+        failed = None
         try:
             await t.obj.flush()
+        except errors.DeviceIOError as exc:
+            failed = exc
         except errors.SwapfsError as exc:
             self.fail(f"fsync failed: {exc!r}")
             return
+        if t.obj.sync_errors != t.seen:
+            t.seen = t.obj.sync_errors
+            failed = failed or errors.DeviceIOError("an fdatasync failed")
+        else:
+            failed = None  # told already, at another fsync
         te = self.now()
+        if failed is not None:
+            t.told.append(te)
+            self.stats["down_fsync_eio"] += 1
+            if not any(t.obj.id in d.owed_at_down for d in self.downed):
+                self.fail(f"fsync of object {t.key} failed ({failed!r}), yet no device "
+                          f"that went down held writes of it not synced")
+            return
         self.stats["fsyncs"] += 1
         if t.dead:
             return
@@ -699,7 +955,7 @@ class Explorer:
                 again = rng.choice(sorted(self.swapping, key=lambda d: d.path))
                 await self._swapoff_again(again)
                 continue
-            if len(live) < LIVE_DEVICES:
+            if sum(d.down is None for d in live) < LIVE_DEVICES:
                 self._swapon()  # not the one to go: it is empty
             if live and await self.swapoff_op(rng.choice(live)) == "refused":
                 # As an administrator would: wait for room, longer each time.
@@ -723,11 +979,30 @@ class Explorer:
         return next(sp for sp in self.space.devices if sp.dev is dev)
 
     async def swapoff_op(self, dev: ScheduledDevice, final: bool = False) -> str:
-        """swapoff dev and check the outcome by (d); return which one it was."""
+        """swapoff dev and check the outcome by (d) and (h); return which one it was."""
         sp = self._sp(dev)
+        outcome = await self._swapoff_op(dev, sp, final)
+        if dev in self.loss_watch:
+            self._lost_with(dev, sp, outcome)
+        return outcome
+
+    async def _swapoff_op(self, dev: ScheduledDevice, sp: SwapDevice, final: bool) -> str:
         if self.swapping:
             self.stats["swapoffs_concurrent"] += 1
+        # (h): a device that is down when its swapoff begins has nothing to move;
+        # it is refused only as the last device.
+        down = dev.down is not None
+        alone = not any(d is not sp and not d.closing for d in self.space.devices)
+        # (d): one that serves is refused, before anything moves, exactly when the
+        # devices that could take its pages (the others neither closing nor down)
+        # have fewer free blocks (those held for a discard count: free within
+        # moments) than its pages and swapoff's margin, or there are none.
+        room = sum(d.blist.avail() + d.held for d in self.space.devices
+                   if d is not sp and not d.closing and d.dev.down is None)
+        short = not down and (alone or room < sp.used + nswap_lowat)
         self.swapping.add(dev)
+        if down:
+            self._watch_loss(dev, self.now())
         w = watch(f"swapoff of {dev.path}")
         try:
             await self.swapoffs.swapoff(sp)
@@ -759,10 +1034,124 @@ class Explorer:
             outcome = "completed"
             if not dev.closed:
                 self.fail(f"swapoff of {dev.path} returned with the device open")
+        if down and outcome != "completed" and not (outcome == "refused" and alone):
+            self.fail(f"swapoff of {dev.path}, down when it began: {outcome}")
+        if not down and short != (outcome == "refused"):
+            self.fail(f"swapoff of {dev.path} ({sp.used} pages): {outcome}, with "
+                      f"{room} blocks free on the devices that could take them")
         if not self.swapping and not final:
             self.check_kept(f"after swapoff of {dev.path} ({outcome})")
         self.stats[("final_swapoff_" if final else "swapoff_") + outcome] += 1
         return outcome
+
+    # -- devices that go down ----------------------------------------------------
+
+    def put_down(self, dev: ScheduledDevice, why: str) -> None:
+        """dev stops answering (its NBD server died or stalled)."""
+        # The objects with a page there that no fdatasync has made durable: the
+        # pager owes them one (their write landed after the device's last one),
+        # and must count its failure against them (sync_errors) by the time the
+        # swapoff is through.
+        sp = self._sp(dev)
+        unsynced = self.unsynced_at_down[dev] = {}
+        for t in self.tracked:
+            for _p, blk, n in t.obj.meta.pages_on(sp.first, sp.end):
+                lo, hi = (blk - sp.first) * PAGE_SIZE, (blk - sp.first + n) * PAGE_SIZE
+                if dev._buf[lo:hi] != dev.synced[lo:hi]:
+                    unsynced[t] = t.obj.sync_errors
+                    break
+        dev.go_down(why)
+        dev.down_tick = self.now()
+        self.downed.append(dev)
+        self.stats["down_devices"] += 1
+        if dev in self.swapping:  # its swapoff gives up what is left there
+            self._watch_loss(dev, dev.down_tick)
+
+    def _watch_loss(self, dev: ScheduledDevice, start: int) -> None:
+        """From now until its swapoff returns, dev's pages may be given up: each
+        object's Loss grows by every page mapped there meanwhile."""
+        if dev not in self.loss_watch:
+            self.loss_watch[dev] = {}
+            self._note_loss(dev, start)
+
+    def _note_loss(self, dev: ScheduledDevice, start: int | None = None) -> None:
+        """Note the pages mapped to dev now, while its swapoff may give them up."""
+        sp = next((sp for sp in self.space.devices if sp.dev is dev), None)
+        if sp is None:
+            return
+        losses = self.loss_watch[dev]
+        for t in self.tracked:
+            if t.dead:
+                continue
+            for p, _blk, n in t.obj.meta.pages_on(sp.first, sp.end):
+                loss = losses.get(t)
+                if loss is None:
+                    loss = losses[t] = Loss(dev.path, start if start is not None
+                                            else self.now(), dev.down_tick, set())
+                    t.losses.append(loss)
+                loss.pages.update(range(p, p + n))
+
+    def _lost_with(self, dev: ScheduledDevice, sp: SwapDevice, outcome: str) -> None:
+        """The swapoff of dev, down at some point of it, returned; once it completed,
+        (h)'s books for dev."""
+        losses = self.loss_watch.pop(dev)
+        if outcome != "completed":
+            return
+        self.stats["down_swapoffs_completed"] += 1
+        fail = self.fail
+        for t in self.tracked:
+            if t.dead:
+                continue
+            if t.obj.meta.pages_on(sp.first, sp.end):
+                fail(f"object {t.key} still maps pages to {dev.path}, swapped off")
+            for p, name in (t.obj.lost or {}).items():
+                if name != dev.path:
+                    continue
+                self.stats["down_pages_lost"] += 1
+                if t not in losses or p not in losses[t].pages:
+                    fail(f"object {t.key} page {p} lost with {dev.path}, where it never "
+                         f"was while the device was down")
+        retired = {rel + i for rel, n in sp.bad_runs for i in range(n)}
+        if sp.bad != len(retired) or retired != dev.bad_pages:
+            fail(f"{dev.path}, down: bad {sp.bad}, runs {sorted(retired)}, writes failed "
+                 f"on {sorted(dev.bad_pages)}")
+        if any(sp.first <= b < sp.end for _epoch, runs in self.pager.reclaim.deferred
+               for b, _n in runs):
+            fail(f"{dev.path}, down and swapped off: a deferred free is left on it")
+        if sp in self.pager._dirty:
+            fail(f"{dev.path}, down and swapped off: still owed an fdatasync")
+        for t, count in self.unsynced_at_down.pop(dev, {}).items():
+            self.stats["down_unsynced_objects"] += 1
+            if t.obj.sync_errors == count:
+                fail(f"object {t.key} had pages on {dev.path} not synced when it went "
+                     f"down, yet no fdatasync failure was counted against it")
+
+    async def downer(self, rng: random.Random, done: trio.Event) -> None:
+        """Now and then a device goes down (in the middle of the work, after a seeded
+        number of ticks), and is swapped off soon after, unless a swapoff of it runs
+        already; a fresh device is swapped on first if none would be left."""
+        for _ in range(rng.choice((1, 1, 2))):
+            if done.is_set():
+                return
+            woken = trio.Event()
+            self._at_tick = (self.tick + rng.randint(10, 400), woken)
+            await woken.wait()  # set by main once the work is done
+            if done.is_set():
+                return
+            up = [d for d in self.devs if d.down is None]
+            if len(up) < 2:
+                continue
+            dev = rng.choice(up)
+            self.put_down(dev, rng.choice(("no answer within 10 s", "Connection reset by peer")))
+            await trio.sleep(rng.choice((0, 0.001, 0.1, 1.0)))
+            while dev in self.devs:
+                if dev in self.swapping:
+                    await trio.sleep(0.1)
+                    continue
+                if not any(d.down is None and d not in self.swapping for d in self.devs):
+                    self._swapon()
+                if await self.swapoff_op(dev) != "completed":
+                    return
 
     async def faulter(self, rng: random.Random, done: trio.Event) -> None:
         """Now and then a device fails writes or reads, or corrupts pages, for a while."""
@@ -802,6 +1191,7 @@ class Explorer:
         for sp in self.space.devices:
             objs = {t.key: t.obj.meta.pages_on(sp.first, sp.end) for t in self.tracked}
             held.append(f"{sp.name} used={sp.used} closing={sp.closing} "
+                        f"down={sp.dev.down is not None} "
                         f"pages={ {k: v for k, v in objs.items() if v} }")
         self.hang_state = (f"readers={self.pager.reclaim.readers} "
                            f"deferred={len(self.pager.reclaim.deferred)} "
@@ -838,6 +1228,8 @@ class Explorer:
             check = [c for c in range(c0, c1) if want[c] != ZERO and not touched[c]]
             if not check or before.get(p) != after.get(p) and rewritten:
                 continue
+            if before.get(p) is after.get(p) is None and t.may_be_lost(p, tb, te):
+                continue  # given up with a device that was down: (h)
             exp = render(t.key, c0, want[c0:c1])
             for where in (before.get(p), after.get(p)):
                 if where is None:
@@ -851,6 +1243,13 @@ class Explorer:
                                      for c in check):
                     break
             else:
+                # On a device that went down before its fdatasync: an fsync of the
+                # file has reported that once (EIO) since, and need not again.
+                if any(where is not None and where[0].down_tick is not None
+                       and t.told_since(where[0].down_tick)
+                       for where in (before.get(p), after.get(p))):
+                    self.stats["down_fsync_told_before"] += 1
+                    continue
                 self.fail(f"fsync returned but object {t.key} page {p} (as of tick {tb}) "
                           f"is on no synced image")
                 return
@@ -880,6 +1279,11 @@ class Explorer:
             if dev.closed:
                 self.fail(f"{when}: object {t.key} page {p} maps to closed {dev.path}")
                 return
+            if dev.down is not None:
+                # Unreadable now, to be given up at its swapoff: (h). (A swapoff that
+                # moved it there may have found the device down at its fdatasync.)
+                del self.durable[(t, p)]
+                continue
             lo = devpage * PAGE_SIZE
             if dev._buf[lo:lo + PAGE_SIZE] != content:
                 del self.durable[(t, p)]  # written again since (or corrupted on the way)
@@ -941,14 +1345,18 @@ class Explorer:
                 continue
             for p in range(pages_for(t.size)):
                 w = watch(f"final read of object {t.key} page {p}")
+                rb = self.now()
                 try:
                     got = await t.obj.read(p * PAGE_SIZE, PAGE_SIZE)
                 except errors.DeviceIOError as exc:
                     self.stats["final_eio"] += 1
                     if w.faults:
                         continue
+                    if t.may_be_lost(p, rb, self.now()):
+                        self.stats["down_final_lost"] += 1
+                        continue
                     self.fail(f"object {t.key} page {p}: final read failed ({exc!r}) "
-                              f"with no page corrupted")
+                              f"with no page corrupted or lost")
                     break
                 if got != want[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]:
                     self.fail(f"object {t.key} page {p}: final content differs from "
@@ -1005,6 +1413,20 @@ class Explorer:
             fail(f"left over: pins {pager.reclaim.readers}, {len(pager.reclaim.deferred)} deferred frees")
         if self.swapoffs.progress or any(t.obj.lock.locked() for t in self.tracked):
             fail("left over: a swapoff in progress or an object locked")
+        if space.down or any(sp not in space.devices for sp in pager._dirty):
+            fail(f"left over: devices down {space.down}, or owed an fdatasync off the "
+                 f"table {[sp.name for sp in pager._dirty]}")
+        end = self.now()
+        for t in live:
+            # (h): a lost page holds no block, lies within the size, and the model
+            # says it may be lost.
+            for p, name in (t.obj.lost or {}).items():
+                if t.obj.meta.lookup(p) != SWAPBLK_NONE or p >= pages_for(t.size):
+                    fail(f"object {t.key} page {p}, lost with {name}, maps a block or "
+                         f"lies past the size {t.size}")
+                if not t.may_be_lost(p, end - 1, end + 1):
+                    fail(f"object {t.key} page {p} is lost with {name}, yet was written "
+                         f"whole or truncated away since, or never was there")
         owner: dict[int, tuple[int, int]] = {}
         for t in live:
             mapped = 0
@@ -1077,6 +1499,10 @@ class Explorer:
                         admin.start_soon(self.cycler, random.Random(rng.random()), done)
                     if rng.random() < 0.5:
                         admin.start_soon(self.faulter, random.Random(rng.random()), done)
+                    # Its own generator: the seeds without one run as they did before.
+                    downs = random.Random(f"down {self.seed}")
+                    if downs.random() < DOWN_SEEDS:
+                        admin.start_soon(self.downer, random.Random(downs.random()), done)
                     async with trio.open_nursery() as work:
                         for _ in range(rng.randint(1, 3)):
                             work.start_soon(self.writer, random.Random(rng.random()))
@@ -1092,6 +1518,8 @@ class Explorer:
                         if rng.random() < 0.5:
                             work.start_soon(self.unlinker, random.Random(rng.random()))
                     done.set()  # the cyclers finish the swapoff they are in
+                    if self._at_tick is not None:  # a downer still waiting: it ends
+                        self._at_tick[1].set()
                 await self.finish()
                 outer.cancel_scope.cancel()  # the watchdog, the discarder
 
@@ -1182,7 +1610,16 @@ def main(argv: list[str]) -> int:
           f"{totals['swapoff_einval']} second swapoffs of one device refused (EINVAL)")
     print("  final swapoffs: " + ", ".join(
         f"{o} {totals['final_swapoff_' + o]}" for o in SWAPOFF_OUTCOMES))
-    rest = {k: v for k, v in sorted(totals.items()) if "swapoff" not in k}
+    print(f"  devices down: {totals['down_devices']}, their swapoffs completed "
+          f"{totals['down_swapoffs_completed']}, pages lost {totals['down_pages_lost']}; "
+          f"EIO for lost pages: reads {totals['down_read_eio_lost']}, writes "
+          f"{totals['down_write_eio_lost']}, truncates {totals['down_truncate_eio_lost']}, "
+          f"final reads {totals['down_final_lost']}; fsyncs failed "
+          f"{totals['down_fsync_eio']}, returned with pages reported lost before "
+          f"{totals['down_fsync_told_before']}; objects with unsynced pages on a device "
+          f"when it went down {totals['down_unsynced_objects']}")
+    rest = {k: v for k, v in sorted(totals.items())
+            if "swapoff" not in k and not k.startswith("down_")}
     print("  totals:", ", ".join(f"{k} {v}" for k, v in rest.items()))
     return 1 if failed or completed < SWAPOFF_FLOOR * tried else 0
 

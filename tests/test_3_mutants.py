@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
-MUTANTS = ("swapoff-sync", "pin-defers", "read-pin", "write-waits")
+MUTANTS = ("swapoff-sync", "pin-defers", "read-pin", "write-waits",
+           "down-bad", "sync-down", "sync-down-told", "read-lost", "unlose",
+           "down-room", "down-avail")
 
 
 def test_the_explorer_kills_every_mutant():
