@@ -130,11 +130,8 @@ class Device:
         On error, the pages from the first one not known to be written are
         reported in ``exc.pages``. Blocks.
         """
-        mv = memoryview(data).cast("B")
-        if len(mv) % PAGE_SIZE:
-            raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
+        mv = self._write_view(page, data)
         npages = off_to_idx(len(mv))
-        self._check("write", page, npages)
         f = self.faults
         if f.active:
             f.delay()
@@ -142,6 +139,15 @@ class Device:
             mv = f.corrupt_write(page, mv)
         if npages:
             self._pwrite(page * PAGE_SIZE, mv, page)
+
+    def _write_view(self, page: int, data: bytes | bytearray | memoryview) -> memoryview:
+        """``data`` as bytes to write at ``page``: InvalidArgument unless whole pages,
+        DeviceIOError (EIO) past the end."""
+        mv = memoryview(data).cast("B")
+        if len(mv) % PAGE_SIZE:
+            raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
+        self._check("write", page, off_to_idx(len(mv)))
+        return mv
 
     def fsync(self) -> None:
         """Make written pages durable (fdatasync). Blocks."""

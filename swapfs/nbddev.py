@@ -488,11 +488,8 @@ class NbdDevice(Device):
             await self._awrite(page, data)
 
     async def _awrite(self, page: int, data: bytes | bytearray | memoryview) -> None:
-        mv = memoryview(data).cast("B")
-        if len(mv) % PAGE_SIZE:
-            raise errors.InvalidArgument(f"write of {len(mv)} bytes: not whole pages")
+        mv = self._write_view(page, data)
         npages = off_to_idx(len(mv))
-        self._check("write", page, npages)
         f = self.faults
         if f.active:
             if f.latency_ms:
