@@ -158,7 +158,7 @@ def open_nbd(uri: str, timeout: float = NBD_TIMEOUT,
              connections: int = NBD_CONNECTIONS) -> "NbdDevice":
     """Connect to the export ``uri`` (blocking, at most ``timeout`` seconds per
     connection). Errors: NotSupported (no libnbd, or ``nbds`` without TLS),
-    ReadOnly-like EROFS for an export that cannot be written, the errno of the
+    EROFS for an export that cannot be written, the errno of the
     connection (ECONNREFUSED, ENOENT, ETIMEDOUT, ...) otherwise."""
     _need_libnbd()
     global _ANY_BUFFER

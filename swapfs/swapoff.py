@@ -47,9 +47,10 @@ class Swapoff:
         be read are skipped while every other page moves; if any are left, the device is
         put back in service holding only them and DeviceIOError (EIO) says how many
         (also kept in ``unreadable``) -- unless the device is down (``dev.down``: an
-        NBD server gone), when they are given up as lost and the swapoff completes. If a move fails otherwise or is
-        cancelled, the device is likewise put back with whatever pages are still on it.
-        No page of a device that serves is ever dropped, and the pages moved are synced either way (rule 9).
+        NBD server gone), when they are given up as lost and the swapoff completes.
+        If a move fails otherwise or is cancelled, the device is likewise put back
+        with whatever pages are still on it. No page of a device that serves is ever
+        dropped, and the pages moved are synced either way (rule 9).
         """
         pager = self.pager
         pager.space.swapoff_begin(swdev)
