@@ -492,12 +492,15 @@ def test_fstab_form(tmp_path: Path, cli_mnt: Path) -> None:
 def test_every_listed_mount_option_is_taken_and_nothing_else(tmp_path: Path) -> None:
     # The list the man page, --help and completion show is the list a mount takes.
     example = {"PATH[:SIZE]": f"{tmp_path}/x.swap:1M", "SIZE": "2M", "NAME": "name",
-               "swapfs": "swapfs", "[HOST:]PORT": "127.0.0.1:9100"}
+               "swapfs": "swapfs", "[HOST:]PORT": "127.0.0.1:9100", "SECONDS": "2.5",
+               "N": "2"}
     for word in OPTIONS:
         key, eq, metavar = word.partition("=")
         cfg = mount.MountConfig(mountpoint=str(tmp_path))
         mount.apply_options(cfg, [f"noatime,{key}={example[metavar]}" if eq else key])
-    for bad in ("xattr=1", "device", "device=", "fsname", "nosuchoption", "ro"):
+    for bad in ("xattr=1", "device", "device=", "fsname", "nosuchoption", "ro",
+                "nbd_timeout=0", "nbd_timeout=abc", "nbd_connections=0",
+                "nbd_connections=17"):
         with pytest.raises(errors.InvalidArgument):
             mount.apply_options(mount.MountConfig(mountpoint=str(tmp_path)), [bad])
 
