@@ -109,30 +109,6 @@ def _nbd_error(uri: str, exc: "libnbd.Error") -> errors.SwapfsError:
     return errors.SwapfsError(f"{uri}: {text}", err=err)
 
 
-def _takes_any_buffer() -> bool:
-    """Whether this libnbd's aio_pread and aio_pwrite take any buffer (libnbd 1.14
-    does) or only an nbd.Buffer (older ones). Asked of a handle that is not
-    connected: the arguments are checked first, and nothing is sent."""
-    try:
-        libnbd.NBD().aio_pwrite(bytearray(PAGE_SIZE), 0)
-    except TypeError:
-        return False
-    except libnbd.Error:
-        pass
-    return True
-
-
-# Whether aio_pread and aio_pwrite take any buffer: asked at the first open_nbd.
-_ANY_BUFFER: bool | None = None
-
-
-def _aio_buffer(buf: bytearray | memoryview) -> object:
-    """``buf`` as aio_pread and aio_pwrite take it, sharing its memory: itself where
-    libnbd allows (no wrapper object per request; libnbd holds a view of it until
-    the command completes), else an nbd.Buffer over it."""
-    return buf if _ANY_BUFFER else libnbd.Buffer.from_buffer(buf)
-
-
 def _connect(uri: str, timeout: float) -> "libnbd.NBD":
     """One handle connected to ``uri``, ready for commands; blocks up to timeout."""
     h = libnbd.NBD()
@@ -161,9 +137,6 @@ def open_nbd(uri: str, timeout: float = NBD_TIMEOUT,
     EROFS for an export that cannot be written, the errno of the
     connection (ECONNREFUSED, ENOENT, ETIMEDOUT, ...) otherwise."""
     _need_libnbd()
-    global _ANY_BUFFER
-    if _ANY_BUFFER is None:
-        _ANY_BUFFER = _takes_any_buffer()
     if uri.startswith("nbds") and not libnbd.NBD().supports_tls():
         raise errors.NotSupported(f"{uri}: this libnbd was built without TLS")
     handles = [_connect(uri, timeout)]
@@ -431,17 +404,19 @@ class NbdDevice(Device):
         exc.pages = (page, npages)
         return exc
 
+    # libnbd (1.14 on, as Debian ships it) takes any buffer and holds a view of it
+    # until the command completes: no nbd.Buffer wrapper per request.
     async def _read(self, page: int, npages: int) -> bytearray:
         buf = bytearray(npages * PAGE_SIZE)
         step = self._step
         if npages <= step:  # one request, as nearly every read is
             await self._command("read", page, npages, libnbd.NBD.aio_pread,
-                                _aio_buffer(buf), page * PAGE_SIZE)
+                                buf, page * PAGE_SIZE)
             return buf
         mv = memoryview(buf)
         for lo in range(0, npages, step):
             n = min(step, npages - lo)
-            part = _aio_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
+            part = mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE]
             await self._command("read", page + lo, n, libnbd.NBD.aio_pread,
                                 part, (page + lo) * PAGE_SIZE)
         return buf
@@ -451,11 +426,11 @@ class NbdDevice(Device):
         step = self._step
         if npages <= step:  # one request, as nearly every write is
             await self._command("write", page, npages, libnbd.NBD.aio_pwrite,
-                                _aio_buffer(mv), page * PAGE_SIZE)
+                                mv, page * PAGE_SIZE)
             return
         for lo in range(0, npages, step):
             n = min(step, npages - lo)
-            part = _aio_buffer(mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE])
+            part = mv[lo * PAGE_SIZE:(lo + n) * PAGE_SIZE]
             await self._command("write", page + lo, npages - lo, libnbd.NBD.aio_pwrite,
                                 part, (page + lo) * PAGE_SIZE)
 
