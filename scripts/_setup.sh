@@ -16,8 +16,8 @@ need_debs fuse3 libfuse3-dev pkg-config fio gcc man-db bsdextrautils \
 # the compiled modules) changed since the last install: the editable install runs
 # the compiled modules, which must not lag behind their sources.
 stamp="$VENV/.swapfs-installed"
-compiled=$(sed -n 's/^COMPILED = (\(.*\))$/\1/p' "$TOP/swapfs/__init__.py" | tr -d '",')
-want=$(cd "$TOP" && cat setup.cfg setup.py pyproject.toml swapfs/__init__.py swapfs/*.pyx \
+compiled=$(sed -n '/^COMPILED = (/,/)/p' "$TOP/swapfs/__init__.py" | sed 's/^COMPILED =//' | tr -d '",()')
+want=$(cd "$TOP" && cat setup.cfg setup.py pyproject.toml swapfs/__init__.py swapfs/*.pyx swapfs/*.pxd \
        $(for m in $compiled; do printf 'swapfs/%s.py ' "$m"; done) | sha256sum)
 if [ ! -x "$VENV/bin/python" ]; then
     echo "swapfs: creating virtualenv in .venv" >&2

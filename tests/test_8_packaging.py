@@ -21,6 +21,7 @@ from swapfs import COMPILED, __version__
 
 TOP = Path(__file__).resolve().parent.parent
 PYX = sorted(Path(p).stem for p in glob.glob(str(TOP / "swapfs" / "*.pyx")))
+PXD = sorted(Path(p).name for p in glob.glob(str(TOP / "swapfs" / "*.pxd")))
 
 # Which blist the unpacked wheel at argv[1] gives, and what it answers to a few calls.
 _EXERCISE = """
@@ -71,7 +72,7 @@ def _exercise(unpacked: Path) -> str:
     return r.stdout
 
 
-def test_sdist_carries_every_pyx_and_one_version(sdist: Path) -> None:
+def test_sdist_carries_every_cython_source_and_one_version(sdist: Path) -> None:
     assert sdist.name == f"swapfs-{__version__}.tar.gz"
     root = f"swapfs-{__version__}"
     with tarfile.open(sdist) as tar:
@@ -80,6 +81,8 @@ def test_sdist_carries_every_pyx_and_one_version(sdist: Path) -> None:
     assert PYX, "no swapfs/*.pyx in the checkout"
     for stem in PYX:
         assert f"{root}/swapfs/{stem}.pyx" in names, stem
+    for name in PXD:
+        assert f"{root}/swapfs/{name}" in names, name
     for f in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.rst",
               "scripts/install", "contrib/mnt-swap.mount", "tests/helpers.py"):
         assert f"{root}/{f}" in names, f
