@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 # one cannot differ; where no compiler was at hand the plain one runs. A C speed data
 # path without a second source to keep in step.
 COMPILED = ("swblk", "swapspace", "device", "checksum", "reclaim", "pager", "tree", "fs",
-            "blist_reference")
+            "blist_reference", "ready")
 
 if _os.environ.get("SWAPFS_PURE_PYTHON"):
     # The reference run: every module from its plain source, compiled ones ignored.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import itertools
 import os
 import stat
 import struct
@@ -79,15 +80,15 @@ class Device:
 
     path: str
     npages: int
-    is_block: bool = False
     ident: Hashable
-    # Why the device answers nothing any more (nbddev.py), None while it serves; and
-    # whom it tells when that happens (the device table sets it at swapon).
-    down: str | None = None
-    on_down: Callable[[str], None] | None = None
 
     def __init__(self) -> None:
         self.faults = Faults()
+        self.is_block = False
+        # Why the device answers nothing any more (nbddev.py), None while it serves;
+        # and whom it tells when that happens (the device table sets it at swapon).
+        self.down: str | None = None
+        self.on_down: Callable[[str], None] | None = None
 
     # Subclasses supply these four, byte-addressed.
     def _pread(self, off: int, size: int, first_page: int) -> bytes:
@@ -471,18 +472,18 @@ def open_device(path: str) -> FileDevice:
     return FileDevice.open(path)
 
 
+_memory_names = itertools.count()
+
+
 class MemoryDevice(Device):
     """A device in a bytearray: same interface and errors, for fast tests."""
-
-    _count = 0
 
     def __init__(self, npages: int, name: str | None = None) -> None:
         super().__init__()
         if npages < 0:
             raise errors.InvalidArgument(f"bad size: {npages} pages")
         if name is None:
-            name = f"mem{MemoryDevice._count}"
-            MemoryDevice._count += 1
+            name = f"mem{next(_memory_names)}"
         self.path = name
         self.npages = npages
         self.ident = ("mem", id(self))

@@ -205,13 +205,13 @@ class SwapObject:
     """
 
     _ids = itertools.count(1)
-    # The uid its reservation is charged to (the creating request's; the file system
-    # sets it at create, and chown does not move it). None: charged to nobody.
-    uid: int | None = None
 
     def __init__(self, pager: Pager) -> None:
         self.pager = pager
         self.id = next(self._ids)
+        # The uid its reservation is charged to (the creating request's; the file
+        # system sets it at create, and chown does not move it). None: charged to nobody.
+        self.uid: int | None = None
         self.meta = SwapMeta()
         self.lock = ObjectLock()
         self.dead = False
@@ -613,13 +613,12 @@ class Pager:
     """The swap pager: objects, the write path to the devices, sync rounds, counters;
     pins and deferred frees through its reclaimer (reclaim.py)."""
 
-    # Set by a discard (discard.py): returns once blocks it holds next go back to the
-    # free map. Writes short of space wait for it.
-    discard_returned: Callable[[], Awaitable[None]] | None = None
-
     def __init__(self, space: SwapSpace, *, swap_async_max: int = SWAP_ASYNC_MAX_DEFAULT,
                  maxfilesize: int = MAXFILESIZE) -> None:
         self.space = space
+        # Set by a discard (discard.py): returns once blocks it holds next go back to
+        # the free map. Writes short of space wait for it.
+        self.discard_returned: Callable[[], Awaitable[None]] | None = None
         self.maxfilesize = maxfilesize
         self.objects: dict[int, SwapObject] = {}
         self.counters = Counters()
@@ -628,10 +627,7 @@ class Pager:
         self._write_limiter = trio.CapacityLimiter(swap_async_max)
         # Pins and deferred frees (rule 4). Its calls are the pager's own: every
         # reader, writer and background task reaches them through the pager.
-        self.reclaim = reclaim = Reclaimer(space, self.counters)
-        self.pin, self.unpin = reclaim.pin, reclaim.unpin
-        self.free_runs, self.changed = reclaim.free_runs, reclaim.changed
-        self.next_change = reclaim.next_change
+        self.reclaim = Reclaimer(space, self.counters)
         # Writes switched in so far, and how many of them the last sync covered.
         self.write_seq = 0
         self.synced_seq = 0
@@ -644,6 +640,23 @@ class Pager:
         self.readahead = ReadAheadBuffers()
         # Bad pages found, as (object id, page, block): each counted and logged once.
         self.csum_errors: dict[tuple[int, int, int], str] = {}
+
+    def pin(self) -> int:
+        """Reclaimer.pin: the token for ``unpin`` (rule 4)."""
+        return self.reclaim.pin()
+
+    def unpin(self, epoch: int) -> None:
+        self.reclaim.unpin(epoch)
+
+    def free_runs(self, runs: list[Run], now: bool = False) -> None:
+        """Reclaimer.free_runs: the blocks go back once no reader may use them."""
+        self.reclaim.free_runs(runs, now)
+
+    def changed(self) -> None:
+        self.reclaim.changed()
+
+    def next_change(self) -> trio.Event:
+        return self.reclaim.next_change()
 
     # -- objects -------------------------------------------------------------------
 

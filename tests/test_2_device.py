@@ -450,13 +450,20 @@ def test_block_device_size_from_device(tmp_path):
         subprocess.run(["losetup", "-d", loop], check=False)
 
 
-async def test_uncached_reads_on_the_loop_until_the_device_is_slow(fdev, monkeypatch):
+class _Uncached(FileDevice):
+    """Every read misses the page cache."""
+
+    def read_cached(self, page, npages):
+        return None
+
+
+async def test_uncached_reads_on_the_loop_until_the_device_is_slow(tmp_path, monkeypatch):
     # A thread round trip costs more than a small read from a quick device, so those
     # run at once; once the device's reads average over QUICK_READ_SLOW they go to a
     # worker thread and the loop stays free.
     import threading
+    fdev = _Uncached.open(backing(tmp_path, 16 * PAGE_SIZE))
     fdev.write_pages(0, pattern(4, 1))
-    monkeypatch.setattr(fdev, "read_cached", lambda page, npages: None)  # a cache miss
     where: list[int] = []
     real_pread = os.pread
 
@@ -472,3 +479,4 @@ async def test_uncached_reads_on_the_loop_until_the_device_is_slow(fdev, monkeyp
     for _ in range(3):
         assert await fdev.aread_pages(0, 4) == pattern(4, 1)
     assert where[-1] != threading.get_ident()
+    fdev.close()

@@ -11,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swapfs import errors
+from swapfs.device import MemoryDevice
+from swapfs.pager import Pager
 from swapfs.params import BBPAGES, PAGE_SIZE
 from swapfs.swapoff import Swapoff
+from swapfs.swapspace import SwapSpace
 
 from helpers import make_pager
 
@@ -251,23 +254,26 @@ async def test_write_error_everywhere_is_eio_and_old_data_stays():
 
 
 async def test_writes_in_flight_bounded_by_swap_async_max():
-    pager = make_pager(3000, async_max=2)
-    dev = pager.space.devices[0].dev
+    peak = running = 0
+
+    class Counting(MemoryDevice):
+        """Counts the writes running at once (in worker threads: the latency below
+        keeps them off the loop)."""
+
+        def write_pages(self, page, data):
+            nonlocal peak, running
+            running += 1
+            peak = max(peak, running)
+            try:
+                return super().write_pages(page, data)
+            finally:
+                running -= 1
+
+    space = SwapSpace()
+    dev = Counting(3000, name="mem0")
+    space.swapon(dev)
+    pager = Pager(space, swap_async_max=2)
     dev.faults.set_latency(20)
-    peak = 0
-    inner = dev.write_pages
-
-    def counting(page, data):
-        nonlocal peak, running
-        running += 1
-        peak = max(peak, running)
-        try:
-            return inner(page, data)
-        finally:
-            running -= 1
-
-    running = 0
-    dev.write_pages = counting
     objs = [pager.alloc() for _ in range(4)]
 
     async def write_all():
@@ -328,10 +334,16 @@ async def test_swapoff_enomem_changes_nothing():
 
 
 async def test_sync_waits_only_for_devices_written_since_their_last_sync():
-    pager = make_pager(100, 100)
     synced = []
-    for swdev in pager.space.devices:
-        swdev.dev.fsync = lambda name=swdev.name: synced.append(name)
+
+    class Recording(MemoryDevice):
+        def fsync(self):
+            synced.append(self.path)
+
+    space = SwapSpace()
+    for name in ("mem0", "mem1"):
+        space.swapon(Recording(100, name=name))
+    pager = Pager(space)
     obj = pager.alloc()
     await obj.write(0, b"x" * PAGE_SIZE)  # one cluster: one device
     await obj.flush()

@@ -509,15 +509,26 @@ async def test_xattrs(ops: Operations) -> None:
 
 # ---------------------------------------------------------------------- errors
 
+class _Proxy:
+    """An object's stand-in: what a subclass defines fails, the rest is the object's."""
+
+    def __init__(self, obj) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name):
+        return getattr(self._obj, name)
+
+
 async def test_unexpected_exception_is_eio_and_logged(ops: Operations, monkeypatch,
                                                       caplog) -> None:
     ino, fh = await mkfile(ops, b"f", data=b"abc")
     obj = ops.inodes[ino].obj
 
-    async def boom(*args, **kwargs):
-        raise RuntimeError("injected failure")
+    class Boom(_Proxy):
+        async def read(self, *args, **kwargs):
+            raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(obj, "read", boom)
+    monkeypatch.setattr(ops.inodes[ino], "obj", Boom(obj))
     with caplog.at_level(logging.ERROR, logger="swapfs.fs"):
         assert await errno_of(ops.read(fh, 0, 3)) == errno.EIO
     assert "injected failure" in caplog.text
@@ -530,10 +541,11 @@ async def test_swapfs_error_keeps_errno(ops: Operations, monkeypatch) -> None:
 
     ino, fh = await mkfile(ops, b"f")
 
-    async def nospace(*args, **kwargs):
-        raise errors.DeviceIOError("bad block")
+    class BadBlock(_Proxy):
+        async def write(self, *args, **kwargs):
+            raise errors.DeviceIOError("bad block")
 
-    monkeypatch.setattr(ops.inodes[ino].obj, "write", nospace)
+    monkeypatch.setattr(ops.inodes[ino], "obj", BadBlock(ops.inodes[ino].obj))
     assert await errno_of(ops.write(fh, 0, b"x")) == errno.EIO
     assert (await ops.getattr(ino, CTX)).st_size == 0
 
