@@ -8,9 +8,9 @@ VENV="$TOP/.venv"
 source "$TOP/scripts/_debs.sh"
 # man-db and bsdextrautils (col): the install tests read man swapfs as a user does.
 # nbdkit, qemu-utils (qemu-nbd) and iproute2: the NBD tests' servers and hosts;
-# python3-libnbd: the NBD client.
+# python3-libnbd: the NBD client; valgrind: scripts/bench-pager --instructions.
 need_debs fuse3 libfuse3-dev pkg-config fio gcc man-db bsdextrautils \
-    nbdkit qemu-utils python3-libnbd iproute2
+    nbdkit qemu-utils python3-libnbd iproute2 valgrind
 
 # Reinstall only when what the install reads (metadata, build files, the sources of
 # the compiled modules) changed since the last install: the editable install runs

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 TOP = Path(__file__).resolve().parent.parent
 FIGURES = ("write handler", "write object", "read handler", "read object",
@@ -38,3 +41,21 @@ def test_bench_pager_refuses_more_than_the_device_holds() -> None:
                         "--requests", "1000000", "--batches", "5"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "too large" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_bench_pager_counts_instructions_per_request(tmp_path: Path) -> None:
+    env = dict(os.environ, SWAPFS_BENCH_PAGER_SETUP_DONE="1")
+    r = subprocess.run([sys.executable, str(TOP / "scripts" / "bench-pager"), "--instructions",
+                        "--requests", "300", "--dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    counts = {}
+    for name in ("write handler", "read handler"):
+        m = re.search(rf"^  {re.escape(name)} +([0-9,]+)$", r.stdout, re.M)
+        assert m, f"{name!r} missing in:\n{r.stdout}"
+        counts[name] = int(m.group(1).replace(",", ""))
+    # A write hashes and places its page and switches the mapping: it costs more than a
+    # read, and neither is free.
+    assert counts["write handler"] > counts["read handler"] > 1000
+    assert list(tmp_path.iterdir()) == []
