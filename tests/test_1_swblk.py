@@ -76,15 +76,28 @@ def check_structure(meta: SwapMeta, model: dict[int, int]) -> None:
     assert meta.swapped == len(model)
     assert meta.nruns == len(model_map_runs(model))
     assert meta.nchunks == len({p - p % M for p in model})
-    assert list(meta._keys) == sorted(meta._chunks)
-    for key, c in meta._chunks.items():
-        assert key % M == 0
-        if isinstance(c, int):  # uniform: 16 pages on 16 consecutive blocks
-            assert [model.get(key + i) for i in range(M)] == [c + i for i in range(M)]
-        else:
-            assert len(c) == M
-            assert c.count(NONE) < M, f"empty chunk left at {key}"
-            assert c.count(c[0]) < M, f"uniform chunk kept as an array at {key}"
+    assert list(meta._lkeys) == sorted(meta._leaves)
+    assert set(meta._leaves) == {p >> 8 for p in model}, "empty leaf left"
+    assert set(meta._sums) <= set(meta._leaves)
+    for lk, leaf in meta._leaves.items():
+        heads = leaf[:M]
+        offsets = []
+        for j, c in enumerate(heads):
+            key = (lk << 8) + j * M
+            want = [model.get(key + i, NONE) for i in range(M)]
+            if c == NONE:
+                assert want == [NONE] * M
+            elif c >= -15:  # uniform: 16 pages on 16 consecutive blocks
+                assert want == [c + i for i in range(M)]
+            else:           # fragmented: its 16 slots in the leaf
+                off = -16 - c
+                offsets.append(off)
+                slots = leaf[off:off + M]
+                assert [v if v == NONE else v + i for i, v in enumerate(slots)] == want
+                assert slots.count(NONE) < M, f"empty chunk kept at {key}"
+                assert slots.count(slots[0]) < M, f"uniform chunk kept fragmented at {key}"
+        # Every slot block after the heads belongs to exactly one chunk.
+        assert sorted(offsets) == list(range(M, len(leaf), M))
     for p, b in model.items():
         assert meta.lookup(p) == b
 
