@@ -13,9 +13,6 @@ cdef list _seg_runs(object seg, long long slot)
 
 cdef void _push(list out, object blk, object n)
 
-@cython.locals(off=cython.Py_ssize_t)
-cdef Py_ssize_t _fragment(object leaf, Py_ssize_t j, long long v) except -1
-
 @cython.locals(last=cython.Py_ssize_t)
 cdef int _unfragment(object leaf, Py_ssize_t j, Py_ssize_t off, long long v) except -1
 
@@ -29,6 +26,9 @@ cdef class SwapMeta:
     cdef readonly dict _sums
     cdef object _swapped
     cdef object _runs
+
+    @cython.locals(off=cython.Py_ssize_t)
+    cdef object _fragment(self, object lk, object leaf, Py_ssize_t j, long long v)
 
     @cython.locals(j0=cython.Py_ssize_t, j1=cython.Py_ssize_t, j=cython.Py_ssize_t,
                    c=cython.longlong, lo=cython.Py_ssize_t, hi=cython.Py_ssize_t,

@@ -132,15 +132,6 @@ def _check_range(pindex: int, npages: int) -> None:
         raise ValueError(f"bad page range: pindex={pindex} npages={npages}")
 
 
-def _fragment(leaf: array[int], j: int, v: int) -> int:
-    """Give chunk j of leaf (empty or uniform, head value v) 16 slots of its own, all
-    holding v, and return their offset. The caller then makes it non-uniform."""
-    off = len(leaf)
-    leaf.extend(_EMPTY if v == _NONE else array("q", (v,)) * _NPG)
-    leaf[j] = _FRAG - off
-    return off
-
-
 def _unfragment(leaf: array[int], j: int, off: int, v: int) -> None:
     """Chunk j of leaf, whose slots are at off, becomes v (empty or uniform): its slots
     go, the leaf's last fragmented chunk moving into their place."""
@@ -218,6 +209,16 @@ class SwapMeta:
         if leaf is None:
             leaf = self._leaves[lk] = _EMPTY[:]
             self._lkeys.add(lk)
+        return leaf
+
+    def _fragment(self, lk: int, leaf: array[int], j: int, v: int) -> array[int]:
+        """Give chunk j of leaf lk (empty or uniform, head value v) 16 slots of its
+        own, all holding v, at the leaf's end, and return the leaf, now a new array
+        (of the exact size: no room is kept for growth). The caller then makes the
+        chunk non-uniform."""
+        off = len(leaf)
+        leaf = self._leaves[lk] = leaf + (_EMPTY if v == _NONE else array("q", (v,)) * _NPG)
+        leaf[j] = _FRAG - off
         return leaf
 
     def _drop_if_empty(self, lk: int, leaf: array[int]) -> None:
@@ -304,7 +305,8 @@ class SwapMeta:
             raise ValueError(f"bad page or block: pindex={pindex} blk={blk}")
         prev = self.lookup(pindex - 1) if pindex else _NONE
         nxt = self.lookup(pindex + 1)
-        leaf = self._leaf(pindex >> 8)
+        lk = pindex >> 8
+        leaf = self._leaf(lk)
         j = (pindex >> 4) & 15
         i = pindex & 15
         c = leaf[j]
@@ -312,9 +314,14 @@ class SwapMeta:
         if c >= _UNI:
             old = c
             if c != v:
-                leaf[_fragment(leaf, j, c) + i] = v
+                leaf = self._fragment(lk, leaf, j, c)
+                leaf[len(leaf) - _NPG + i] = v
         else:
-            off = _fragment(leaf, j, c) if c == _NONE else _FRAG - c
+            if c == _NONE:
+                leaf = self._fragment(lk, leaf, j, c)
+                off = len(leaf) - _NPG
+            else:
+                off = _FRAG - c
             old = leaf[off + i]
             leaf[off + i] = v
             _settle(leaf, j, off, i ^ 1, v)
@@ -341,7 +348,8 @@ class SwapMeta:
             return _NONE
         if c >= _UNI:
             old = c
-            off = _fragment(leaf, j, c)
+            leaf = self._fragment(lk, leaf, j, c)
+            off = len(leaf) - _NPG
         else:
             off = _FRAG - c
             old = leaf[off + i]
@@ -431,7 +439,8 @@ class SwapMeta:
         op, ob = (pindex, prev + 1) if prev != _NONE else (-1, -1)
         # The encoded value of the run in the first chunk; +16 per following chunk.
         v = first_blk - (pindex & 15)
-        leaf = self._leaf(pindex >> 8)
+        lk = pindex >> 8
+        leaf = self._leaf(lk)
         while p < end:
             key = p & -16
             lo = p - key
@@ -451,13 +460,15 @@ class SwapMeta:
                 if n == _NPG or c == v:
                     leaf[j] = v
                 else:
-                    off = _fragment(leaf, j, c)
+                    leaf = self._fragment(lk, leaf, j, c)
+                    off = len(leaf) - _NPG
                     leaf[off + lo:off + hi] = array("q", (v,)) * n
             elif c == _NONE:
                 if n == _NPG:
                     leaf[j] = v
                 else:
-                    off = _fragment(leaf, j, _NONE)
+                    leaf = self._fragment(lk, leaf, j, _NONE)
+                    off = len(leaf) - _NPG
                     leaf[off + lo:off + hi] = array("q", (v,)) * n
             else:
                 off = _FRAG - c
@@ -475,7 +486,8 @@ class SwapMeta:
             p += n
             v += _NPG
             if p < end and not p & 255:
-                leaf = self._leaf(p >> 8)
+                lk = p >> 8
+                leaf = self._leaf(lk)
         self._swapped += added
         # The range is one run now, joined to the pages around it where their blocks
         # follow on; the old runs in it are gone, and the last may have joined page end.
@@ -556,7 +568,8 @@ class SwapMeta:
                         _unfragment(leaf, j, off, _NONE)
                 else:
                     if c >= _UNI:
-                        off = _fragment(leaf, j, c)
+                        leaf = self._fragment(lk, leaf, j, c)
+                        off = len(leaf) - _NPG
                     leaf[off + lo:off + hi] = _EMPTY[lo:hi]
                     _settle(leaf, j, off, lo - 1 if lo else hi, _NONE)
             self._drop_if_empty(lk, leaf)
