@@ -13,8 +13,14 @@ holds, by value:
   same array, at the offset the value names (``_FRAG - value``): slot i holds blk - i,
   or SWAPBLK_NONE for no block.
 
-A written leaf of uniform chunks is then one 192-byte array and a dict entry, about
-1 byte per swapped page (the kernel: about 8.5); a leaf of fragmented chunks about 9.
+A leaf of uniform chunks is then one 192-byte array and a dict entry, about 1 byte
+per swapped page (the kernel: about 8.5), whether or not the chunks' blocks continue
+each other; a leaf of fragmented chunks, what random 4 KiB writes leave, about 9; a
+lone page in a leaf of its own about 390 bytes. A chunk that fragments gets its slots
+at the leaf's end (the leaf is copied to a new array of the exact size); when it stops
+being fragmented, the leaf's last fragmented chunk moves into its place. Index
+arithmetic per chunk, not per page: the compiled build runs it on C integers (the
+module's .pxd).
 
 Guarantees every method keeps:
 
