@@ -53,18 +53,18 @@ def test_page_sums_see_any_one_bit_flipped():
 def test_swapmeta_keeps_sums_beside_blocks_and_drops_them_with_the_last_chunk():
     m = SwapMeta()
     assert m.sums(0, 4) == array("I", [0] * 4)  # a hole: nothing to check
-    m.build_run(120, 1000, 20)
-    assert m.sums(120, 20) is None  # written without checksums
-    m.set_sums(120, array("I", range(1, 21)))  # across two groups of 128 pages
-    assert list(m.sums(120, 20)) == list(range(1, 21))
-    assert list(m.sums(118, 4)) == [0, 0, 1, 2]
-    m.free(128, 16)  # the group from 128 has no chunk left: its sums go
-    assert sorted(m._sums) == [0] and list(m.sums(120, 8)) == list(range(1, 9))
-    m.build_run(128, 2000, 4)
-    assert m.sums(128, 4) is None  # not the old sums back
-    m.free(120, 8)
+    m.build_run(248, 1000, 20)
+    assert m.sums(248, 20) is None  # written without checksums
+    m.set_sums(248, array("I", range(1, 21)))  # across two leaves of 256 pages
+    assert list(m.sums(248, 20)) == list(range(1, 21))
+    assert list(m.sums(246, 4)) == [0, 0, 1, 2]
+    m.free(256, 16)  # the leaf from 256 has no chunk left: its sums go
+    assert sorted(m._sums) == [0] and list(m.sums(248, 8)) == list(range(1, 9))
+    m.build_run(256, 2000, 4)
+    assert m.sums(256, 4) is None  # not the old sums back
+    m.free(248, 8)
     assert m._sums == {} and m.swapped == 4
-    m.set_sums(128, array("I", [5, 6, 7, 8]))
+    m.set_sums(256, array("I", [5, 6, 7, 8]))
     m.free_all()
     assert m._sums == {}
 
@@ -98,7 +98,7 @@ def test_swapmeta_sums_against_a_dict(ops):
         assert m.swapped == len(model)
         got = m.sums(0, 700)
         assert {q: got[q] for q in model} == model
-        assert set(m._sums) == {q & ~127 for q in model}
+        assert set(m._sums) == {q >> 8 for q in model}
 
 
 # ---------------------------------------------------------------------- faults
