@@ -233,7 +233,17 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of ``pid`` so far (all its threads), or None."""
+    """CPU time of ``pid`` so far: from schedstat (nanoseconds) summed over its live
+    threads where the kernel keeps it, else user plus system time from stat (clock
+    ticks, threads gone included); None if there is no such process."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
@@ -311,10 +321,12 @@ def fetch_passthroughfs(work: str) -> str:
 
 
 def swapoff_rate(client: MountClient, dev0: str, dev1: str, dev_size: str, nbytes: int,
-                 timeout: float, res: dict) -> dict:
+                 timeout: float, res: dict, command: bool = True) -> dict:
     """On a mount whose one device is ``dev0``: write ``nbytes`` to a new file with dd
-    (bs=1M conv=fsync), swap ``dev1`` of ``dev_size`` on, and time `swapfs swapoff` of
-    ``dev0`` as a user runs it (the command's start-up included).
+    (bs=1M conv=fsync), swap ``dev1`` of ``dev_size`` on, and time the swapoff of
+    ``dev0``: with ``command``, `swapfs swapoff` as a user runs it (the command's
+    start-up included), else the one write to ``.swapfs/swapoff``, which returns once
+    the pages are moved (the move alone).
 
     Fills ``res`` as it goes (so a failure leaves what was measured) and returns it:
     write_mib_s, write_pages_s (the dd rate), pages (on dev0 before the swapoff),
@@ -331,12 +343,19 @@ def swapoff_rate(client: MountClient, dev0: str, dev1: str, dev_size: str, nbyte
     if row is None:
         raise RuntimeError(f"{dev0} is not on the swap table")
     pages = int(row["used"])
-    log(f"  swapfs swapoff {dev0} ({pages} pages)")
+    log(f"  {'swapfs swapoff' if command else 'swapoff (control file)'} {dev0} "
+        f"({pages} pages)")
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "swapfs", "swapoff", client.path, dev0],
-                       capture_output=True, text=True, timeout=timeout)
+    if command:
+        r = subprocess.run([sys.executable, "-m", "swapfs", "swapoff", client.path, dev0],
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"swapoff failed: {r.stderr.strip()}")
+    else:
+        try:
+            client.write("swapoff", dev0)
+        except OSError as e:
+            raise RuntimeError(f"swapoff failed: {e.strerror}") from None
     off_s = time.monotonic() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"swapoff failed: {r.stderr.strip()}")
     res.update(pages=pages, swapoff_s=off_s, pages_s=pages / off_s)
     return res
