@@ -40,7 +40,10 @@ Guarantees every method keeps:
 
 Beside the blocks, the pages' checksums (``set_sums``, ``sums``): an ``array('I')``
 per leaf (256 pages), made when a checksum in it is first stored and dropped with the
-leaf (about 4.3 more bytes per swapped page).
+leaf. Its first entry is a mask of the leaf's chunks that have a place in it (bit j:
+chunk j), then 16 checksums per such chunk in chunk order: about 4.3 more bytes per
+swapped page for a file written whole, and 64 bytes of checksums, not 1 KiB, for a
+page alone in its leaf.
 
 This module only keeps the map. It never allocates or frees swap space itself, and it
 does not check that a block is used by one page only: that is the pager's business.
@@ -83,7 +86,7 @@ assert _NPG == 16 and _LSHIFT == 8 and _KEY == -16
 # Copied (by slicing, a memcpy) for every new leaf and fragmented chunk, and to blank
 # a slot range.
 _EMPTY = array("q", [SWAPBLK_NONE] * SWAP_META_PAGES)
-_NO_SUMS = array("I", [0] * _LPG)  # a new leaf's checksums
+_NO_SUMS = array("I", [0] * _LPG)  # zeros: a chunk's new place, a hole's checksums
 
 # Below this many leaves in a range, probing the dict for each key beats walking the
 # sorted key list.
@@ -649,12 +652,18 @@ class SwapMeta:
         p, i, end = pindex, 0, pindex + len(sums)
         while p < end:
             lk = p >> 8
-            lo = p & 255
-            n = _LPG - lo if _LPG - lo < end - p else end - p
+            j = (p >> 4) & 15
+            lo = p & 15
+            n = 16 - lo if 16 - lo < end - p else end - p
             c = store.get(lk)
             if c is None:
-                c = store[lk] = _NO_SUMS[:]
-            c[lo:lo + n] = sums[i:i + n]
+                c = store[lk] = array("I", (0,))
+            m = c[0]
+            at = 1 + 16 * (m & ((1 << j) - 1)).bit_count()
+            if not m >> j & 1:
+                c[at:at] = _NO_SUMS[:16]  # chunk j's place, in chunk order
+                c[0] = m | 1 << j
+            c[at + lo:at + lo + n] = sums[i:i + n]
             p += n
             i += n
 
@@ -667,17 +676,17 @@ class SwapMeta:
         p, end = pindex, pindex + npages
         while p < end:
             lk = p >> 8
-            lo = p & 255
-            n = _LPG - lo if _LPG - lo < end - p else end - p
+            j = (p >> 4) & 15
+            lo = p & 15
+            n = 16 - lo if 16 - lo < end - p else end - p
             c = store.get(lk)
-            if c is None:
-                leaf = self._leaves.get(lk)
-                if leaf is not None:
-                    j0, j1 = lo >> 4, ((lo + n - 1) >> 4) + 1
-                    if leaf[j0:j1].count(_NONE) < j1 - j0:
-                        return None  # a chunk with blocks there
-                out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
+            if c is not None and c[0] >> j & 1:
+                at = 1 + 16 * (c[0] & ((1 << j) - 1)).bit_count()
+                out.extend(c[at + lo:at + lo + n])
             else:
-                out.extend(c[lo:lo + n])
+                leaf = self._leaves.get(lk)
+                if leaf is not None and leaf[j] != _NONE:
+                    return None  # a chunk with blocks there
+                out.extend(_NO_SUMS[:n])  # a hole: nothing there to check
             p += n
         return out

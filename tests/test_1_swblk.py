@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from array import array
 
 import pytest
 from hypothesis import strategies as st
@@ -344,6 +345,38 @@ def test_memory_per_page() -> None:
             tracemalloc.stop()
         assert m.swapped == npages
         assert used / npages <= bound, (write, used / npages)
+
+
+def test_memory_of_checksums_per_page() -> None:
+    """Checksums cost about 4 bytes a page for a file written whole, and a page alone
+    in its leaf pays for its chunk's 16, not for the leaf's 256."""
+    dense, lone = 1 << 14, 1 << 10
+    for write, npages, bound in (("whole", dense, 5), ("lone", lone, 400)):
+        m = SwapMeta()
+        pages = (range(0, dense, nsw_cluster_max) if write == "whole"
+                 else range(0, lone * 4096, 4096))  # one page per 16 leaves
+        n = nsw_cluster_max if write == "whole" else 1
+        sums = array("I", range(1, n + 1))
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for p in pages:
+                m.build_run(p, 4096 + p, n)
+                m.set_sums(p, sums)
+            with_sums = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        bare = SwapMeta()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for p in pages:
+                bare.build_run(p, 4096 + p, n)
+            without = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert (with_sums - without) / npages <= bound, (write, (with_sums - without) / npages)
+        assert list(m.sums(pages[-1], n)) == list(sums)
 
 
 def test_fragmented_chunks_move_when_one_goes() -> None:
