@@ -20,7 +20,18 @@ from helpers import requires_fuse
 
 TOP = Path(__file__).resolve().parent.parent
 SCRIPT = TOP / "scripts" / "bench-scale"
-JOBS = TOP.parent / "shared" / "bench" / "fio"
+# The jobs the script runs, with the parameters of the shared job files, written for
+# the run: the test needs nothing outside the repository.
+JOBS = {
+    "W1-seqwrite.fio": "filename=anchor-seq.dat\nnumjobs=1\n\n[w1-seqwrite]\nrw=write\n"
+                       "bs=1M\nsize=4G\nruntime=30\nend_fsync=1\n",
+    "W3-randwrite.fio": "filename=anchor-rand.dat\noverwrite=1\nnumjobs=1\n\n"
+                        "[w3-randwrite]\nrw=randwrite\nbs=4k\nsize=128M\nruntime=20\n"
+                        "time_based=1\nend_fsync=1\n",
+    "W5-randrw-4jobs.fio": "filename=anchor-rand.dat\nnumjobs=4\ngroup_reporting=1\n\n"
+                           "[w5-randrw]\nrw=randrw\nrwmixread=70\nbs=4k\nsize=128M\n"
+                           "runtime=20\ntime_based=1\nend_fsync=1\n",
+}
 SVG = "{http://www.w3.org/2000/svg}"
 
 # Row -> (its sizes under --quick, the swapfs lines that count toward its goal)
@@ -56,13 +67,18 @@ def table_line(block: list[str], label: str, target: str, nsizes: int) -> list[s
 
 @requires_fuse
 @pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
-@pytest.mark.skipif(not JOBS.is_dir(), reason=f"no fio job files in {JOBS}")
 def test_bench_scale_quick_prints_every_row_and_draws_them(tmp_path: Path) -> None:
     work = tmp_path / "work"
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for name, body in JOBS.items():
+        (jobs / name).write_text("[global]\nioengine=psync\ndirectory=${FIODIR}\n"
+                                 "fallocate=none\n" + body)
     svg, raw = tmp_path / "plot.svg", tmp_path / "raw.json"
     env = dict(os.environ, SWAPFS_BENCH_SCALE_SETUP_DONE="1")
     r = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--samples", "200",
-                        "--workdir", str(work), "--svg", str(svg), "--json", str(raw)],
+                        "--jobs", str(jobs), "--workdir", str(work), "--svg", str(svg),
+                        "--json", str(raw)],
                        capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
